@@ -1,0 +1,167 @@
+// rnnkit C++ core: the sequential part of every forward and backward pass.
+//
+// Framework-agnostic: raw, C-contiguous buffers, sizes as int64_t, no Python and
+// no PyTorch headers. The binding (bindings.cpp) checks shapes, allocates outputs,
+// releases the GIL and calls these functions.
+//
+// Shape letters, used the same way everywhere:
+//   T  time steps          B  batch size        H  hidden size
+//   O  Jordan output size  G  number of gates (Elman 1, LSTM 4, GRU 3)
+//
+// Division of labour (SPEC.md section 5). The caller does, as single large matrix
+// products, the input projection for all steps before the call
+//     xw = x W_ih^T + biases                                  (T, B, G*H)
+// and, after the backward call, the weight and input gradients for all steps
+//     dW_ih = da^T x,  dW_hh = da^T h_prev,  dx = da W_ih,  db = sum(da).
+// The core does only the recurrence: per step one product with W_hh (packed once
+// per call), the gate nonlinearities and the state update; backward walks time in
+// reverse doing the element-wise chain rule and the dh_{t-1} = da_t W_hh recursion.
+//
+// Per-sequence lengths (PackedSequence semantics): `lengths` is null or points to B
+// values in [1, T]. At step t >= lengths[b] row b is inactive: its state is carried
+// unchanged, its output is zero, its recorded gates are zero, and in backward its
+// state gradient passes straight through (da = 0).
+//
+// Every function is templated on the scalar type S (float or double) and compiled
+// once per instruction set (see dispatch.cpp); all scratch memory is allocated per
+// call, outside the time loop; there is no global mutable state.
+#pragma once
+
+#include <cstdint>
+
+namespace rnnkit {
+
+enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
+
+// Elementwise nonlinearities, shared by the Elman and Jordan layers.
+enum class Act : int { identity = 0, tanh = 1, relu = 2, sigmoid = 3 };
+
+// Best instruction set this CPU and this build support.
+Isa best_isa();
+// Whether `isa` is compiled in and supported by this CPU.
+bool isa_supported(Isa isa);
+
+// ---------------------------------------------------------------------------------
+// Kernel API. Each entry is declared once per ISA namespace by RNNKIT_DECLARE_KERNELS
+// and dispatched by the rnnkit::<name>(Isa, ...) wrappers in dispatch.cpp.
+// `nthreads` is the number of worker threads for the per-step products (>= 1).
+// ---------------------------------------------------------------------------------
+#define RNNKIT_DECLARE_KERNELS(S)                                                      \
+  /* Elman: h_t = f(xw_t + W_hh h_{t-1}).                                          */ \
+  void elman_forward(int64_t T, int64_t B, int64_t H, Act f,                          \
+                     const S* xw,      /* (T, B, H)   W_ih x_t + b_ih + b_hh       */ \
+                     const S* w_hh,    /* (H, H)                                   */ \
+                     const S* h0,      /* (B, H)      or null for zeros            */ \
+                     const int64_t* lengths, /* (B) or null                        */ \
+                     S* hs,            /* (T+1, B, H) out: states, hs[0] = h0      */ \
+                     S* out,           /* (T, B, H)   out: masked outputs, or null */ \
+                     int nthreads);                                                   \
+  void elman_backward(int64_t T, int64_t B, int64_t H, Act f,                         \
+                      const S* w_hh,   /* (H, H)                                   */ \
+                      const S* hs,     /* (T+1, B, H) from forward                 */ \
+                      const int64_t* lengths,                                         \
+                      const S* d_out,  /* (T, B, H)   dL/d output, or null         */ \
+                      const S* dh_n,   /* (B, H)      dL/d h_n, or null            */ \
+                      S* da,           /* (T, B, H)   out: dL/d pre-activation     */ \
+                      S* dh0,          /* (B, H)      out: dL/d h_0                */ \
+                      S* dhs,          /* (T, B, H)   out: dL/d h_t total, or null */ \
+                      int nthreads);                                                  \
+  /* LSTM (SPEC section 3), gate order i, f, g, o.                                 */ \
+  void lstm_forward(int64_t T, int64_t B, int64_t H,                                  \
+                    const S* xw,       /* (T, B, 4H)  W_ih x_t + b_ih + b_hh       */ \
+                    const S* w_hh,     /* (4H, H)                                  */ \
+                    const S* h0, const S* c0, /* (B, H) each, or null              */ \
+                    const int64_t* lengths,                                           \
+                    S* hs,             /* (T+1, B, H) out: hidden states           */ \
+                    S* cs,             /* (T+1, B, H) out: cell states             */ \
+                    S* gates,          /* (T, B, 4H)  out: activated i, f, g, o    */ \
+                    S* out,            /* (T, B, H)   out: masked outputs, or null */ \
+                    int nthreads);                                                    \
+  void lstm_backward(int64_t T, int64_t B, int64_t H,                                 \
+                     const S* w_hh, const S* hs, const S* cs, const S* gates,        \
+                     const int64_t* lengths,                                          \
+                     const S* d_out,   /* (T, B, H) or null                        */ \
+                     const S* dh_n, const S* dc_n, /* (B, H) each, or null         */ \
+                     S* da,            /* (T, B, 4H)  out: dL/d gate pre-acts      */ \
+                     S* dh0, S* dc0,   /* (B, H) each, out                         */ \
+                     S* dhs,           /* (T, B, H)   out: dL/d h_t, or null       */ \
+                     S* dcs,           /* (T, B, H)   out: dL/d c_t, or null       */ \
+                     int nthreads);                                                   \
+  /* GRU (SPEC section 4), gate order r, z, n. reset_after=true is torch's form:   */ \
+  /*   n = tanh(xw_n + r * (W_hn h + b_hn)),  h = (1-z) n + z h_prev;              */ \
+  /* reset_after=false is the seeds' form:                                          */ \
+  /*   n = tanh(xw_n + W_hn (r * h_prev)),    h = (1-z) h_prev + z n.              */ \
+  void gru_forward(int64_t T, int64_t B, int64_t H, bool reset_after,                 \
+                   const S* xw,        /* (T, B, 3H) W_ih x + b_ih + b_hh, except  */ \
+                                       /*   b_hn when reset_after                  */ \
+                   const S* w_hh,      /* (3H, H)                                  */ \
+                   const S* b_hn,      /* (H) reset_after only, or null            */ \
+                   const S* h0, const int64_t* lengths,                               \
+                   S* hs,              /* (T+1, B, H) out                          */ \
+                   S* gates,           /* (T, B, 3H)  out: activated r, z, n       */ \
+                   S* hn,              /* (T, B, H)   out: reset_after: W_hn h+b_hn */\
+                                       /*   reset_before: r * h_prev               */ \
+                   S* out, int nthreads);                                             \
+  void gru_backward(int64_t T, int64_t B, int64_t H, bool reset_after,                \
+                    const S* w_hh, const S* hs, const S* gates, const S* hn,          \
+                    const int64_t* lengths, const S* d_out, const S* dh_n,            \
+                    S* da,             /* (T, B, 3H) out: dL/d input pre-acts      */ \
+                    S* da_hn,          /* (T, B, H)  out: dL/d of the hidden-side  */ \
+                                       /*   n term (its input: h_prev when         */ \
+                                       /*   reset_after, r * h_prev otherwise)     */ \
+                    S* dh0, S* dhs, int nthreads);                                    \
+  /* Jordan (SPEC section 2): a = xw + W_yh y_prev, h = f(a), y = g(W_hy h + b_hy) */ \
+  void jordan_forward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g,       \
+                      const S* xw,     /* (T, B, H)  W_ih x + b_ih + b_yh          */ \
+                      const S* w_yh,   /* (H, O)                                   */ \
+                      const S* w_hy,   /* (O, H)                                   */ \
+                      const S* b_hy,   /* (O) or null                              */ \
+                      const S* y0,     /* (B, O) or null                           */ \
+                      const int64_t* lengths,                                         \
+                      S* hs,           /* (T, B, H)   out: hidden layer            */ \
+                      S* ys,           /* (T+1, B, O) out: fed-back outputs        */ \
+                      S* out,          /* (T, B, O)   out: masked outputs, or null */ \
+                      int nthreads);                                                  \
+  void jordan_backward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g,      \
+                       const S* w_yh, const S* w_hy, const S* hs, const S* ys,        \
+                       const int64_t* lengths, const S* d_out, const S* dy_n,         \
+                       S* da,          /* (T, B, H)  out: dL/d hidden pre-act      */ \
+                       S* d_o,         /* (T, B, O)  out: dL/d output pre-act      */ \
+                       S* dy0,         /* (B, O)     out                           */ \
+                       S* dys,         /* (T, B, O)  out: dL/d y_t, or null        */ \
+                       int nthreads);
+
+#define RNNKIT_DECLARE_ISA(NS)            \
+  namespace NS {                          \
+  RNNKIT_DECLARE_KERNELS(float)           \
+  RNNKIT_DECLARE_KERNELS(double)          \
+  }
+
+RNNKIT_DECLARE_ISA(generic)
+#if defined(RNNKIT_HAVE_AVX2)
+RNNKIT_DECLARE_ISA(avx2)
+#endif
+#if defined(RNNKIT_HAVE_AVX512)
+RNNKIT_DECLARE_ISA(avx512)
+#endif
+
+}  // namespace rnnkit
+
+// Calls NS::fn(args...) for the namespace of `isa` (an Isa value checked by the caller
+// with isa_supported).
+#if defined(RNNKIT_HAVE_AVX512)
+#define RNNKIT_CASE_AVX512(fn, ...) case ::rnnkit::Isa::avx512: ::rnnkit::avx512::fn(__VA_ARGS__); break;
+#else
+#define RNNKIT_CASE_AVX512(fn, ...)
+#endif
+#if defined(RNNKIT_HAVE_AVX2)
+#define RNNKIT_CASE_AVX2(fn, ...) case ::rnnkit::Isa::avx2: ::rnnkit::avx2::fn(__VA_ARGS__); break;
+#else
+#define RNNKIT_CASE_AVX2(fn, ...)
+#endif
+#define RNNKIT_DISPATCH(isa, fn, ...)                       \
+  switch (isa) {                                            \
+    RNNKIT_CASE_AVX512(fn, __VA_ARGS__)                     \
+    RNNKIT_CASE_AVX2(fn, __VA_ARGS__)                       \
+    default: ::rnnkit::generic::fn(__VA_ARGS__); break;     \
+  }
