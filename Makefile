@@ -1,0 +1,37 @@
+# The two commands of the README:
+#   make demo   create .venv, install, train and sample a character LSTM on built-in data
+#   make test   create .venv, install, run the test suite
+# Both are idempotent: the venv is (re)built only when the build inputs change.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.rnnkit-installed
+PYTEST_ARGS ?= -q -m "not slow"
+
+.PHONY: install demo test test-all bench clean
+
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+	$(PYTHON) -m venv $(VENV)
+	# torch first, pinned: any other version pulls GBs of CUDA wheels.
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q numpy nanobind scikit-build-core ninja pytest hypothesis tqdm matplotlib safetensors
+	$(PIP) install -q --no-build-isolation -e '.[test,cli]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(PY) -m rnnkit train lm --preset demo
+
+test: install
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-all: install
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench.py
+
+clean:
+	rm -rf build $(VENV) runs
