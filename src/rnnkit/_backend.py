@@ -1,0 +1,78 @@
+"""Which native kernel path runs: instruction set and thread count.
+
+The C++ core is compiled for several instruction sets (generic SIMD, AVX2, AVX-512)
+and the best one this CPU supports is used by default. ``RNNKIT_ISA`` in the
+environment, or the :func:`use_isa` context manager (per thread), forces another,
+e.g. to check the fallback path. Nothing here is process-global mutable state that
+a second thread could observe half-changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+
+from . import _core
+
+ISA_CODES = {"generic": 0, "avx2": 1, "avx512": 2}
+ISA_NAMES = {code: name for name, code in ISA_CODES.items()}
+
+# Activation codes shared with csrc/rnnkit.h (enum class Act).
+ACT_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3}
+
+
+def available_isas() -> list[str]:
+    """Instruction sets compiled into this build and supported by this CPU, best last."""
+    return [name for name, code in ISA_CODES.items() if _core.isa_supported(code)]
+
+
+def _isa_code(name: str) -> int:
+    if name not in ISA_CODES:
+        raise ValueError(f"isa: expected one of {sorted(ISA_CODES)}, got {name!r}")
+    code = ISA_CODES[name]
+    if not _core.isa_supported(code):
+        raise ValueError(f"isa: {name!r} is not supported on this CPU/build; available: {available_isas()}")
+    return code
+
+
+def _default_isa() -> int:
+    forced = os.environ.get("RNNKIT_ISA")
+    return _isa_code(forced) if forced else _core.best_isa()
+
+
+_DEFAULT_ISA = _default_isa()
+_local = threading.local()
+
+
+def current_isa() -> int:
+    """Code of the instruction set the kernels use in this thread."""
+    return getattr(_local, "isa", _DEFAULT_ISA)
+
+
+def current_isa_name() -> str:
+    return ISA_NAMES[current_isa()]
+
+
+@contextlib.contextmanager
+def use_isa(name: str):
+    """Run the native kernels with instruction set ``name`` inside the block (this thread).
+
+    >>> with rnnkit.use_isa("generic"):
+    ...     out, h = rnn(x)
+    """
+    code = _isa_code(name)
+    previous = getattr(_local, "isa", None)
+    _local.isa = code
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _local.isa
+        else:
+            _local.isa = previous
+
+
+def num_threads() -> int:
+    """Threads the native recurrence uses (the large matrix products use torch's)."""
+    return 1

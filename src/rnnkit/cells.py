@@ -1,0 +1,152 @@
+"""One-step cells, torch.nn-compatible, on the same native kernels as the layers.
+
+``RNNCell``, ``LSTMCell`` and ``GRUCell`` subclass their torch.nn namesakes (same
+arguments, parameters and outputs); ``JordanCell`` is one step of
+:class:`rnnkit.JordanRNN`. A cell runs the sequence kernel with T = 1, so a cell
+stepped by hand equals the layer over the whole sequence. For many steps prefer
+the layers: a call per step pays Python's overhead each time.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from . import functional, reference
+from .modules import JordanRNN, _runs_natively, _warn_once
+
+__all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
+
+
+def _cell_input(cell, input: Tensor, states, state_size: int, dtype: torch.dtype):
+    """Checks a cell's input and states; returns (x (1, B, I), states (B, S) or None, unbatched)."""
+    if not isinstance(input, Tensor):
+        raise TypeError(f"input: expected a Tensor, got {type(input).__name__}")
+    if input.dim() not in (1, 2):
+        raise ValueError(f"input: expected a 2-D (B, input_size) or 1-D unbatched tensor, got shape {tuple(input.shape)}")
+    if not input.dtype.is_floating_point:
+        raise TypeError(f"input: expected a floating-point tensor (float32 or float64), got dtype {input.dtype}")
+    if input.dtype != dtype:
+        raise TypeError(f"input: dtype {input.dtype} does not match the cell's parameters ({dtype})")
+    if input.shape[-1] != cell.input_size:
+        raise ValueError(f"input: expected input_size={cell.input_size} features in the last dimension, "
+                         f"got {input.shape[-1]}")
+    unbatched = input.dim() == 1
+    x = input.unsqueeze(0) if unbatched else input  # (B, I)
+    B = x.shape[0]
+    checked = []
+    for name, s in states:
+        if s is not None:
+            expected = (state_size,) if unbatched else (B, state_size)
+            if not isinstance(s, Tensor):
+                raise TypeError(f"{name}: expected a Tensor, got {type(s).__name__}")
+            if tuple(s.shape) != expected:
+                raise ValueError(f"{name}: expected shape {expected}, got {tuple(s.shape)}")
+            if s.dtype != dtype:
+                raise TypeError(f"{name}: expected dtype {dtype} like the input, got {s.dtype}")
+            s = s.unsqueeze(0) if unbatched else s
+        checked.append(s)
+    return x.unsqueeze(0), checked, unbatched
+
+
+def _out(t: Tensor, unbatched: bool) -> Tensor:
+    return t.squeeze(0) if unbatched else t
+
+
+class RNNCell(nn.RNNCell):
+    """One Elman step ``h' = f(W_ih x + b_ih + W_hh h + b_hh)``; a drop-in for ``torch.nn.RNNCell``
+    (nonlinearity may also be 'identity').
+
+    >>> cell = rnnkit.RNNCell(10, 20)
+    >>> h = cell(torch.randn(3, 10))          # (3, 20)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
+                 device=None, dtype=None):
+        if nonlinearity not in ("tanh", "relu", "identity"):
+            raise ValueError(f"nonlinearity: expected 'tanh', 'relu' or 'identity', got {nonlinearity!r}")
+        super().__init__(input_size, hidden_size, bias, "tanh" if nonlinearity == "identity" else nonlinearity,
+                         device=device, dtype=dtype)
+        self.nonlinearity = nonlinearity
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        x, (h,), unbatched = _cell_input(self, input, [("hx", hx)], self.hidden_size, self.weight_ih.dtype)
+        if not _runs_natively(x):
+            if self.nonlinearity != "identity":
+                return super().forward(input, hx)
+            _warn_once("RNNCell-reference", "rnnkit.RNNCell: no native kernel for this device/dtype; "
+                       "running the reference implementation")
+        fn = functional.elman if _runs_natively(x) else reference.elman
+        _, h_n = fn(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, nonlinearity=self.nonlinearity)
+        return _out(h_n, unbatched)
+
+
+class LSTMCell(nn.LSTMCell):
+    """One LSTM step (SPEC section 3); a drop-in for ``torch.nn.LSTMCell``: returns (h', c').
+
+    >>> cell = rnnkit.LSTMCell(10, 20)
+    >>> h, c = cell(torch.randn(3, 10))
+    """
+
+    def forward(self, input: Tensor, hx=None):
+        h0, c0 = (None, None) if hx is None else hx
+        x, (h, c), unbatched = _cell_input(self, input, [("hx[0] (h)", h0), ("hx[1] (c)", c0)], self.hidden_size,
+                                           self.weight_ih.dtype)
+        if not _runs_natively(x):
+            return super().forward(input, hx)
+        _, (h_n, c_n) = functional.lstm(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
+        return _out(h_n, unbatched), _out(c_n, unbatched)
+
+
+class GRUCell(nn.GRUCell):
+    """One GRU step (SPEC section 4); a drop-in for ``torch.nn.GRUCell``, plus ``reset_after``
+    (False: the seeds' form, see :class:`rnnkit.GRU`).
+
+    >>> cell = rnnkit.GRUCell(10, 20)
+    >>> h = cell(torch.randn(3, 10))
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
+                 reset_after: bool = True):
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        self.reset_after = bool(reset_after)
+
+    def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
+        x, (h,), unbatched = _cell_input(self, input, [("hx", hx)], self.hidden_size, self.weight_ih.dtype)
+        if not _runs_natively(x):
+            if self.reset_after:
+                return super().forward(input, hx)
+            _warn_once("GRUCell-reference", "rnnkit.GRUCell: no native kernel for this device/dtype; "
+                       "running the reference implementation")
+        fn = functional.gru if _runs_natively(x) else reference.gru
+        _, h_n = fn(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, reset_after=self.reset_after)
+        return _out(h_n, unbatched)
+
+
+class JordanCell(JordanRNN):
+    """One Jordan step: ``h = f(W_ih x + b_ih + W_yh y + b_yh)``, ``y' = g(W_hy h + b_hy)``.
+
+    Same arguments and parameters as :class:`rnnkit.JordanRNN` (without batch_first);
+    ``forward(input (B, I), y=None) -> y' (B, O)``.
+
+    >>> cell = rnnkit.JordanCell(2, 8, 2)
+    >>> y = cell(torch.randn(3, 2))            # (3, 2)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
+                 output_nonlinearity: str = "identity", bias: bool = True, device=None, dtype=None):
+        super().__init__(input_size, hidden_size, output_size, nonlinearity, output_nonlinearity, bias,
+                         batch_first=False, device=device, dtype=dtype)
+
+    def forward(self, input: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        x, (y0,), unbatched = _cell_input(self, input, [("y", y)], self.output_size, self.weight_ih.dtype)
+        native = _runs_natively(x)
+        if not native:
+            _warn_once("JordanCell-reference", "rnnkit.JordanCell: no native kernel for this device/dtype; "
+                       "running the reference implementation")
+        fn = functional.jordan if native else reference.jordan
+        _, y_n = fn(x, y0, *self._params(), nonlinearity=self.nonlinearity,
+                    output_nonlinearity=self.output_nonlinearity)
+        return _out(y_n, unbatched)

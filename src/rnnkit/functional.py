@@ -1,0 +1,365 @@
+"""Single-layer, single-direction recurrent layers on the native core.
+
+Same signatures and results as :mod:`rnnkit.reference` (the per-step oracle), but
+the recurrence runs in C++: the input projection for all steps is one matrix
+product before the call, the weight and input gradients for all steps are one
+matrix product each after the backward call, and only the recurrence is
+sequential (SPEC.md section 5). Python never loops over time here.
+
+All functions are time-major: ``x`` is (T, B, I). ``lengths`` is None or B
+integers in [1, T]; past its length a sequence keeps its state and emits zeros
+(PackedSequence semantics). With ``return_internals=True`` a dict of per-step
+internals (gate activations, cell states; shapes (T, B, H)) is returned as well,
+read from the buffers the backward pass keeps anyway: no extra cost otherwise.
+
+Example::
+
+    >>> T, B, I, H = 5, 2, 3, 4
+    >>> x = torch.randn(T, B, I)
+    >>> w_ih, w_hh = torch.randn(4 * H, I), torch.randn(4 * H, H)
+    >>> out, (h_n, c_n) = lstm(x, None, None, w_ih, w_hh)
+    >>> out.shape, h_n.shape
+    (torch.Size([5, 2, 4]), torch.Size([2, 4]))
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from . import _backend, _core
+
+__all__ = ["elman", "lstm", "gru", "jordan"]
+
+_NONLINEARITIES = ("tanh", "relu", "identity")
+_OUTPUT_NONLINEARITIES = ("identity", "tanh", "sigmoid")
+
+
+# ----------------------------------------------------------------------------- helpers
+def _c(t: Optional[Tensor]) -> Optional[Tensor]:
+    """Detached, contiguous view for the core (None passes through)."""
+    return None if t is None else t.detach().contiguous()
+
+
+def _project(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """xw = x W^T + bias for all steps at once: (T, B, I) -> (T, B, G)."""
+    T, B, I = x.shape
+    x2 = x.detach().reshape(T * B, I)
+    w = weight.detach()
+    out = torch.addmm(bias.detach(), x2, w.t()) if bias is not None else x2 @ w.t()
+    return out.view(T, B, -1)
+
+
+def _sum_bias(*biases: Optional[Tensor]) -> Optional[Tensor]:
+    present = [b.detach() for b in biases if b is not None]
+    if not present:
+        return None
+    total = present[0]
+    for b in present[1:]:
+        total = total + b
+    return total
+
+
+def _lengths_tensor(lengths, T: int, B: int) -> Optional[Tensor]:
+    if lengths is None:
+        return None
+    lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+        raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
+    lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
+    if lengths.shape != (B,):
+        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
+    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        bad = lengths[(lengths < 1) | (lengths > T)][0].item()
+        raise ValueError(f"lengths: every length must be in [1, T={T}], got {bad}")
+    return lengths
+
+
+def _flat(t: Tensor) -> Tensor:
+    """(T, B, G) -> (T*B, G)."""
+    return t.reshape(-1, t.shape[-1])
+
+
+def _input_grads(ctx, da: Tensor, x: Tensor, w_ih: Tensor):
+    """dx = da W_ih and dW_ih = da^T x, each one matrix product over all steps."""
+    T, B, _ = x.shape
+    dx = (_flat(da) @ w_ih).view(T, B, -1) if ctx.needs_input_grad[0] else None
+    dw_ih = _flat(da).t() @ _flat(x) if ctx.needs_input_grad[ctx.w_ih_index] else None
+    return dx, dw_ih
+
+
+def _grad_or_none(needed: bool, value: Optional[Tensor]) -> Optional[Tensor]:
+    return value if needed else None
+
+
+# ----------------------------------------------------------------------------- Elman
+class _Elman(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int):
+        T, B, _ = x.shape
+        H = w_hh.shape[0]
+        xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, H)
+        hs = x.new_empty(T + 1, B, H)  # states, hs[0] = h0
+        out = x.new_empty(T, B, H) if lengths is not None else None
+        w_hh_c = _c(w_hh)
+        _core.elman_forward(isa, act, xw, w_hh_c, _c(h0), lengths, hs, out, _backend.num_threads())
+        ctx.save_for_backward(x, w_ih, w_hh_c, hs, lengths)
+        ctx.act, ctx.isa, ctx.w_ih_index = act, isa, 2
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.mark_non_differentiable(hs)
+        return (hs[1:] if out is None else out), hs[T].clone(), hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, dh_n, _):
+        x, w_ih, w_hh, hs, lengths = ctx.saved_tensors
+        T, B, _ = x.shape
+        H = w_hh.shape[0]
+        da = x.new_empty(T, B, H)
+        dh0 = x.new_empty(B, H)
+        _core.elman_backward(ctx.isa, ctx.act, w_hh, hs, lengths, _c(d_out), _c(dh_n), da, dh0, None,
+                             _backend.num_threads())
+        dx, dw_ih = _input_grads(ctx, da, x, w_ih)
+        dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[3] else None
+        db = _flat(da).sum(0) if any(ctx.has_bias) else None
+        return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh,
+                _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None, None)
+
+
+def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
+          bias_hh: Optional[Tensor] = None, nonlinearity: str = "tanh", lengths=None, return_internals: bool = False):
+    """Elman RNN over a sequence (SPEC section 1)::
+
+        a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh,   h_t = f(a_t)
+
+    Args: x (T, B, I); h0 (B, H) or None; weight_ih (H, I); weight_hh (H, H);
+    biases (H) or None; nonlinearity in tanh | relu | identity.
+    Returns (out (T, B, H), h_n (B, H)) [, {"a": pre-activation (T, B, H)} with
+    return_internals].
+    """
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}")
+    T, B, _ = x.shape
+    lengths = _lengths_tensor(lengths, T, B)
+    out, h_n, hs = _Elman.apply(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+                                _backend.ACT_CODES[nonlinearity], _backend.current_isa())
+    if return_internals:
+        # a_t = xw_t + W_hh h_{t-1} for all steps in two matrix products, only on request.
+        with torch.no_grad():
+            a = _project(x, weight_ih, _sum_bias(bias_ih, bias_hh)) + hs[:-1] @ weight_hh.detach().t()
+            if lengths is not None:
+                a = a * _active_mask(lengths, T, a.dtype)
+        return out, h_n, {"a": a}
+    return out, h_n
+
+
+# ----------------------------------------------------------------------------- LSTM
+class _LSTM(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, isa: int):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, 4H)
+        hs = x.new_empty(T + 1, B, H)
+        cs = x.new_empty(T + 1, B, H)
+        gates = x.new_empty(T, B, 4 * H)  # activated i, f, g, o
+        out = x.new_empty(T, B, H) if lengths is not None else None
+        w_hh_c = _c(w_hh)
+        _core.lstm_forward(isa, xw, w_hh_c, _c(h0), _c(c0), lengths, hs, cs, gates, out, _backend.num_threads())
+        ctx.save_for_backward(x, w_ih, w_hh_c, hs, cs, gates, lengths)
+        ctx.isa, ctx.w_ih_index = isa, 3
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.mark_non_differentiable(cs, gates)
+        return (hs[1:] if out is None else out), hs[T].clone(), cs[T].clone(), cs, gates
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, dh_n, dc_n, _cs, _gates):
+        x, w_ih, w_hh, hs, cs, gates, lengths = ctx.saved_tensors
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        da = x.new_empty(T, B, 4 * H)
+        dh0 = x.new_empty(B, H)
+        dc0 = x.new_empty(B, H)
+        _core.lstm_backward(ctx.isa, w_hh, hs, cs, gates, lengths, _c(d_out), _c(dh_n), _c(dc_n), da, dh0, dc0,
+                            None, None, _backend.num_threads())
+        dx, dw_ih = _input_grads(ctx, da, x, w_ih)
+        dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[4] else None
+        db = _flat(da).sum(0) if any(ctx.has_bias) else None
+        return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), _grad_or_none(ctx.needs_input_grad[2], dc0),
+                dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None)
+
+
+def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
+         bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None, lengths=None,
+         return_internals: bool = False):
+    """LSTM over a sequence (SPEC section 3), gate rows stacked i, f, g, o::
+
+        i, f, o = sigmoid(.), g = tanh(.)   of   W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
+        c_t = f * c_{t-1} + i * g,          h_t = o * tanh(c_t)
+
+    Args: x (T, B, I); h0, c0 (B, H) or None; weight_ih (4H, I); weight_hh (4H, H);
+    biases (4H) or None. Returns (out (T, B, H), (h_n, c_n)) [, internals
+    {"i", "f", "g", "o", "c"} each (T, B, H) with return_internals].
+    """
+    T, B, _ = x.shape
+    lengths = _lengths_tensor(lengths, T, B)
+    out, h_n, c_n, cs, gates = _LSTM.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+                                           _backend.current_isa())
+    if return_internals:
+        i, f, g, o = gates.detach().chunk(4, dim=2)
+        c = cs.detach()[1:]
+        if lengths is not None:
+            c = c * _active_mask(lengths, T, c.dtype)
+        return out, (h_n, c_n), {"i": i, "f": f, "g": g, "o": o, "c": c}
+    return out, (h_n, c_n)
+
+
+def _active_mask(lengths: Tensor, T: int, dtype) -> Tensor:
+    """(T, B, 1) mask: 1 where step t is inside sequence b."""
+    return (torch.arange(T)[:, None] < lengths[None, :]).to(dtype).unsqueeze(-1)
+
+
+# ----------------------------------------------------------------------------- GRU
+class _GRU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        b_hn = None
+        if b_hh is not None and reset_after:
+            # b_hn stays inside r * (W_hn h + b_hn); the r and z parts fold into xw.
+            b_fold = torch.cat([b_hh.detach()[: 2 * H], b_hh.new_zeros(H)])
+            b_hn = _c(b_hh[2 * H:])
+        else:
+            b_fold = b_hh
+        xw = _project(x, w_ih, _sum_bias(b_ih, b_fold))  # (T, B, 3H)
+        hs = x.new_empty(T + 1, B, H)
+        gates = x.new_empty(T, B, 3 * H)  # activated r, z, n
+        hn = x.new_empty(T, B, H)  # reset_after: W_hn h + b_hn; reset_before: r * h_prev
+        out = x.new_empty(T, B, H) if lengths is not None else None
+        w_hh_c = _c(w_hh)
+        _core.gru_forward(isa, reset_after, xw, w_hh_c, b_hn, _c(h0), lengths, hs, gates, hn, out,
+                          _backend.num_threads())
+        ctx.save_for_backward(x, w_ih, w_hh_c, hs, gates, hn, lengths)
+        ctx.isa, ctx.reset_after, ctx.w_ih_index = isa, reset_after, 2
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.mark_non_differentiable(gates)
+        return (hs[1:] if out is None else out), hs[T].clone(), gates
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, dh_n, _gates):
+        x, w_ih, w_hh, hs, gates, hn, lengths = ctx.saved_tensors
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        da = x.new_empty(T, B, 3 * H)  # input-side pre-activations r, z, n
+        da_hn = x.new_empty(T, B, H)  # hidden-side n term
+        dh0 = x.new_empty(B, H)
+        _core.gru_backward(ctx.isa, ctx.reset_after, w_hh, hs, gates, hn, lengths, _c(d_out), _c(dh_n), da, da_hn,
+                           dh0, None, _backend.num_threads())
+        dx, dw_ih = _input_grads(ctx, da, x, w_ih)
+        dw_hh = None
+        if ctx.needs_input_grad[3]:
+            # rows r, z see h_prev; rows n see h_prev (reset_after) or r * h_prev (seed form).
+            n_input = hs[:-1] if ctx.reset_after else hn
+            dw_hh = torch.cat([_flat(da[..., : 2 * H]).t() @ _flat(hs[:-1]), _flat(da_hn).t() @ _flat(n_input)])
+        db_ih = _flat(da).sum(0) if ctx.has_bias[0] else None
+        db_hh = torch.cat([_flat(da[..., : 2 * H]).sum(0), _flat(da_hn).sum(0)]) if ctx.has_bias[1] else None
+        return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None)
+
+
+def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
+        bias_hh: Optional[Tensor] = None, reset_after: bool = True, lengths=None, return_internals: bool = False):
+    """GRU over a sequence (SPEC section 4), gate rows stacked r, z, n.
+
+    reset_after=True (torch.nn.GRU's form)::
+
+        n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),   h_t = (1 - z) * n + z * h_{t-1}
+
+    reset_after=False (the seeds' form, Cho et al. 2014)::
+
+        n = tanh(W_in x + b_in + W_hn (r * h) + b_hn),   h_t = (1 - z) * h_{t-1} + z * n
+
+    Args: x (T, B, I); h0 (B, H) or None; weight_ih (3H, I); weight_hh (3H, H);
+    biases (3H) or None. Returns (out (T, B, H), h_n (B, H)) [, internals
+    {"r", "z", "n"} each (T, B, H) with return_internals].
+    """
+    T, B, _ = x.shape
+    lengths = _lengths_tensor(lengths, T, B)
+    out, h_n, gates = _GRU.apply(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
+                                 _backend.current_isa())
+    if return_internals:
+        r, z, n = gates.detach().chunk(3, dim=2)
+        return out, h_n, {"r": r, "z": z, "n": n}
+    return out, h_n
+
+
+# ----------------------------------------------------------------------------- Jordan
+class _Jordan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int):
+        T, B, _ = x.shape
+        H, O = w_yh.shape
+        xw = _project(x, w_ih, _sum_bias(b_ih, b_yh))  # (T, B, H)
+        hs = x.new_empty(T, B, H)  # hidden layer
+        ys = x.new_empty(T + 1, B, O)  # outputs fed back, ys[0] = y0
+        out = x.new_empty(T, B, O) if lengths is not None else None
+        w_yh_c, w_hy_c = _c(w_yh), _c(w_hy)
+        _core.jordan_forward(isa, act, out_act, xw, w_yh_c, w_hy_c, _c(b_hy), _c(y0), lengths, hs, ys, out,
+                             _backend.num_threads())
+        ctx.save_for_backward(x, w_ih, w_yh_c, w_hy_c, hs, ys, lengths)
+        ctx.act, ctx.out_act, ctx.isa, ctx.w_ih_index = act, out_act, isa, 2
+        ctx.has_bias = (b_ih is not None, b_yh is not None, b_hy is not None)
+        ctx.mark_non_differentiable(hs)
+        return (ys[1:] if out is None else out), ys[T].clone(), hs
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, dy_n, _hs):
+        x, w_ih, w_yh, w_hy, hs, ys, lengths = ctx.saved_tensors
+        T, B, _ = x.shape
+        H, O = w_yh.shape
+        da = x.new_empty(T, B, H)
+        d_o = x.new_empty(T, B, O)
+        dy0 = x.new_empty(B, O)
+        _core.jordan_backward(ctx.isa, ctx.act, ctx.out_act, w_yh, w_hy, hs, ys, lengths, _c(d_out), _c(dy_n), da,
+                              d_o, dy0, None, _backend.num_threads())
+        dx, dw_ih = _input_grads(ctx, da, x, w_ih)
+        need = ctx.needs_input_grad
+        dw_yh = _flat(da).t() @ _flat(ys[:-1]) if need[3] else None
+        dw_hy = _flat(d_o).t() @ _flat(hs) if need[4] else None
+        db = _flat(da).sum(0) if (ctx.has_bias[0] or ctx.has_bias[1]) else None
+        db_hy = _flat(d_o).sum(0) if ctx.has_bias[2] else None
+        return (dx, _grad_or_none(need[1], dy0), dw_ih, dw_yh, dw_hy, _grad_or_none(ctx.has_bias[0], db),
+                _grad_or_none(ctx.has_bias[1], db), db_hy, None, None, None, None)
+
+
+def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor, weight_hy: Tensor,
+           bias_ih: Optional[Tensor] = None, bias_yh: Optional[Tensor] = None, bias_hy: Optional[Tensor] = None,
+           nonlinearity: str = "tanh", output_nonlinearity: str = "identity", lengths=None,
+           return_internals: bool = False):
+    """Jordan RNN over a sequence (SPEC section 2): the previous output is fed back::
+
+        a_t = W_ih x_t + b_ih + W_yh y_{t-1} + b_yh,   h_t = f(a_t),   y_t = g(W_hy h_t + b_hy)
+
+    Args: x (T, B, I); y0 (B, O) or None; weight_ih (H, I); weight_yh (H, O);
+    weight_hy (O, H); biases or None; nonlinearity f in tanh | relu | identity,
+    output_nonlinearity g in identity | tanh | sigmoid.
+    Returns (out (T, B, O) = every y_t, y_n (B, O)) [, {"h": (T, B, H)}].
+    """
+    if nonlinearity not in _NONLINEARITIES:
+        raise ValueError(f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}")
+    if output_nonlinearity not in _OUTPUT_NONLINEARITIES:
+        raise ValueError(f"output_nonlinearity: expected one of {_OUTPUT_NONLINEARITIES}, got {output_nonlinearity!r}")
+    T, B, _ = x.shape
+    lengths = _lengths_tensor(lengths, T, B)
+    out, y_n, hs = _Jordan.apply(x, y0, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, lengths,
+                                 _backend.ACT_CODES[nonlinearity], _backend.ACT_CODES[output_nonlinearity],
+                                 _backend.current_isa())
+    if return_internals:
+        return out, y_n, {"h": hs.detach()}
+    return out, y_n

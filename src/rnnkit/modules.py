@@ -1,0 +1,388 @@
+"""torch.nn-compatible recurrent layers on the native core.
+
+``rnnkit.RNN``, ``rnnkit.LSTM`` and ``rnnkit.GRU`` subclass ``torch.nn.RNN`` /
+``LSTM`` / ``GRU``: same constructor arguments, parameter names, shapes,
+initialisation and state_dict, same forward signature and outputs (tensors of
+(T, B, I) or (B, T, I) with ``batch_first``, unbatched (T, I), or PackedSequence).
+They add ``nonlinearity='identity'`` (RNN), ``reset_after`` (GRU), and a keyword
+``lengths=`` as a lighter alternative to PackedSequence. ``JordanRNN`` is the
+Jordan network of SPEC section 2.
+
+Where the native core does not run (CUDA tensors, float16 / bfloat16): LSTM,
+reset-after GRU and tanh/relu RNN use torch's own kernels (the same math); the
+others run :mod:`rnnkit.reference` with a one-time warning.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Callable, Optional, Sequence
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
+
+from . import functional, reference
+
+__all__ = ["RNN", "LSTM", "GRU", "JordanRNN"]
+
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+_warned: set = set()
+
+
+def _warn_once(key: str, message: str) -> None:
+    if key not in _warned:
+        _warned.add(key)
+        warnings.warn(message, stacklevel=3)
+
+
+def _runs_natively(x: Tensor) -> bool:
+    return x.device.type == "cpu" and x.dtype in _NATIVE_DTYPES
+
+
+# ----------------------------------------------------------------------------- input handling
+class _Batch:
+    """A module input brought to time-major (T, B, I) form, and the way back."""
+
+    def __init__(self, input, hx, lengths, batch_first: bool, input_size: int, param_dtype: torch.dtype):
+        self.packed: Optional[PackedSequence] = None
+        self.batch_first = batch_first
+        self.unbatched = False
+        if isinstance(input, PackedSequence):
+            if lengths is not None:
+                raise ValueError("lengths: must be None when the input is a PackedSequence (it carries its own lengths)")
+            self.packed = input
+            x, lens = pad_packed_sequence(input)  # (T, B, I) in the caller's batch order
+            lengths = lens
+        else:
+            if not isinstance(input, Tensor):
+                raise TypeError(f"input: expected a Tensor or PackedSequence, got {type(input).__name__}")
+            if input.dim() not in (2, 3):
+                raise ValueError(
+                    "input: expected a 3-D tensor ((T, B, I), or (B, T, I) with batch_first) or a 2-D unbatched "
+                    f"(T, I) tensor, got shape {tuple(input.shape)}")
+            x = input
+            if x.dim() == 2:
+                self.unbatched = True
+                x = x.unsqueeze(1)
+            elif batch_first:
+                x = x.transpose(0, 1)
+        if not x.dtype.is_floating_point:
+            raise TypeError(f"input: expected a floating-point tensor (float32 or float64), got dtype {x.dtype}")
+        if x.dtype != param_dtype:
+            raise TypeError(f"input: dtype {x.dtype} does not match the module's parameters ({param_dtype}); "
+                            f"convert one of them, e.g. module.to({x.dtype}) or input.to({param_dtype})")
+        if x.shape[-1] != input_size:
+            raise ValueError(f"input: expected input_size={input_size} features in the last dimension, "
+                             f"got {x.shape[-1]} (input shape {tuple(input.shape if isinstance(input, Tensor) else x.shape)})")
+        if x.shape[0] == 0:
+            raise ValueError("input: expected at least one time step, got a sequence of length 0")
+        self.x = x  # (T, B, I)
+        self.T, self.B = x.shape[0], x.shape[1]
+        self.lengths = functional._lengths_tensor(lengths, self.T, self.B)
+        if self.unbatched and self.lengths is not None:
+            raise ValueError("lengths: not supported for unbatched (2-D) input")
+
+    def state(self, hx: Optional[Tensor], name: str, shape: Sequence[int], dtype: torch.dtype) -> Optional[Tensor]:
+        """Check an initial state given as in torch.nn (unbatched: without the batch dim)."""
+        if hx is None:
+            return None
+        if not isinstance(hx, Tensor):
+            raise TypeError(f"{name}: expected a Tensor, got {type(hx).__name__}")
+        expected = tuple(shape)
+        if self.unbatched:
+            expected = expected[:-2] + expected[-1:]
+        if tuple(hx.shape) != expected:
+            raise ValueError(f"{name}: expected shape {expected}, got {tuple(hx.shape)}")
+        if hx.dtype != dtype:
+            raise TypeError(f"{name}: expected dtype {dtype} like the input, got {hx.dtype}")
+        return hx.unsqueeze(-2) if self.unbatched else hx
+
+    def output(self, out: Tensor):
+        """(T, B, F) -> the caller's form (batch_first, unbatched or packed)."""
+        if self.packed is not None:
+            p = self.packed
+            lens = self.lengths
+            if p.sorted_indices is not None:
+                out = out.index_select(1, p.sorted_indices)
+                lens = lens.index_select(0, p.sorted_indices.cpu())
+            mask = torch.arange(self.T)[:, None] < lens[None, :]  # (T, B) in packed order
+            return PackedSequence(out[mask.to(out.device)], p.batch_sizes, p.sorted_indices, p.unsorted_indices)
+        if self.unbatched:
+            return out.squeeze(1)
+        return out.transpose(0, 1) if self.batch_first else out
+
+    def final(self, h: Tensor) -> Tensor:
+        return h.squeeze(-2) if self.unbatched else h
+
+
+def _reverse_time(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
+    """Reverse each sequence within its own length (the padding stays in place)."""
+    if lengths is None:
+        return x.flip(0)
+    T = x.shape[0]
+    t = torch.arange(T)[:, None]
+    index = torch.where(t < lengths[None, :], lengths[None, :] - 1 - t, t).to(x.device)  # (T, B)
+    return x.gather(0, index.unsqueeze(-1).expand_as(x))
+
+
+# ----------------------------------------------------------------------------- stacked layers
+LayerFn = Callable[..., tuple]  # (x, states, params, lengths) -> (out, states)
+
+
+def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: int):
+    """Runs num_layers x num_directions single-direction layers.
+
+    states: for each state kind (h, or h and c), a tensor (L*D, B, H) or None.
+    Returns (output (T, B, D*H), final states as a list of (L*D, B, H) tensors).
+    """
+    D = 2 if module.bidirectional else 1
+    x = batch.x
+    finals: list = [[] for _ in range(num_states)]
+    for layer_index in range(module.num_layers):
+        outs = []
+        for direction in range(D):
+            k = layer_index * D + direction
+            suffix = "_reverse" if direction == 1 else ""
+            params = [getattr(module, f"{name}_l{layer_index}{suffix}", None) for name in module._param_roles]
+            init = [None if s is None else s[k] for s in states]
+            xin = _reverse_time(x, batch.lengths) if direction == 1 else x
+            out, final = layer(xin, init, params, batch.lengths)
+            if direction == 1:
+                out = _reverse_time(out, batch.lengths)
+            outs.append(out)
+            for i, f in enumerate(final):
+                finals[i].append(f)
+        x = outs[0] if D == 1 else torch.cat(outs, dim=2)
+        if module.dropout and module.training and layer_index < module.num_layers - 1:
+            x = nn.functional.dropout(x, module.dropout, training=True)
+    return x, [torch.stack(f) for f in finals]
+
+
+class _NativeRNNMixin:
+    """Shared forward of RNN / LSTM / GRU on the native core."""
+
+    _param_roles = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+    _num_states = 1
+
+    def _check_supported(self) -> None:
+        if getattr(self, "proj_size", 0):
+            raise NotImplementedError("proj_size > 0 (LSTM with projections) is not implemented by rnnkit yet; "
+                                      "use torch.nn.LSTM for it")
+
+    def _layer(self, native: bool) -> LayerFn:
+        raise NotImplementedError
+
+    def _torch_math_identical(self) -> bool:
+        return True
+
+    def _forward(self, input, hx, lengths):
+        self._check_supported()
+        dtype = self.weight_ih_l0.dtype
+        probe = input.data if isinstance(input, PackedSequence) else input
+        if isinstance(probe, Tensor) and not _runs_natively(probe) and self._torch_math_identical() \
+                and lengths is None and probe.dtype == dtype:
+            # CUDA or half precision: torch's kernels compute the same equations.
+            return super().forward(input, hx)
+        batch = _Batch(input, hx, lengths, self.batch_first, self.input_size, dtype)
+        native = _runs_natively(batch.x)
+        if not native:
+            _warn_once(f"{type(self).__name__}-reference",
+                       f"rnnkit.{type(self).__name__}: no native kernel for device={batch.x.device.type}, "
+                       f"dtype={batch.x.dtype}; running the per-step reference implementation (slow)")
+        D = 2 if self.bidirectional else 1
+        shape = (self.num_layers * D, batch.B, self.hidden_size)
+        if self._num_states == 2:
+            if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
+                raise TypeError("hx: expected a tuple (h_0, c_0) for LSTM")
+            h0, c0 = (None, None) if hx is None else hx
+            states = [batch.state(h0, "hx[0] (h_0)", shape, dtype), batch.state(c0, "hx[1] (c_0)", shape, dtype)]
+        else:
+            states = [batch.state(hx, "hx", shape, dtype)]
+        out, finals = _run_stack(self, batch, states, self._layer(native), self._num_states)
+        finals = [batch.final(f) for f in finals]
+        return batch.output(out), (tuple(finals) if self._num_states == 2 else finals[0])
+
+
+class RNN(_NativeRNNMixin, nn.RNN):
+    """Elman RNN (SPEC section 1), a drop-in for ``torch.nn.RNN``::
+
+        h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),   f in tanh | relu | identity
+
+    Args as ``torch.nn.RNN`` (input_size, hidden_size, num_layers=1, nonlinearity='tanh',
+    bias=True, batch_first=False, dropout=0.0, bidirectional=False); nonlinearity may
+    also be 'identity'. ``forward(input, hx=None, *, lengths=None) -> (output, h_n)``.
+
+    >>> rnn = rnnkit.RNN(10, 20, num_layers=2)
+    >>> output, h_n = rnn(torch.randn(5, 3, 10))     # (5, 3, 20), (2, 3, 20)
+    """
+
+    def __init__(self, *args, **kwargs):
+        nonlinearity = kwargs.pop("nonlinearity", None)
+        if nonlinearity is None and len(args) >= 4 and isinstance(args[3], str):
+            args = list(args)
+            nonlinearity = args.pop(3)
+        nonlinearity = nonlinearity or "tanh"
+        if nonlinearity not in ("tanh", "relu", "identity"):
+            raise ValueError(f"nonlinearity: expected 'tanh', 'relu' or 'identity', got {nonlinearity!r}")
+        super().__init__(*args, nonlinearity="tanh" if nonlinearity == "identity" else nonlinearity, **kwargs)
+        self.nonlinearity = nonlinearity
+
+    def _torch_math_identical(self) -> bool:
+        return self.nonlinearity in ("tanh", "relu")
+
+    def _layer(self, native: bool) -> LayerFn:
+        fn = functional.elman if native else reference.elman
+        nl = self.nonlinearity
+
+        def layer(x, init, params, lengths):
+            out, h = fn(x, init[0], *params, nonlinearity=nl, lengths=lengths)
+            return out, (h,)
+
+        return layer
+
+    def forward(self, input, hx: Optional[Tensor] = None, *, lengths=None):
+        return self._forward(input, hx, lengths)
+
+
+class LSTM(_NativeRNNMixin, nn.LSTM):
+    """LSTM (SPEC section 3), a drop-in for ``torch.nn.LSTM`` (gate rows i, f, g, o).
+
+    Args as ``torch.nn.LSTM``; ``proj_size`` > 0 raises NotImplementedError.
+    ``forward(input, (h_0, c_0)=None, *, lengths=None) -> (output, (h_n, c_n))``.
+
+    >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
+    >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10))   # (3, 5, 20), (1, 3, 20) x 2
+    """
+
+    _num_states = 2
+
+    def _layer(self, native: bool) -> LayerFn:
+        fn = functional.lstm if native else reference.lstm
+
+        def layer(x, init, params, lengths):
+            out, (h, c) = fn(x, init[0], init[1], *params, lengths=lengths)
+            return out, (h, c)
+
+        return layer
+
+    def forward(self, input, hx=None, *, lengths=None):
+        return self._forward(input, hx, lengths)
+
+
+class GRU(_NativeRNNMixin, nn.GRU):
+    """GRU (SPEC section 4), a drop-in for ``torch.nn.GRU`` (gate rows r, z, n).
+
+    ``reset_after=True`` (default) is torch's / cuDNN's form,
+    ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``, ``h = (1 - z) n + z h_prev``.
+    ``reset_after=False`` is the seeds' (Cho et al. 2014) form,
+    ``n = tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)``, ``h = (1 - z) h_prev + z n``:
+    the same parameters, but z has the opposite meaning (z <-> 1 - z).
+
+    >>> gru = rnnkit.GRU(10, 20, reset_after=False)
+    >>> output, h_n = gru(torch.randn(5, 3, 10))
+    """
+
+    def __init__(self, *args, reset_after: bool = True, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.reset_after = bool(reset_after)
+
+    def _torch_math_identical(self) -> bool:
+        return self.reset_after
+
+    def _layer(self, native: bool) -> LayerFn:
+        fn = functional.gru if native else reference.gru
+        reset_after = self.reset_after
+
+        def layer(x, init, params, lengths):
+            out, h = fn(x, init[0], *params, reset_after=reset_after, lengths=lengths)
+            return out, (h,)
+
+        return layer
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s if self.reset_after else s + ", reset_after=False"
+
+    def forward(self, input, hx: Optional[Tensor] = None, *, lengths=None):
+        return self._forward(input, hx, lengths)
+
+
+class JordanRNN(nn.Module):
+    """Jordan RNN (SPEC section 2): the previous *output* is fed back::
+
+        a_t = W_ih x_t + b_ih + W_yh y_{t-1} + b_yh,  h_t = f(a_t),  y_t = g(W_hy h_t + b_hy)
+
+    Parameters: weight_ih (H, I), bias_ih (H), weight_yh (H, O), bias_yh (H),
+    weight_hy (O, H), bias_hy (O), initialised U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN.
+    ``forward(input, y0=None, *, lengths=None) -> (output, y_n)``: output (T, B, O)
+    holds every y_t ((B, T, O) with batch_first); y_n (B, O). PackedSequence and
+    unbatched (T, I) inputs are accepted as by torch.nn.RNN.
+
+    >>> jordan = rnnkit.JordanRNN(2, 8, 2, output_nonlinearity="sigmoid")
+    >>> y, y_n = jordan(torch.randn(5, 3, 2))          # (5, 3, 2), (3, 2)
+    """
+
+    def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
+                 output_nonlinearity: str = "identity", bias: bool = True, batch_first: bool = False,
+                 device=None, dtype=None):
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+        if nonlinearity not in functional._NONLINEARITIES:
+            raise ValueError(f"nonlinearity: expected one of {functional._NONLINEARITIES}, got {nonlinearity!r}")
+        if output_nonlinearity not in functional._OUTPUT_NONLINEARITIES:
+            raise ValueError(f"output_nonlinearity: expected one of {functional._OUTPUT_NONLINEARITIES}, "
+                             f"got {output_nonlinearity!r}")
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.nonlinearity, self.output_nonlinearity = nonlinearity, output_nonlinearity
+        self.bias, self.batch_first = bias, batch_first
+        kw = {"device": device, "dtype": dtype}
+        H, I, O = hidden_size, input_size, output_size
+        self.weight_ih = nn.Parameter(torch.empty(H, I, **kw))
+        self.weight_yh = nn.Parameter(torch.empty(H, O, **kw))
+        self.weight_hy = nn.Parameter(torch.empty(O, H, **kw))
+        if bias:
+            self.bias_ih = nn.Parameter(torch.empty(H, **kw))
+            self.bias_yh = nn.Parameter(torch.empty(H, **kw))
+            self.bias_hy = nn.Parameter(torch.empty(O, **kw))
+        else:
+            self.register_parameter("bias_ih", None)
+            self.register_parameter("bias_yh", None)
+            self.register_parameter("bias_hy", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        k = 1.0 / math.sqrt(self.hidden_size)
+        for p in self.parameters():
+            nn.init.uniform_(p, -k, k)
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, {self.output_size}"
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.output_nonlinearity != "identity":
+            s += f", output_nonlinearity={self.output_nonlinearity!r}"
+        if not self.bias:
+            s += ", bias=False"
+        if self.batch_first:
+            s += ", batch_first=True"
+        return s
+
+    def _params(self):
+        return (self.weight_ih, self.weight_yh, self.weight_hy, self.bias_ih, self.bias_yh, self.bias_hy)
+
+    def forward(self, input, y0: Optional[Tensor] = None, *, lengths=None):
+        batch = _Batch(input, y0, lengths, self.batch_first, self.input_size, self.weight_ih.dtype)
+        y0 = batch.state(y0, "y0", (batch.B, self.output_size), batch.x.dtype)
+        native = _runs_natively(batch.x)
+        if not native:
+            _warn_once("JordanRNN-reference",
+                       f"rnnkit.JordanRNN: no native kernel for device={batch.x.device.type}, dtype={batch.x.dtype}; "
+                       "running the per-step reference implementation (slow)")
+        fn = functional.jordan if native else reference.jordan
+        out, y_n = fn(batch.x, y0, *self._params(), nonlinearity=self.nonlinearity,
+                      output_nonlinearity=self.output_nonlinearity, lengths=batch.lengths)
+        return batch.output(out), batch.final(y_n)
