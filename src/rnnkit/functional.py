@@ -11,6 +11,10 @@ integers in [1, T]; past its length a sequence keeps its state and emits zeros
 (PackedSequence semantics). With ``return_internals=True`` a dict of per-step
 internals (gate activations, cell states; shapes (T, B, H)) is returned as well,
 read from the buffers the backward pass keeps anyway: no extra cost otherwise.
+With ``grad_recorder=some_dict``, the backward pass also stores there the total
+gradient of the loss with respect to every step's state, computed by the native
+BPTT in the same pass: ``"dh"`` (T, B, H) (Elman, LSTM, GRU), ``"dc"`` (LSTM cell
+state), ``"dy"`` (T, B, O) (Jordan's fed-back output).
 
 Example::
 
@@ -91,6 +95,14 @@ def _input_grads(ctx, da: Tensor, x: Tensor, w_ih: Tensor):
     return dx, dw_ih
 
 
+def _record(recorder: Optional[dict], key: str, like: Tensor, T: int, B: int, H: int) -> Optional[Tensor]:
+    """A (T, B, H) buffer for the per-step state gradient ``key`` when a recorder is given."""
+    if recorder is None:
+        return None
+    recorder[key] = like.new_empty(T, B, H)
+    return recorder[key]
+
+
 def _grad_or_none(needed: bool, value: Optional[Tensor]) -> Optional[Tensor]:
     return value if needed else None
 
@@ -98,7 +110,7 @@ def _grad_or_none(needed: bool, value: Optional[Tensor]) -> Optional[Tensor]:
 # ----------------------------------------------------------------------------- Elman
 class _Elman(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder):
         T, B, _ = x.shape
         H = w_hh.shape[0]
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, H)
@@ -107,7 +119,7 @@ class _Elman(torch.autograd.Function):
         w_hh_c = _c(w_hh)
         _core.elman_forward(isa, act, xw, w_hh_c, _c(h0), lengths, hs, out, _backend.num_threads())
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, lengths)
-        ctx.act, ctx.isa, ctx.w_ih_index = act, isa, 2
+        ctx.act, ctx.isa, ctx.w_ih_index, ctx.recorder = act, isa, 2, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(hs)
         return (hs[1:] if out is None else out), hs[T].clone(), hs
@@ -120,17 +132,19 @@ class _Elman(torch.autograd.Function):
         H = w_hh.shape[0]
         da = x.new_empty(T, B, H)
         dh0 = x.new_empty(B, H)
-        _core.elman_backward(ctx.isa, ctx.act, w_hh, hs, lengths, _c(d_out), _c(dh_n), da, dh0, None,
+        dhs = _record(ctx.recorder, "dh", x, T, B, H)
+        _core.elman_backward(ctx.isa, ctx.act, w_hh, hs, lengths, _c(d_out), _c(dh_n), da, dh0, dhs,
                              _backend.num_threads())
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[3] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh,
-                _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None, None)
+                _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None, None, None)
 
 
 def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-          bias_hh: Optional[Tensor] = None, nonlinearity: str = "tanh", lengths=None, return_internals: bool = False):
+                bias_hh: Optional[Tensor] = None, nonlinearity: str = "tanh", lengths=None, return_internals: bool = False,
+          grad_recorder: Optional[dict] = None):
     """Elman RNN over a sequence (SPEC section 1)::
 
         a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh,   h_t = f(a_t)
@@ -145,7 +159,7 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
     T, B, _ = x.shape
     lengths = _lengths_tensor(lengths, T, B)
     out, h_n, hs = _Elman.apply(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
-                                _backend.ACT_CODES[nonlinearity], _backend.current_isa())
+                                _backend.ACT_CODES[nonlinearity], _backend.current_isa(), grad_recorder)
     if return_internals:
         # a_t = xw_t + W_hh h_{t-1} for all steps in two matrix products, only on request.
         with torch.no_grad():
@@ -159,7 +173,7 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
 # ----------------------------------------------------------------------------- LSTM
 class _LSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, isa: int):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, lengths, isa: int, recorder):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, 4H)
@@ -170,7 +184,7 @@ class _LSTM(torch.autograd.Function):
         w_hh_c = _c(w_hh)
         _core.lstm_forward(isa, xw, w_hh_c, _c(h0), _c(c0), lengths, hs, cs, gates, out, _backend.num_threads())
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, cs, gates, lengths)
-        ctx.isa, ctx.w_ih_index = isa, 3
+        ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 3, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(cs, gates)
         return (hs[1:] if out is None else out), hs[T].clone(), cs[T].clone(), cs, gates
@@ -184,18 +198,21 @@ class _LSTM(torch.autograd.Function):
         da = x.new_empty(T, B, 4 * H)
         dh0 = x.new_empty(B, H)
         dc0 = x.new_empty(B, H)
+        dhs = _record(ctx.recorder, "dh", x, T, B, H)
+        dcs = _record(ctx.recorder, "dc", x, T, B, H)
         _core.lstm_backward(ctx.isa, w_hh, hs, cs, gates, lengths, _c(d_out), _c(dh_n), _c(dc_n), da, dh0, dc0,
-                            None, None, _backend.num_threads())
+                            dhs, dcs, _backend.num_threads())
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[4] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), _grad_or_none(ctx.needs_input_grad[2], dc0),
-                dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None)
+                dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None,
+                None)
 
 
 def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
          bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None, lengths=None,
-         return_internals: bool = False):
+         return_internals: bool = False, grad_recorder: Optional[dict] = None):
     """LSTM over a sequence (SPEC section 3), gate rows stacked i, f, g, o::
 
         i, f, o = sigmoid(.), g = tanh(.)   of   W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
@@ -208,7 +225,7 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
     T, B, _ = x.shape
     lengths = _lengths_tensor(lengths, T, B)
     out, h_n, c_n, cs, gates = _LSTM.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
-                                           _backend.current_isa())
+                                           _backend.current_isa(), grad_recorder)
     if return_internals:
         i, f, g, o = gates.detach().chunk(4, dim=2)
         c = cs.detach()[1:]
@@ -226,7 +243,7 @@ def _active_mask(lengths: Tensor, T: int, dtype) -> Tensor:
 # ----------------------------------------------------------------------------- GRU
 class _GRU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         b_hn = None
@@ -245,7 +262,7 @@ class _GRU(torch.autograd.Function):
         _core.gru_forward(isa, reset_after, xw, w_hh_c, b_hn, _c(h0), lengths, hs, gates, hn, out,
                           _backend.num_threads())
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, gates, hn, lengths)
-        ctx.isa, ctx.reset_after, ctx.w_ih_index = isa, reset_after, 2
+        ctx.isa, ctx.reset_after, ctx.w_ih_index, ctx.recorder = isa, reset_after, 2, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(gates)
         return (hs[1:] if out is None else out), hs[T].clone(), gates
@@ -259,8 +276,9 @@ class _GRU(torch.autograd.Function):
         da = x.new_empty(T, B, 3 * H)  # input-side pre-activations r, z, n
         da_hn = x.new_empty(T, B, H)  # hidden-side n term
         dh0 = x.new_empty(B, H)
+        dhs = _record(ctx.recorder, "dh", x, T, B, H)
         _core.gru_backward(ctx.isa, ctx.reset_after, w_hh, hs, gates, hn, lengths, _c(d_out), _c(dh_n), da, da_hn,
-                           dh0, None, _backend.num_threads())
+                           dh0, dhs, _backend.num_threads())
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = None
         if ctx.needs_input_grad[3]:
@@ -269,11 +287,12 @@ class _GRU(torch.autograd.Function):
             dw_hh = torch.cat([_flat(da[..., : 2 * H]).t() @ _flat(hs[:-1]), _flat(da_hn).t() @ _flat(n_input)])
         db_ih = _flat(da).sum(0) if ctx.has_bias[0] else None
         db_hh = torch.cat([_flat(da[..., : 2 * H]).sum(0), _flat(da_hn).sum(0)]) if ctx.has_bias[1] else None
-        return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None)
+        return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None, None)
 
 
 def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-        bias_hh: Optional[Tensor] = None, reset_after: bool = True, lengths=None, return_internals: bool = False):
+        bias_hh: Optional[Tensor] = None, reset_after: bool = True, lengths=None, return_internals: bool = False,
+        grad_recorder: Optional[dict] = None):
     """GRU over a sequence (SPEC section 4), gate rows stacked r, z, n.
 
     reset_after=True (torch.nn.GRU's form)::
@@ -291,7 +310,7 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
     T, B, _ = x.shape
     lengths = _lengths_tensor(lengths, T, B)
     out, h_n, gates = _GRU.apply(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
-                                 _backend.current_isa())
+                                 _backend.current_isa(), grad_recorder)
     if return_internals:
         r, z, n = gates.detach().chunk(3, dim=2)
         return out, h_n, {"r": r, "z": z, "n": n}
@@ -301,7 +320,7 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
 # ----------------------------------------------------------------------------- Jordan
 class _Jordan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int):
+    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder):
         T, B, _ = x.shape
         H, O = w_yh.shape
         xw = _project(x, w_ih, _sum_bias(b_ih, b_yh))  # (T, B, H)
@@ -312,7 +331,7 @@ class _Jordan(torch.autograd.Function):
         _core.jordan_forward(isa, act, out_act, xw, w_yh_c, w_hy_c, _c(b_hy), _c(y0), lengths, hs, ys, out,
                              _backend.num_threads())
         ctx.save_for_backward(x, w_ih, w_yh_c, w_hy_c, hs, ys, lengths)
-        ctx.act, ctx.out_act, ctx.isa, ctx.w_ih_index = act, out_act, isa, 2
+        ctx.act, ctx.out_act, ctx.isa, ctx.w_ih_index, ctx.recorder = act, out_act, isa, 2, recorder
         ctx.has_bias = (b_ih is not None, b_yh is not None, b_hy is not None)
         ctx.mark_non_differentiable(hs)
         return (ys[1:] if out is None else out), ys[T].clone(), hs
@@ -326,8 +345,9 @@ class _Jordan(torch.autograd.Function):
         da = x.new_empty(T, B, H)
         d_o = x.new_empty(T, B, O)
         dy0 = x.new_empty(B, O)
+        dys = _record(ctx.recorder, "dy", x, T, B, O)
         _core.jordan_backward(ctx.isa, ctx.act, ctx.out_act, w_yh, w_hy, hs, ys, lengths, _c(d_out), _c(dy_n), da,
-                              d_o, dy0, None, _backend.num_threads())
+                              d_o, dy0, dys, _backend.num_threads())
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         need = ctx.needs_input_grad
         dw_yh = _flat(da).t() @ _flat(ys[:-1]) if need[3] else None
@@ -335,13 +355,13 @@ class _Jordan(torch.autograd.Function):
         db = _flat(da).sum(0) if (ctx.has_bias[0] or ctx.has_bias[1]) else None
         db_hy = _flat(d_o).sum(0) if ctx.has_bias[2] else None
         return (dx, _grad_or_none(need[1], dy0), dw_ih, dw_yh, dw_hy, _grad_or_none(ctx.has_bias[0], db),
-                _grad_or_none(ctx.has_bias[1], db), db_hy, None, None, None, None)
+                _grad_or_none(ctx.has_bias[1], db), db_hy, None, None, None, None, None)
 
 
 def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor, weight_hy: Tensor,
            bias_ih: Optional[Tensor] = None, bias_yh: Optional[Tensor] = None, bias_hy: Optional[Tensor] = None,
            nonlinearity: str = "tanh", output_nonlinearity: str = "identity", lengths=None,
-           return_internals: bool = False):
+           return_internals: bool = False, grad_recorder: Optional[dict] = None):
     """Jordan RNN over a sequence (SPEC section 2): the previous output is fed back::
 
         a_t = W_ih x_t + b_ih + W_yh y_{t-1} + b_yh,   h_t = f(a_t),   y_t = g(W_hy h_t + b_hy)
@@ -359,7 +379,7 @@ def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor
     lengths = _lengths_tensor(lengths, T, B)
     out, y_n, hs = _Jordan.apply(x, y0, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, lengths,
                                  _backend.ACT_CODES[nonlinearity], _backend.ACT_CODES[output_nonlinearity],
-                                 _backend.current_isa())
+                                 _backend.current_isa(), grad_recorder)
     if return_internals:
         return out, y_n, {"h": hs.detach()}
     return out, y_n

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Mapping
 from typing import Callable, Optional, Sequence
 
 import torch
@@ -25,7 +26,7 @@ from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
 from . import functional, reference
 
-__all__ = ["RNN", "LSTM", "GRU", "JordanRNN"]
+__all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "StateGradients"]
 
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 _warned: set = set()
@@ -116,6 +117,14 @@ class _Batch:
     def final(self, h: Tensor) -> Tensor:
         return h.squeeze(-2) if self.unbatched else h
 
+    def per_step(self, t: Tensor, reversed_time: bool = False) -> Tensor:
+        """A recorded (T, B, F) tensor in the caller's time order and layout (padded, never packed)."""
+        if reversed_time:
+            t = _reverse_time(t, self.lengths)
+        if self.unbatched:
+            return t.squeeze(1)
+        return t.transpose(0, 1) if self.batch_first and self.packed is None else t
+
 
 def _reverse_time(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
     """Reverse each sequence within its own length (the padding stays in place)."""
@@ -128,14 +137,41 @@ def _reverse_time(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- stacked layers
-LayerFn = Callable[..., tuple]  # (x, states, params, lengths) -> (out, states)
+# (x, states, params, lengths, want_internals, grad_recorder) -> (out, states, internals or None)
+LayerFn = Callable[..., tuple]
 
 
-def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: int):
+class StateGradients(Mapping):
+    """Per-step state gradients of one layer and direction, filled by the backward pass.
+
+    Keys: ``"dh"`` (and ``"dc"`` for an LSTM, ``"dy"`` for a Jordan network): the total
+    gradient of the loss with respect to that step's state, (T, B, H) in the caller's
+    time order ((B, T, H) with batch_first), computed by the native BPTT.
+    Empty until ``backward()`` has run.
+    """
+
+    def __init__(self, batch: "_Batch", reverse: bool):
+        self._raw: dict = {}
+        self._batch, self._reverse = batch, reverse
+
+    def __getitem__(self, key: str) -> Tensor:
+        return self._batch.per_step(self._raw[key], self._reverse)
+
+    def __iter__(self):
+        return iter(self._raw)
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+
+def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: int,
+               internals: Optional[list] = None, recorders: Optional[list] = None):
     """Runs num_layers x num_directions single-direction layers.
 
     states: for each state kind (h, or h and c), a tensor (L*D, B, H) or None.
     Returns (output (T, B, D*H), final states as a list of (L*D, B, H) tensors).
+    With ``internals`` / ``recorders`` lists, appends per layer and direction the
+    recorded internals (dict of (T, B, .) in the caller's order) / a StateGradients.
     """
     D = 2 if module.bidirectional else 1
     x = batch.x
@@ -148,7 +184,14 @@ def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: 
             params = [getattr(module, f"{name}_l{layer_index}{suffix}", None) for name in module._param_roles]
             init = [None if s is None else s[k] for s in states]
             xin = _reverse_time(x, batch.lengths) if direction == 1 else x
-            out, final = layer(xin, init, params, batch.lengths)
+            recorder = None
+            if recorders is not None:
+                recorder = StateGradients(batch, reverse=direction == 1)
+                recorders.append(recorder)
+            out, final, inner = layer(xin, init, params, batch.lengths, internals is not None,
+                                      None if recorder is None else recorder._raw)
+            if internals is not None:
+                internals.append({k: batch.per_step(v, direction == 1) for k, v in inner.items()})
             if direction == 1:
                 out = _reverse_time(out, batch.lengths)
             outs.append(out)
@@ -177,12 +220,29 @@ class _NativeRNNMixin:
     def _torch_math_identical(self) -> bool:
         return True
 
-    def _forward(self, input, hx, lengths):
+    def forward_with_internals(self, input, hx=None, *, lengths=None, grad_recorders: Optional[list] = None):
+        """``forward`` that also returns what happens inside, at native speed.
+
+        Returns ``(output, h_n, internals)`` where ``internals[l * D + d]`` (layer l,
+        direction d) is a dict of per-step tensors, shape (T, B, H) ((B, T, H) with
+        batch_first; padded for PackedSequence input; zero past a sequence's length):
+        LSTM ``i, f, g, o`` (gate activations) and ``c`` (cell state); GRU ``r, z, n``;
+        RNN ``a`` (pre-activation). With ``grad_recorders=[]``, the list receives one
+        :class:`StateGradients` per layer and direction, filled by ``backward()``.
+
+        >>> out, h_n, inside = lstm.forward_with_internals(x)
+        >>> inside[0]["f"].mean()          # average forget gate of layer 0
+        """
+        internals: list = []
+        out, h_n = self._forward(input, hx, lengths, internals, grad_recorders)
+        return out, h_n, internals
+
+    def _forward(self, input, hx, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
         self._check_supported()
         dtype = self.weight_ih_l0.dtype
         probe = input.data if isinstance(input, PackedSequence) else input
         if isinstance(probe, Tensor) and not _runs_natively(probe) and self._torch_math_identical() \
-                and lengths is None and probe.dtype == dtype:
+                and lengths is None and probe.dtype == dtype and internals is None and recorders is None:
             # CUDA or half precision: torch's kernels compute the same equations.
             return super().forward(input, hx)
         batch = _Batch(input, hx, lengths, self.batch_first, self.input_size, dtype)
@@ -200,7 +260,10 @@ class _NativeRNNMixin:
             states = [batch.state(h0, "hx[0] (h_0)", shape, dtype), batch.state(c0, "hx[1] (c_0)", shape, dtype)]
         else:
             states = [batch.state(hx, "hx", shape, dtype)]
-        out, finals = _run_stack(self, batch, states, self._layer(native), self._num_states)
+        if not native and (internals is not None or recorders is not None):
+            raise NotImplementedError("forward_with_internals: recording runs on the native core only "
+                                      "(CPU, float32 or float64)")
+        out, finals = _run_stack(self, batch, states, self._layer(native), self._num_states, internals, recorders)
         finals = [batch.final(f) for f in finals]
         return batch.output(out), (tuple(finals) if self._num_states == 2 else finals[0])
 
@@ -236,9 +299,10 @@ class RNN(_NativeRNNMixin, nn.RNN):
         fn = functional.elman if native else reference.elman
         nl = self.nonlinearity
 
-        def layer(x, init, params, lengths):
-            out, h = fn(x, init[0], *params, nonlinearity=nl, lengths=lengths)
-            return out, (h,)
+        def layer(x, init, params, lengths, want_internals=False, recorder=None):
+            extra = {"return_internals": want_internals, "grad_recorder": recorder} if native else {}
+            res = fn(x, init[0], *params, nonlinearity=nl, lengths=lengths, **extra)
+            return res[0], (res[1],), (res[2] if want_internals else None)
 
         return layer
 
@@ -261,9 +325,10 @@ class LSTM(_NativeRNNMixin, nn.LSTM):
     def _layer(self, native: bool) -> LayerFn:
         fn = functional.lstm if native else reference.lstm
 
-        def layer(x, init, params, lengths):
-            out, (h, c) = fn(x, init[0], init[1], *params, lengths=lengths)
-            return out, (h, c)
+        def layer(x, init, params, lengths, want_internals=False, recorder=None):
+            extra = {"return_internals": want_internals, "grad_recorder": recorder} if native else {}
+            res = fn(x, init[0], init[1], *params, lengths=lengths, **extra)
+            return res[0], res[1], (res[2] if want_internals else None)
 
         return layer
 
@@ -295,9 +360,10 @@ class GRU(_NativeRNNMixin, nn.GRU):
         fn = functional.gru if native else reference.gru
         reset_after = self.reset_after
 
-        def layer(x, init, params, lengths):
-            out, h = fn(x, init[0], *params, reset_after=reset_after, lengths=lengths)
-            return out, (h,)
+        def layer(x, init, params, lengths, want_internals=False, recorder=None):
+            extra = {"return_internals": want_internals, "grad_recorder": recorder} if native else {}
+            res = fn(x, init[0], *params, reset_after=reset_after, lengths=lengths, **extra)
+            return res[0], (res[1],), (res[2] if want_internals else None)
 
         return layer
 
@@ -375,9 +441,35 @@ class JordanRNN(nn.Module):
         return (self.weight_ih, self.weight_yh, self.weight_hy, self.bias_ih, self.bias_yh, self.bias_hy)
 
     def forward(self, input, y0: Optional[Tensor] = None, *, lengths=None):
+        return self._forward(input, y0, lengths)
+
+    def forward_with_internals(self, input, y0: Optional[Tensor] = None, *, lengths=None,
+                               grad_recorders: Optional[list] = None):
+        """``forward`` that also returns ``[{"h": hidden layer per step}]`` (see
+        :meth:`rnnkit.LSTM.forward_with_internals`); ``grad_recorders`` receives a
+        :class:`StateGradients` with ``"dy"``, the gradient for every fed-back output."""
+        internals: list = []
+        out, y_n = self._forward(input, y0, lengths, internals, grad_recorders)
+        return out, y_n, internals
+
+    def _forward(self, input, y0, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
         batch = _Batch(input, y0, lengths, self.batch_first, self.input_size, self.weight_ih.dtype)
         y0 = batch.state(y0, "y0", (batch.B, self.output_size), batch.x.dtype)
         native = _runs_natively(batch.x)
+        if not native and (internals is not None or recorders is not None):
+            raise NotImplementedError("forward_with_internals: recording runs on the native core only "
+                                      "(CPU, float32 or float64)")
+        if internals is not None or recorders is not None:
+            recorder = StateGradients(batch, reverse=False)
+            if recorders is not None:
+                recorders.append(recorder)
+            out, y_n, inner = functional.jordan(
+                batch.x, y0, *self._params(), nonlinearity=self.nonlinearity,
+                output_nonlinearity=self.output_nonlinearity, lengths=batch.lengths, return_internals=True,
+                grad_recorder=recorder._raw if recorders is not None else None)
+            if internals is not None:
+                internals.append({k: batch.per_step(v) for k, v in inner.items()})
+            return batch.output(out), batch.final(y_n)
         if not native:
             _warn_once("JordanRNN-reference",
                        f"rnnkit.JordanRNN: no native kernel for device={batch.x.device.type}, dtype={batch.x.dtype}; "
