@@ -54,7 +54,7 @@ def _project(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     x2 = x.detach().reshape(T * B, I)
     w = weight.detach()
     out = torch.addmm(bias.detach(), x2, w.t()) if bias is not None else x2 @ w.t()
-    return out.view(T, B, -1)
+    return out.view(T, B, w.shape[0])
 
 
 def _sum_bias(*biases: Optional[Tensor]) -> Optional[Tensor]:
@@ -90,7 +90,7 @@ def _flat(t: Tensor) -> Tensor:
 def _input_grads(ctx, da: Tensor, x: Tensor, w_ih: Tensor):
     """dx = da W_ih and dW_ih = da^T x, each one matrix product over all steps."""
     T, B, _ = x.shape
-    dx = (_flat(da) @ w_ih).view(T, B, -1) if ctx.needs_input_grad[0] else None
+    dx = (_flat(da) @ w_ih).view(T, B, w_ih.shape[1]) if ctx.needs_input_grad[0] else None
     dw_ih = _flat(da).t() @ _flat(x) if ctx.needs_input_grad[ctx.w_ih_index] else None
     return dx, dw_ih
 
