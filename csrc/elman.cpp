@@ -8,6 +8,7 @@ namespace RNNKIT_ISA_NS {
 template <typename S>
 static void elman_forward_impl(int64_t T, int64_t B, int64_t H, Act f, const S* xw, const S* w_hh,
                                const S* h0, const int64_t* lengths, S* hs, S* out) {
+  constexpr int64_t L = sizeof(typename VecOf<S>::type) / sizeof(S);
   const int64_t BH = B * H;
   const Packed<S> W(w_hh, H, H, H, 1);  // C = h W_hh^T
   Buffer<S> a(BH);                       // (B, H) recurrent part of a_t
@@ -19,9 +20,11 @@ static void elman_forward_impl(int64_t T, int64_t B, int64_t H, Act f, const S* 
     gemm_packed(B, h_prev, H, W, a.data(), H, false);
     for (int64_t b = 0; b < B; ++b) {
       const bool on = active(lengths, b, t);
-      for (int64_t j = 0; j < H; ++j) {
+      if (!on) std::memcpy(h + b * H, h_prev + b * H, size_t(H) * sizeof(S));
+      for (int64_t j = 0; on && j < H; j += L) {
+        const int n = lanes_left<S>(H, j);
         const int64_t k = b * H + j;
-        h[k] = on ? activate(f, x[k] + a[k]) : h_prev[k];
+        st(h + k, vactivate<S>(f, ld(x + k, n) + ld(a.data() + k, n)), n);
       }
       if (out) {
         S* o = out + t * BH + b * H;

@@ -22,6 +22,9 @@ template <typename S>
 static void gru_forward_impl(int64_t T, int64_t B, int64_t H, bool reset_after, const S* xw, const S* w_hh,
                              const S* b_hn, const S* h0, const int64_t* lengths, S* hs, S* gates, S* hn,
                              S* out) {
+  typedef typename VecOf<S>::type V;
+  typedef VMath<S> M;
+  constexpr int64_t L = sizeof(V) / sizeof(S);
   const int64_t BH = B * H, G = 3 * H;
   // reset_after: one product with all of W_hh; reset_before: W_h[rz] on h, then W_hn on r h.
   const Packed<S> W_all(w_hh, reset_after ? G : 2 * H, H, H, 1);
@@ -38,7 +41,10 @@ static void gru_forward_impl(int64_t T, int64_t B, int64_t H, bool reset_after, 
       for (int64_t b = 0; b < B; ++b) {
         const S* x = xw + (t * B + b) * G;
         const S* r = a.data() + b * G;
-        for (int64_t j = 0; j < H; ++j) u[b * H + j] = sigmoid(x[j] + r[j]) * h_prev[b * H + j];
+        for (int64_t j = 0; j < H; j += L) {
+          const int n = lanes_left<S>(H, j);
+          st(u.data() + b * H + j, M::sigmoid(ld(x + j, n) + ld(r + j, n)) * ld(h_prev + b * H + j, n), n);
+        }
       }
       gemm_packed(B, u.data(), H, W_n, a.data() + 2 * H, G, false);
     }
@@ -54,23 +60,26 @@ static void gru_forward_impl(int64_t T, int64_t B, int64_t H, bool reset_after, 
         if (out) std::memset(out + t * BH + o, 0, size_t(H) * sizeof(S));
         continue;
       }
-      for (int64_t j = 0; j < H; ++j) {
-        const S r_ = sigmoid(x[j] + r[j]);
-        const S z_ = sigmoid(x[H + j] + r[H + j]);
-        S n_;
+      for (int64_t j = 0; j < H; j += L) {
+        const int n = lanes_left<S>(H, j);
+        const V r_ = M::sigmoid(ld(x + j, n) + ld(r + j, n));
+        const V z_ = M::sigmoid(ld(x + H + j, n) + ld(r + H + j, n));
+        const V hp = ld(h_prev + o + j, n);
+        V n_;
         if (reset_after) {
-          const S qj = r[2 * H + j] + (b_hn ? b_hn[j] : S(0));
-          n_ = std::tanh(x[2 * H + j] + r_ * qj);
-          h[o + j] = (S(1) - z_) * n_ + z_ * h_prev[o + j];
-          q[o + j] = qj;
+          V qj = ld(r + 2 * H + j, n);
+          if (b_hn) qj += ld(b_hn + j, n);
+          n_ = M::tanh(ld(x + 2 * H + j, n) + r_ * qj);
+          st(h + o + j, (S(1) - z_) * n_ + z_ * hp, n);
+          st(q + o + j, qj, n);
         } else {
-          n_ = std::tanh(x[2 * H + j] + r[2 * H + j]);
-          h[o + j] = (S(1) - z_) * h_prev[o + j] + z_ * n_;
-          q[o + j] = u[o + j];
+          n_ = M::tanh(ld(x + 2 * H + j, n) + ld(r + 2 * H + j, n));
+          st(h + o + j, (S(1) - z_) * hp + z_ * n_, n);
+          st(q + o + j, ld(u.data() + o + j, n), n);
         }
-        gt[j] = r_;
-        gt[H + j] = z_;
-        gt[2 * H + j] = n_;
+        st(gt + j, r_, n);
+        st(gt + H + j, z_, n);
+        st(gt + 2 * H + j, n_, n);
       }
       if (out) std::memcpy(out + t * BH + o, h + o, size_t(H) * sizeof(S));
     }

@@ -11,6 +11,7 @@ template <typename S>
 static void jordan_forward_impl(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g, const S* xw,
                                 const S* w_yh, const S* w_hy, const S* b_hy, const S* y0,
                                 const int64_t* lengths, S* hs, S* ys, S* out) {
+  constexpr int64_t L = sizeof(typename VecOf<S>::type) / sizeof(S);
   const int64_t BH = B * H, BO = B * O;
   const Packed<S> Wyh(w_yh, H, O, O, 1);  // a += y W_yh^T, (B, H)
   const Packed<S> Why(w_hy, O, H, H, 1);  // o  = h W_hy^T, (B, O)
@@ -21,7 +22,10 @@ static void jordan_forward_impl(int64_t T, int64_t B, int64_t H, int64_t O, Act 
     S* y = ys + (t + 1) * BO;
     S* h = hs + t * BH;
     gemm_packed(B, y_prev, O, Wyh, a.data(), H, false);
-    for (int64_t k = 0; k < BH; ++k) h[k] = activate(f, xw[t * BH + k] + a[k]);
+    for (int64_t k = 0; k < BH; k += L) {
+      const int n = lanes_left<S>(BH, k);
+      st(h + k, vactivate<S>(f, ld(xw + t * BH + k, n) + ld(a.data() + k, n)), n);
+    }
     gemm_packed(B, h, H, Why, o.data(), O, false);
     for (int64_t b = 0; b < B; ++b) {
       const bool on = active(lengths, b, t);

@@ -153,6 +153,94 @@ static void gemm_packed(int64_t M, const S* A, int64_t lda, const Packed<S>& W, 
   }
 }
 
+// ---- Vectorised nonlinearities -------------------------------------------------------
+// float: Cephes-style exp (range reduction + degree-6 polynomial) and tanh (odd
+// polynomial for |x| < 0.625, 1 - 2 / (exp(2|x|) + 1) beyond), all lanes at once;
+// error a few ulp, checked against libm by tests/test_vector_math.py. double: libm
+// lane by lane (the float64 path exists for exactness checks, not speed).
+// NaN propagates (every clamp is a comparison that is false for NaN).
+template <typename S> struct IntVecOf;
+template <> struct IntVecOf<float> { typedef uint32_t type __attribute__((vector_size(RNNKIT_VBYTES))); };
+template <> struct IntVecOf<double> { typedef uint64_t type __attribute__((vector_size(RNNKIT_VBYTES))); };
+
+template <typename S> struct VMath;
+
+template <> struct VMath<float> {
+  typedef VecOf<float>::type V;
+  typedef IntVecOf<float>::type U;
+  typedef int32_t I __attribute__((vector_size(RNNKIT_VBYTES)));
+
+  static inline V exp(V x) {
+    x = x > V{} + 88.0f ? V{} + 88.0f : x;    // keeps 2^n finite
+    x = x < V{} - 87.3f ? V{} - 87.3f : x;    // keeps 2^n normal
+    const V fx = x * 1.44269504088896341f + 0.5f;
+    V n = __builtin_convertvector(__builtin_convertvector(fx, I), V);  // trunc
+    n = n > fx ? n - 1.0f : n;                                         // floor
+    x = x - n * 0.693359375f - n * -2.12194440e-4f;
+    const V z = x * x;
+    V y = ((((1.9875691500e-4f * x + 1.3981999507e-3f) * x + 8.3334519073e-3f) * x + 4.1665795894e-2f) * x +
+           1.6666665459e-1f) * x + 5.0000001201e-1f;
+    y = y * z + x + 1.0f;
+    const U bits = (__builtin_convertvector(__builtin_convertvector(n, I), U) + 127u) << 23;
+    V scale;
+    std::memcpy(&scale, &bits, sizeof(V));
+    return y * scale;
+  }
+  static inline V sigmoid(V x) { return 1.0f / (1.0f + exp(-x)); }
+  static inline V tanh(V x) {
+    const V ax = x < 0.0f ? -x : x;
+    const V z = x * x;
+    const V small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
+                      1.33314422036e-1f) * z - 3.33332819422e-1f) * z * x + x;
+    V big = 1.0f - 2.0f / (exp(ax + ax) + 1.0f);
+    big = x < 0.0f ? -big : big;
+    return ax < 0.625f ? small : big;  // NaN: ax < 0.625 is false, big is NaN
+  }
+};
+
+template <> struct VMath<double> {
+  typedef VecOf<double>::type V;
+  static constexpr int L = sizeof(V) / sizeof(double);
+  template <typename F> static inline V map(V x, F f) {
+    for (int i = 0; i < L; ++i) x[i] = f(x[i]);
+    return x;
+  }
+  static inline V exp(V x) { return map(x, [](double v) { return std::exp(v); }); }
+  static inline V sigmoid(V x) { return map(x, [](double v) { return 1.0 / (1.0 + std::exp(-v)); }); }
+  static inline V tanh(V x) { return map(x, [](double v) { return std::tanh(v); }); }
+};
+
+template <typename S> static inline typename VecOf<S>::type vactivate(Act f, typename VecOf<S>::type a) {
+  typedef typename VecOf<S>::type V;
+  switch (f) {
+    case Act::tanh: return VMath<S>::tanh(a);
+    case Act::relu: return a < S(0) ? V{} : a;  // NaN passes through, as torch.relu
+    case Act::sigmoid: return VMath<S>::sigmoid(a);
+    default: return a;
+  }
+}
+
+// Loads / stores n <= lanes values; a partial chunk goes through a zeroed temporary,
+// so the tail of a row is computed by exactly the same vector code as its body.
+template <typename S> static inline typename VecOf<S>::type ld(const S* p, int n) {
+  typedef typename VecOf<S>::type V;
+  if (n == int(sizeof(V) / sizeof(S))) return loadu<V>(p);
+  S tmp[sizeof(V) / sizeof(S)] = {};
+  std::memcpy(tmp, p, size_t(n) * sizeof(S));
+  return loadu<V>(tmp);
+}
+template <typename S> static inline void st(S* p, typename VecOf<S>::type v, int n) {
+  typedef typename VecOf<S>::type V;
+  if (n == int(sizeof(V) / sizeof(S))) return storeu(p, v);
+  S tmp[sizeof(V) / sizeof(S)];
+  storeu(tmp, v);
+  std::memcpy(p, tmp, size_t(n) * sizeof(S));
+}
+template <typename S> static inline int lanes_left(int64_t n, int64_t j) {
+  constexpr int64_t L = sizeof(typename VecOf<S>::type) / sizeof(S);
+  return int(n - j < L ? n - j : L);
+}
+
 // ---- Nonlinearities -----------------------------------------------------------------
 template <typename S> static inline S sigmoid(S x) { return S(1) / (S(1) + std::exp(-x)); }
 

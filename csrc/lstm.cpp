@@ -13,6 +13,9 @@ namespace RNNKIT_ISA_NS {
 template <typename S>
 static void lstm_forward_impl(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* h0,
                               const S* c0, const int64_t* lengths, S* hs, S* cs, S* gates, S* out) {
+  typedef typename VecOf<S>::type V;
+  typedef VMath<S> M;
+  constexpr int64_t L = sizeof(V) / sizeof(S);
   const int64_t BH = B * H, G = 4 * H;
   const Packed<S> W(w_hh, G, H, H, 1);  // C = h W_hh^T, (B, 4H)
   Buffer<S> a(B * G);                    // (B, 4H) recurrent part of the pre-activations
@@ -36,18 +39,19 @@ static void lstm_forward_impl(int64_t T, int64_t B, int64_t H, const S* xw, cons
         if (out) std::memset(out + t * BH + o, 0, size_t(H) * sizeof(S));
         continue;
       }
-      for (int64_t j = 0; j < H; ++j) {
-        const S i_ = sigmoid(x[j] + r[j]);
-        const S f_ = sigmoid(x[H + j] + r[H + j]);
-        const S g_ = std::tanh(x[2 * H + j] + r[2 * H + j]);
-        const S o_ = sigmoid(x[3 * H + j] + r[3 * H + j]);
-        const S c_ = f_ * c_prev[o + j] + i_ * g_;
-        c[o + j] = c_;
-        h[o + j] = o_ * std::tanh(c_);
-        gt[j] = i_;
-        gt[H + j] = f_;
-        gt[2 * H + j] = g_;
-        gt[3 * H + j] = o_;
+      for (int64_t j = 0; j < H; j += L) {
+        const int n = lanes_left<S>(H, j);
+        const V i_ = M::sigmoid(ld(x + j, n) + ld(r + j, n));
+        const V f_ = M::sigmoid(ld(x + H + j, n) + ld(r + H + j, n));
+        const V g_ = M::tanh(ld(x + 2 * H + j, n) + ld(r + 2 * H + j, n));
+        const V o_ = M::sigmoid(ld(x + 3 * H + j, n) + ld(r + 3 * H + j, n));
+        const V c_ = f_ * ld(c_prev + o + j, n) + i_ * g_;
+        st(c + o + j, c_, n);
+        st(h + o + j, o_ * M::tanh(c_), n);
+        st(gt + j, i_, n);
+        st(gt + H + j, f_, n);
+        st(gt + 2 * H + j, g_, n);
+        st(gt + 3 * H + j, o_, n);
       }
       if (out) std::memcpy(out + t * BH + o, h + o, size_t(H) * sizeof(S));
     }
@@ -58,6 +62,9 @@ template <typename S>
 static void lstm_backward_impl(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* cs, const S* gates,
                                const int64_t* lengths, const S* d_out, const S* dh_n, const S* dc_n, S* da,
                                S* dh0, S* dc0, S* dhs, S* dcs) {
+  typedef typename VecOf<S>::type V;
+  typedef VMath<S> M;
+  constexpr int64_t L = sizeof(V) / sizeof(S);
   const int64_t BH = B * H, G = 4 * H;
   const Packed<S> Wt(w_hh, H, G, 1, H);  // C = da W_hh, (B, H)
   Buffer<S> dh(BH), dc(BH), dh_prev(BH);
@@ -76,18 +83,23 @@ static void lstm_backward_impl(int64_t T, int64_t B, int64_t H, const S* w_hh, c
         continue;
       }
       const S* gt = gates + (t * B + b) * G;
-      for (int64_t j = 0; j < H; ++j) {
+      for (int64_t j = 0; j < H; j += L) {
+        const int n = lanes_left<S>(H, j);
         const int64_t k = o + j;
-        if (d_out) dh[k] += d_out[t * BH + k];
-        const S i_ = gt[j], f_ = gt[H + j], g_ = gt[2 * H + j], o_ = gt[3 * H + j];
-        const S tc = std::tanh(c[k]);
-        const S dct = dc[k] + dh[k] * o_ * (S(1) - tc * tc);
-        d[j] = dct * g_ * i_ * (S(1) - i_);
-        d[H + j] = dct * c_prev[k] * f_ * (S(1) - f_);
-        d[2 * H + j] = dct * i_ * (S(1) - g_ * g_);
-        d[3 * H + j] = dh[k] * tc * o_ * (S(1) - o_);
-        if (dcs) dcs[t * BH + k] = dct;
-        dc[k] = dct * f_;
+        V dh_ = ld(dh.data() + k, n);
+        if (d_out) {
+          dh_ += ld(d_out + t * BH + k, n);
+          st(dh.data() + k, dh_, n);
+        }
+        const V i_ = ld(gt + j, n), f_ = ld(gt + H + j, n), g_ = ld(gt + 2 * H + j, n), o_ = ld(gt + 3 * H + j, n);
+        const V tc = M::tanh(ld(c + k, n));
+        const V dct = ld(dc.data() + k, n) + dh_ * o_ * (S(1) - tc * tc);
+        st(d + j, dct * g_ * i_ * (S(1) - i_), n);
+        st(d + H + j, dct * ld(c_prev + k, n) * f_ * (S(1) - f_), n);
+        st(d + 2 * H + j, dct * i_ * (S(1) - g_ * g_), n);
+        st(d + 3 * H + j, dh_ * tc * o_ * (S(1) - o_), n);
+        if (dcs) st(dcs + t * BH + k, dct, n);
+        st(dc.data() + k, dct * f_, n);
       }
     }
     if (dhs) std::memcpy(dhs + t * BH, dh.data(), size_t(BH) * sizeof(S));
