@@ -282,7 +282,8 @@ class LanguageModel(Task):
         if limit:
             ids = ids[:limit + 1]
         W = ctx.world_size
-        S = max(W, min(self.config["eval_batch"], (len(ids) - 1) // 32) // W * W)  # streams
+        # the streams do not depend on the number of processes, which share them out
+        S = max(1, min(self.config["eval_batch"], (len(ids) - 1) // 32))
         L = (len(ids) - 1) // S
         if L < 1:
             raise UsageError(f"evaluation text of {len(ids)} characters is too short")
@@ -293,7 +294,7 @@ class LanguageModel(Task):
         nll = torch.zeros(2, dtype=torch.float64)                # [sum -log p, count]
         state = None
         chunk = max(self.config["bptt"], 256)
-        for p in range(0, L, chunk):
+        for p in range(0, L if len(x_all) else 0, chunk):
             x = x_all[:, p:p + chunk].t().contiguous()           # (T, B)
             y = y_all[:, p:p + chunk].t().contiguous()
             logits, state = model(x, state)

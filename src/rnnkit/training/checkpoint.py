@@ -213,8 +213,9 @@ def load_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor], where
                               f"({what}); the file is damaged or from another architecture")
     for key, value in weights.items():
         if own[key].shape != value.shape:
-            raise CheckpointError(f"{where}: weight {key} has shape {tuple(value.shape)}, the "
-                                  f"configuration gives {tuple(own[key].shape)}")
+            raise CheckpointError(f"{where}: weights do not match the model its configuration describes "
+                                  f"({key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}); "
+                                  "the file is damaged or from another architecture")
     model.load_state_dict(weights)
 
 
