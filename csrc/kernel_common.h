@@ -15,7 +15,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <new>
+#include <type_traits>
 
+#include "parallel.h"
 #include "rnnkit.h"
 
 #ifndef RNNKIT_ISA_NS
@@ -62,34 +64,55 @@ template <typename S> class Buffer {
 };
 
 // ---- Packed weights for C = A W^T ---------------------------------------------------
-// W is logically (N, K) with element (n, k) at w[n * sn + k * sk], so one routine
-// packs both W_hh (forward, sn = K, sk = 1) and W_hh^T (backward, sn = 1, sk = N').
-// Layout: ceil(N / NR) panels, each K rows of NR contiguous values (n fastest),
-// zero-padded past N, so the micro-kernel streams a panel with aligned loads.
+// W is logically (N, K); row n starts at w + row_offset(n) (or is all zero when
+// row_offset(n) < 0) and its elements are sk apart. Plain row-major W_hh has
+// row_offset(n) = n * K, sk = 1; its transpose (for backward) row_offset(n) = n,
+// sk = N'. Layout: ceil(N / NR) panels, each K rows of NR contiguous values, so the
+// micro-kernel streams a panel with vector loads.
 template <typename S> struct Packed {
   typedef typename VecOf<S>::type V;
-  static constexpr int L = sizeof(V) / sizeof(S);  // lanes per vector
-  static constexpr int NR = 2 * L;                  // panel width: two vectors
-  static constexpr int MR = 6;                      // rows per micro-tile
+  static constexpr int L = sizeof(V) / sizeof(S);   // lanes per vector
+  static constexpr int NR = 2 * L;                   // panel width: two vectors
+  static constexpr int MR = RNNKIT_VBYTES == 64 ? 8 : 6;  // rows per micro-tile (fits the registers)
+  // K is processed in chunks whose panel slice (KC x NR) stays in L1 across row blocks.
+  static constexpr int KC = 16384 / (NR * int(sizeof(S)));
 
   int64_t N, K, panels;
   Buffer<S> data;
 
-  Packed(const S* w, int64_t N_, int64_t K_, int64_t sn, int64_t sk)
+  template <typename RowOffset, typename = typename std::enable_if<!std::is_integral<RowOffset>::value>::type>
+  Packed(const S* w, int64_t N_, int64_t K_, int64_t sk, RowOffset row_offset)
       : N(N_), K(K_), panels((N_ + NR - 1) / NR), data(panels * K_ * NR) {
     for (int64_t p = 0; p < panels; ++p) {
       S* dst = data.data() + p * K * NR;
-      for (int64_t k = 0; k < K; ++k)
-        for (int j = 0; j < NR; ++j) {
-          int64_t n = p * NR + j;
-          dst[k * NR + j] = n < N ? w[n * sn + k * sk] : S(0);
-        }
+      for (int j = 0; j < NR; ++j) {
+        const int64_t n = p * NR + j;
+        const int64_t off = n < N ? row_offset(n) : -1;
+        for (int64_t k = 0; k < K; ++k) dst[k * NR + j] = off >= 0 ? w[off + k * sk] : S(0);
+      }
     }
   }
+  // Row-major-with-strides convenience: element (n, k) at w[n * sn + k * sk].
+  Packed(const S* w, int64_t N_, int64_t K_, int64_t sn, int64_t sk)
+      : Packed(w, N_, K_, sk, [sn](int64_t n) { return n * sn; }) {}
 };
 
-// C[0:mr, 0:nr] (+)= A[0:mr, :] * panel, for one panel; MR_ is the compile-time row
-// count (mr == MR_), nr <= NR columns are stored.
+// Hidden units are grouped in blocks of UB = NR. pack_gates orders the G gate rows of
+// W_hh (G*H, K) block by block: block u holds gate 0 of units [u*UB, u*UB+UB), then
+// gate 1, ... so one thread owning a block finds all gates of its units in its own
+// panels [u*G, u*G+G) (a partial last block is zero-padded).
+template <typename S> static inline int64_t unit_blocks(int64_t H) { return (H + Packed<S>::NR - 1) / Packed<S>::NR; }
+
+template <typename S> static Packed<S> pack_gates(const S* w, int64_t G, int64_t H, int64_t K) {
+  constexpr int64_t UB = Packed<S>::NR;
+  return Packed<S>(w, unit_blocks<S>(H) * G * UB, K, 1, [=](int64_t n) -> int64_t {
+    const int64_t u = n / (G * UB), r = n % (G * UB), g = r / UB, j = u * UB + r % UB;
+    return j < H ? (g * H + j) * K : -1;
+  });
+}
+
+// C[0:mr, 0:nr] (+)= A[0:mr, 0:K] * panel, for one panel slice of K rows; MR_ is the
+// compile-time row count, nr <= NR columns are stored.
 template <typename S, int MR_>
 static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* panel, S* C, int64_t ldc,
                                 int nr, bool accumulate) {
@@ -130,27 +153,67 @@ static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* pan
   }
 }
 
-// C (M, N) (+)= A (M, K) W^T, with W packed. Rows of A and C have strides lda, ldc.
+template <typename S, int MR_>
+static inline void row_blocks(int64_t M, int64_t K, const S* A, int64_t lda, const S* panel, S* C, int64_t ldc,
+                              int nr, bool accumulate) {
+  int64_t i = 0;
+  for (; i + MR_ <= M; i += MR_) micro_kernel<S, MR_>(K, A + i * lda, lda, panel, C + i * ldc, ldc, nr, accumulate);
+  const S* a = A + i * lda;
+  S* c = C + i * ldc;
+  switch (M - i) {
+    case 7: micro_kernel<S, 7>(K, a, lda, panel, c, ldc, nr, accumulate); break;
+    case 6: micro_kernel<S, 6>(K, a, lda, panel, c, ldc, nr, accumulate); break;
+    case 5: micro_kernel<S, 5>(K, a, lda, panel, c, ldc, nr, accumulate); break;
+    case 4: micro_kernel<S, 4>(K, a, lda, panel, c, ldc, nr, accumulate); break;
+    case 3: micro_kernel<S, 3>(K, a, lda, panel, c, ldc, nr, accumulate); break;
+    case 2: micro_kernel<S, 2>(K, a, lda, panel, c, ldc, nr, accumulate); break;
+    case 1: micro_kernel<S, 1>(K, a, lda, panel, c, ldc, nr, accumulate); break;
+    default: break;
+  }
+}
+
+// C[:, p0*NR : p1*NR] (+)= A (M, K) W^T for the packed panels [p0, p1) (columns past
+// W.N are not stored). Rows of A and C have strides lda, ldc. The summation order of
+// every element is fixed (k ascending in KC chunks), whatever the panel range, so a
+// result does not depend on how the panels are split between threads.
 template <typename S>
-static void gemm_packed(int64_t M, const S* A, int64_t lda, const Packed<S>& W, S* C, int64_t ldc,
-                        bool accumulate) {
-  constexpr int NR = Packed<S>::NR, MR = Packed<S>::MR;
+static void gemm_panels(int64_t M, const S* A, int64_t lda, const Packed<S>& W, int64_t p0, int64_t p1, S* C,
+                        int64_t ldc, bool accumulate) {
+  constexpr int NR = Packed<S>::NR, MR = Packed<S>::MR, KC = Packed<S>::KC;
   const int64_t K = W.K;
-  for (int64_t p = 0; p < W.panels; ++p) {
-    const S* panel = W.data.data() + p * K * NR;
+  for (int64_t p = p0; p < p1; ++p) {
     const int nr = int(W.N - p * NR < NR ? W.N - p * NR : NR);
-    S* Cp = C + p * NR;
-    int64_t i = 0;
-    for (; i + MR <= M; i += MR) micro_kernel<S, MR>(K, A + i * lda, lda, panel, Cp + i * ldc, ldc, nr, accumulate);
-    switch (M - i) {
-      case 5: micro_kernel<S, 5>(K, A + i * lda, lda, panel, Cp + i * ldc, ldc, nr, accumulate); break;
-      case 4: micro_kernel<S, 4>(K, A + i * lda, lda, panel, Cp + i * ldc, ldc, nr, accumulate); break;
-      case 3: micro_kernel<S, 3>(K, A + i * lda, lda, panel, Cp + i * ldc, ldc, nr, accumulate); break;
-      case 2: micro_kernel<S, 2>(K, A + i * lda, lda, panel, Cp + i * ldc, ldc, nr, accumulate); break;
-      case 1: micro_kernel<S, 1>(K, A + i * lda, lda, panel, Cp + i * ldc, ldc, nr, accumulate); break;
-      default: break;
+    if (nr <= 0) break;
+    for (int64_t k0 = 0; k0 < K; k0 += KC) {
+      const int64_t kc = K - k0 < KC ? K - k0 : KC;
+      const S* panel = W.data.data() + (p * K + k0) * NR;
+      row_blocks<S, MR>(M, kc, A + k0, lda, panel, C + p * NR, ldc, nr, accumulate || k0 > 0);
     }
   }
+}
+
+template <typename S>
+static inline void gemm_packed(int64_t M, const S* A, int64_t lda, const Packed<S>& W, S* C, int64_t ldc,
+                               bool accumulate) {
+  gemm_panels(M, A, lda, W, 0, W.panels, C, ldc, accumulate);
+}
+
+// ---- Threads --------------------------------------------------------------------------
+// body(tid, nthreads, barrier) runs on a team of nthreads (see parallel.h).
+template <typename F> static void run_team(int nthreads, F& body) {
+  parallel_run(
+      nthreads, [](void* ctx, int tid, int n, Barrier* b) { (*static_cast<F*>(ctx))(tid, n, b); }, &body);
+}
+
+// The range [first, last) of `count` items that member tid of an n-thread team owns.
+struct Range {
+  int64_t first, last;
+};
+static inline Range share(int64_t count, int tid, int n) { return {count * tid / n, count * (tid + 1) / n}; }
+
+// A team no larger than the number of unit blocks (each thread needs work).
+static inline int team_size(int nthreads, int64_t blocks) {
+  return int(blocks < 1 ? 1 : (nthreads < blocks ? nthreads : blocks));
 }
 
 // ---- Vectorised nonlinearities -------------------------------------------------------

@@ -10,7 +10,7 @@ replacements of torch.nn's modules.
 """
 
 from . import functional, reference
-from ._backend import available_isas, current_isa_name, use_isa
+from ._backend import available_isas, current_isa_name, use_isa, use_threads
 from .cells import GRUCell, JordanCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, JordanRNN
 
@@ -28,6 +28,7 @@ __all__ = [
     "functional",
     "reference",
     "use_isa",
+    "use_threads",
     "available_isas",
     "current_isa_name",
     "__version__",

@@ -13,6 +13,8 @@ import contextlib
 import os
 import threading
 
+import torch
+
 from . import _core
 
 ISA_CODES = {"generic": 0, "avx2": 1, "avx512": 2}
@@ -73,6 +75,36 @@ def use_isa(name: str):
             _local.isa = previous
 
 
-def num_threads() -> int:
-    """Threads the native recurrence uses (the large matrix products use torch's)."""
-    return 1
+# Below this many multiply-adds per step (B * G*H * H) one thread is faster: starting a
+# team and meeting at a barrier every step costs more than it saves.
+PARALLEL_MIN_MACS_PER_STEP = 1 << 18
+
+
+@contextlib.contextmanager
+def use_threads(n: int):
+    """Run the native recurrence with ``n`` threads inside the block (this thread).
+
+    By default rnnkit uses ``torch.get_num_threads()`` threads for problems large enough
+    to gain from them, one otherwise. Results are bit-identical for any thread count.
+    """
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"n: expected a positive integer thread count, got {n!r}")
+    previous = getattr(_local, "threads", None)
+    _local.threads = n
+    try:
+        yield
+    finally:
+        if previous is None:
+            del _local.threads
+        else:
+            _local.threads = previous
+
+
+def num_threads(batch: int = 1, hidden: int = 1, gates: int = 1) -> int:
+    """Threads for the native recurrence of a (batch, gates*hidden, hidden) step product."""
+    forced = getattr(_local, "threads", None)
+    if forced is not None:
+        return forced
+    if batch * gates * hidden * hidden < PARALLEL_MIN_MACS_PER_STEP:
+        return 1
+    return max(1, torch.get_num_threads())

@@ -117,7 +117,7 @@ class _Elman(torch.autograd.Function):
         hs = x.new_empty(T + 1, B, H)  # states, hs[0] = h0
         out = x.new_empty(T, B, H) if lengths is not None else None
         w_hh_c = _c(w_hh)
-        _core.elman_forward(isa, act, xw, w_hh_c, _c(h0), lengths, hs, out, _backend.num_threads())
+        _core.elman_forward(isa, act, xw, w_hh_c, _c(h0), lengths, hs, out, _backend.num_threads(B, H, 1))
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, lengths)
         ctx.act, ctx.isa, ctx.w_ih_index, ctx.recorder = act, isa, 2, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -134,7 +134,7 @@ class _Elman(torch.autograd.Function):
         dh0 = x.new_empty(B, H)
         dhs = _record(ctx.recorder, "dh", x, T, B, H)
         _core.elman_backward(ctx.isa, ctx.act, w_hh, hs, lengths, _c(d_out), _c(dh_n), da, dh0, dhs,
-                             _backend.num_threads())
+                             _backend.num_threads(B, H, 1))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[3] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
@@ -182,7 +182,8 @@ class _LSTM(torch.autograd.Function):
         gates = x.new_empty(T, B, 4 * H)  # activated i, f, g, o
         out = x.new_empty(T, B, H) if lengths is not None else None
         w_hh_c = _c(w_hh)
-        _core.lstm_forward(isa, xw, w_hh_c, _c(h0), _c(c0), lengths, hs, cs, gates, out, _backend.num_threads())
+        _core.lstm_forward(isa, xw, w_hh_c, _c(h0), _c(c0), lengths, hs, cs, gates, out,
+                           _backend.num_threads(B, H, 4))
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, cs, gates, lengths)
         ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 3, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -201,7 +202,7 @@ class _LSTM(torch.autograd.Function):
         dhs = _record(ctx.recorder, "dh", x, T, B, H)
         dcs = _record(ctx.recorder, "dc", x, T, B, H)
         _core.lstm_backward(ctx.isa, w_hh, hs, cs, gates, lengths, _c(d_out), _c(dh_n), _c(dc_n), da, dh0, dc0,
-                            dhs, dcs, _backend.num_threads())
+                            dhs, dcs, _backend.num_threads(B, H, 4))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[4] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
@@ -260,7 +261,7 @@ class _GRU(torch.autograd.Function):
         out = x.new_empty(T, B, H) if lengths is not None else None
         w_hh_c = _c(w_hh)
         _core.gru_forward(isa, reset_after, xw, w_hh_c, b_hn, _c(h0), lengths, hs, gates, hn, out,
-                          _backend.num_threads())
+                          _backend.num_threads(B, H, 3))
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, gates, hn, lengths)
         ctx.isa, ctx.reset_after, ctx.w_ih_index, ctx.recorder = isa, reset_after, 2, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -278,7 +279,7 @@ class _GRU(torch.autograd.Function):
         dh0 = x.new_empty(B, H)
         dhs = _record(ctx.recorder, "dh", x, T, B, H)
         _core.gru_backward(ctx.isa, ctx.reset_after, w_hh, hs, gates, hn, lengths, _c(d_out), _c(dh_n), da, da_hn,
-                           dh0, dhs, _backend.num_threads())
+                           dh0, dhs, _backend.num_threads(B, H, 3))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = None
         if ctx.needs_input_grad[3]:

@@ -1,0 +1,18 @@
+// A team of threads for one kernel call, and the barrier its members meet at once per
+// time step. Defined in parallel.cpp, which is compiled for the baseline instruction
+// set only: the per-ISA kernel files call these plain functions and never instantiate
+// std::thread or std::atomic themselves.
+#pragma once
+
+namespace rnnkit {
+
+class Barrier;
+
+// Blocks until all members of the team have called it (a no-op for a team of one).
+void barrier_wait(Barrier* barrier);
+
+// Runs fn(ctx, tid, nthreads, barrier) on nthreads threads (the caller is tid 0) and
+// returns when all have finished. No state outlives the call.
+void parallel_run(int nthreads, void (*fn)(void* ctx, int tid, int nthreads, Barrier* barrier), void* ctx);
+
+}  // namespace rnnkit
