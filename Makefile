@@ -23,6 +23,8 @@ install: $(STAMP)
 
 demo: install
 	$(PY) -m rnnkit train lm --preset demo
+	@echo "--- rnnkit sample runs/demo --prime 'import ' --length 300 --temperature 0.7"
+	@$(PY) -m rnnkit sample runs/demo --prime "import " --length 300 --temperature 0.7
 
 test: install
 	$(PY) -m pytest $(PYTEST_ARGS)

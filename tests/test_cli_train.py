@@ -73,6 +73,17 @@ def test_every_architecture_trains(tmp_path, extra):
     assert last["loss"] < first["loss"]
     model = load(run_dir)
     assert model.config["arch"] == extra[1]
+    # RNN, LSTM and reset-after GRU weights load unchanged into the matching torch.nn module
+    arch = model.config["arch"]
+    if arch == "jordan" or (arch == "gru" and model.config["gru_form"] == "before"):
+        return  # torch.nn has no equivalent module
+    ref_cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[arch]
+    kw = {"nonlinearity": model.config["nonlinearity"]} if arch == "rnn" else {}
+    ref = ref_cls(model.config["embed"], model.config["hidden"], model.config["layers"], **kw)
+    ref.load_state_dict(model.rnn.state_dict())
+    x = model.embed(model.encode("def f(x):\n").view(-1, 1))
+    with torch.no_grad():
+        torch.testing.assert_close(model.rnn(x)[0], ref(x)[0], rtol=1e-4, atol=1e-5)
 
 
 def test_same_seed_same_weights_other_seed_other_weights(tmp_path):

@@ -138,10 +138,11 @@ class LanguageModel(Task):
     )
     presets = {
         # `make demo`: about 3-4 minutes of training on 2 cores, then evaluation and a sample.
+        # On a slower or busy machine --max-time ends it (and its cosine decay) sooner.
         "demo": dict(arch="lstm", hidden=256, layers=1, embed=64, bptt=100, batch_size=32,
-                     steps=1200, lr=3e-3, warmup=50, schedule="cosine", eval_every=200,
-                     save_every=200, eval_limit=50_000, out="runs/demo", overwrite=True,
-                     sample_length=400),
+                     steps=1500, lr=3e-3, warmup=50, schedule="cosine", eval_every=250,
+                     save_every=250, eval_limit=50_000, out="runs/demo", overwrite=True,
+                     sample_length=400, max_time=200),
         # CI: seconds.
         "tiny": dict(hidden=32, embed=16, bptt=32, batch_size=8, steps=40, eval_every=20,
                      save_every=20, log_every=5, eval_limit=2_000, lr=1e-2, warmup=5,
@@ -206,6 +207,12 @@ class LanguageModel(Task):
                              f"needs at least {need:,} (lower them or add text)")
         if len(c.valid) < 2:
             raise UsageError("--data: the validation split is empty; give more text")
+
+    def describe(self) -> str:
+        c, n = self.corpus, self.source["chars"]
+        files = f"{sum(c.files.values())} files, " if c.how == "by file" else ""
+        return (f"data: {c.name} ({files}split {c.how}): {n['train']:,} train / {n['valid']:,} valid / "
+                f"{n['test']:,} test characters, vocabulary {len(self.vocab) - 1} + UNK")
 
     def state_dict(self) -> Dict[str, Any]:
         return {"vocab": self.vocab.chars, "source": self.source, "fingerprint": self.fingerprint}

@@ -110,14 +110,21 @@ def _agree(ctx: RunContext, error: Optional[UsageError]) -> None:
 
 
 # ---- learning-rate schedule -------------------------------------------------------------
-def lr_at(step: int, config: Dict[str, Any]) -> float:
+def lr_at(step: int, config: Dict[str, Any], elapsed: Optional[float] = None) -> float:
     """Learning rate for optimiser step ``step`` (0-based): linear warm-up to ``lr``, then
     constant, cosine or linear decay to ``lr * min_lr``, or ``step``: times ``min_lr`` at
-    each third of the run."""
+    each third of the run.
+
+    With a time budget (``max_time`` > 0) and ``elapsed`` seconds of training, progress
+    through the schedule is the larger of the step fraction and the time fraction, so a
+    run stopped by the clock still ends its decay (such runs depend on the machine's
+    speed and are not bit-reproducible)."""
     peak, warm, total = config["lr"], config["warmup"], max(1, config["steps"])
     if warm and step < warm:
         return peak * (step + 1) / warm
     frac = min(1.0, (step - warm) / max(1, total - warm))
+    if config.get("max_time") and elapsed is not None:
+        frac = min(1.0, max(frac, elapsed / config["max_time"]))
     floor = config["min_lr"]
     kind = config["schedule"]
     if kind == "cosine":
@@ -348,7 +355,7 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         tensors.update(gathered)
         state = dict(step=step, position=position, best=best, bad_evals=bad_evals, elapsed=elapsed,
                      items=items_done, world_size=ctx.world_size, optimizer=opt_meta,
-                     scheduler={"name": config["schedule"], "step": step, "lr": lr_at(step, config)},
+                     scheduler={"name": config["schedule"], "step": step, "lr": optimizer.param_groups[0]["lr"]},
                      carry=0 if carry is None else len(carry), window_keys=window.keys,
                      metrics_offset=log.offset(), stopped=stop_reason)
         save_checkpoint(run_dir / TRAIN_FILE, tensors,
@@ -375,10 +382,14 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
     metric = cls.metric
     unit = cls.unit
     stopped: Optional[str] = None
+    final_eval: Optional[Tuple[int, Dict[str, float]]] = None
     try:
         if main:
             say(f"{config['task']}: {config['arch']} ({config['backend']}), {n_params:,} parameters, "
                 f"{ctx.world_size} process(es) x {config_threads} thread(s) -> {run_dir}")
+            about = task.describe()
+            if about:
+                say(about)
             if resume is not None:
                 say(f"resuming at step {step}/{config['steps']}")
             if show:
@@ -395,7 +406,9 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                 batch = next(batches)
                 if batch.reset_carry:
                     carry = None
-                lr = lr_at(step, config)
+                lr = lr_at(step, config, elapsed)
+                if ctx.world_size > 1 and config["max_time"]:  # the clocks differ: use rank 0's
+                    lr = _all_reduce(ctx, torch.tensor([lr if main else 0.0], dtype=torch.float64)).item()
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 t0 = time.perf_counter()
@@ -414,8 +427,6 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                 items_done += batch.size * ctx.world_size
                 window.add(result, grad_norm, config["clip"] > 0 and grad_norm > config["clip"],
                            batch.size, dt)
-                if not math.isfinite(result.loss.item()):
-                    stopped = "diverged"
                 if step % config["log_every"] == 0 or step == config["steps"]:
                     rec = window.record(ctx)
                     if main:
@@ -427,8 +438,11 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                     bar.update(1)
                 evaluated = False
                 if step % config["eval_every"] == 0 or step == config["steps"]:
-                    limit = config.get("eval_limit") or None
+                    # the last validation reads the whole split; the summary reuses it
+                    limit = None if step == config["steps"] else (config.get("eval_limit") or None)
                     res = task.evaluate(model, "valid", ctx, limit=limit)
+                    if limit is None:
+                        final_eval = (step, res)
                     evaluated = True
                     value = res[metric]
                     better = best is None or (value < best if cls.metric_mode == "min" else value > best)
@@ -446,13 +460,18 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                         f"{_fmt_rate(items_done / max(elapsed, 1e-9))} {unit}/s  {_fmt_time(elapsed)}")
                     if config["patience"] and bad_evals >= config["patience"]:
                         stopped = "early_stop"
-                if config["max_time"] and elapsed >= config["max_time"]:
-                    stopped = stopped or "max_time"
-                wants = 1.0 if flag.signal is not None else 0.0
-                if ctx.world_size > 1:
-                    wants = _all_reduce(ctx, torch.tensor([wants]), "max").item()
-                if wants:
+                # every process must stop at the same step: vote on [diverged, signal, clock]
+                # (the clock is rank 0's)
+                votes = torch.tensor([float(not math.isfinite(result.loss.item())),
+                                      float(flag.signal is not None),
+                                      float(bool(config["max_time"]) and main and elapsed >= config["max_time"])])
+                votes = _all_reduce(ctx, votes, "max")
+                if votes[0]:
+                    stopped = "diverged"
+                elif stopped is None and votes[1]:
                     stopped = "interrupted"
+                elif stopped is None and votes[2]:
+                    stopped = "max_time"
                 if evaluated or step % config["save_every"] == 0 or stopped or step == config["steps"]:
                     save(stopped or ("steps" if step >= config["steps"] else None))
             if stopped is None:
@@ -478,7 +497,10 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         say(f"interrupted at step {step}; checkpoint saved. Continue with: "
             f"rnnkit train --resume {run_dir}")
     else:
-        res = task.evaluate(model, "valid", ctx, limit=None)
+        if final_eval is not None and final_eval[0] == step:
+            res = final_eval[1]
+        else:
+            res = task.evaluate(model, "valid", ctx, limit=None)
         summary["valid"] = res
         if ctx.world_size > 1:
             flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])

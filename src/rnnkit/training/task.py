@@ -14,7 +14,8 @@ What a task supplies, and when the engine calls it::
     for batch in task.batches(position):           # endless; resumes at `position`
         result = task.step(model, batch, carry)    # forward + loss, no backward
         carry = detached(result.carry)             # truncated BPTT: state crosses batches
-    task.evaluate(model, "valid", ctx, limit=...)  # {"loss": ..., task.metric: ...}
+    task.evaluate(model, "valid", ctx, limit=...)  # {"loss": ..., task.metric: ...}; limit is
+                                                   # config["eval_limit"] between steps, None at the end
     task.sample(model, prime=..., ...)             # text for `rnnkit sample` (optional)
 
 Checkpoints store ``config`` and ``task.state_dict()`` (JSON-able: a vocabulary, label
@@ -190,6 +191,10 @@ class Task:
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """One line about the data printed when training starts (after ``setup``)."""
+        return ""
 
     # --- training ---------------------------------------------------------------
     def batches(self, position: Optional[Dict[str, Any]]) -> Iterator[Batch]:
