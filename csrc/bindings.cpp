@@ -5,7 +5,9 @@
 #include <nanobind/nanobind.h>
 #include <nanobind/ndarray.h>
 #include <nanobind/stl/optional.h>
+#include <nanobind/stl/vector.h>
 
+#include <cstring>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -327,9 +329,113 @@ void jordan_backward(int isa, int f, int g, const Arr& w_yh, const Arr& w_hy, co
       lengths, d_out, dy_n, da, d_o, dy0, dys, checked_threads(nt));
 }
 
+// ------------------------------------------------------------------------- Stream
+// Owns a StreamBase; checks shapes and dtypes on every call (cheap: two arrays).
+class PyStream {
+ public:
+  PyStream(int isa, int arch, int act, int out_act, bool reset_after, int64_t B, const std::vector<int64_t>& sizes,
+           const std::vector<OptArr>& params)
+      : B_(B) {
+    const Isa i = checked_isa(isa);
+    if (arch < 0 || arch > 3) throw nb::value_error(("arch: expected 0..3, got " + std::to_string(arch)).c_str());
+    if (B < 1) throw nb::value_error(("batch_size: expected a positive integer, got " + std::to_string(B)).c_str());
+    if (sizes.empty() || sizes.size() % 3 != 0)
+      throw nb::value_error("sizes: expected (I, H, O) for each layer");
+    const size_t layers = sizes.size() / 3;
+    if (params.size() != 6 * layers) throw nb::value_error("params: expected six entries per layer");
+    const int64_t G = arch == 1 ? 4 : arch == 2 ? 3 : 1;
+    bool have_dtype = false;
+    for (size_t l = 0; l < layers; ++l) {
+      const int64_t I = sizes[3 * l], H = sizes[3 * l + 1], O = sizes[3 * l + 2];
+      if (I < 1 || H < 1 || (arch == 3 && O < 1)) throw nb::value_error("sizes: every size must be positive");
+      if (l > 0 && I != (arch == 3 ? sizes[3 * l - 1] : sizes[3 * l - 2]))
+        throw nb::value_error("sizes: a layer's input size must equal the previous layer's output size");
+      std::vector<std::vector<int64_t>> shapes =
+          arch == 3 ? std::vector<std::vector<int64_t>>{{H, I}, {H, O}, {O, H}, {H}, {H}, {O}}
+                    : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H, H}, {G * H}, {G * H}, {0}, {0}};
+      for (size_t k = 0; k < 6; ++k) {
+        const OptArr& a = params[6 * l + k];
+        const std::string name = "params[" + std::to_string(6 * l + k) + "]";
+        if (!a.has_value()) {
+          if (k < 2 || (arch == 3 && k == 2)) throw nb::value_error((name + ": a weight is required").c_str());
+          ptrs_.push_back(nullptr);
+          continue;
+        }
+        if (!have_dtype) {
+          dbl_ = is_double(*a, name.c_str());
+          have_dtype = true;
+        }
+        ptrs_.push_back(dbl_ ? static_cast<const void*>(buf<double>(a, name.c_str(), shapes[k]))
+                             : static_cast<const void*>(buf<float>(a, name.c_str(), shapes[k])));
+      }
+      out_ = arch == 3 ? O : H;
+      in_ = l == 0 ? I : in_;
+      state_width_.push_back(arch == 3 ? O : H);
+    }
+    lstm_ = arch == 1;
+    const std::vector<int64_t> sz(sizes);
+    auto make = [&]() -> StreamBase* {
+      const Isa isa = i;
+      RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, arch, checked_act(act, "nonlinearity"),
+                             checked_act(out_act, "output_nonlinearity"), reset_after, B, int64_t(layers), sz.data(),
+                             ptrs_.data())
+    };
+    impl_ = make();
+    ptrs_.clear();  // the stream holds its own packed copies
+  }
+  ~PyStream() { delete impl_; }
+  PyStream(const PyStream&) = delete;
+  PyStream& operator=(const PyStream&) = delete;
+
+  void step(const Arr& x, const Arr& y, int nthreads) {
+    if (dbl_) {
+      check<double>(x, y);
+    } else {
+      check<float>(x, y);
+    }
+    const void* px = x.data();
+    void* py = y.data();
+    nb::gil_scoped_release release;
+    impl_->step(px, py, nthreads < 1 ? 1 : nthreads);
+  }
+
+  // Copies the state of `layer` (which 0: h or y, 1: c) into / out of `buffer` (B, width).
+  void state(int64_t layer, int which, const Arr& buffer, bool write) {
+    if (layer < 0 || layer >= int64_t(state_width_.size()))
+      throw nb::value_error(("layer: expected 0.." + std::to_string(state_width_.size() - 1) + ", got " +
+                             std::to_string(layer)).c_str());
+    if (which == 1 && !lstm_) throw nb::value_error("which: only an LSTM has a cell state");
+    const int64_t w = state_width_[size_t(layer)];
+    void* p = dbl_ ? static_cast<void*>(buf<double>(buffer, "state", {B_, w}))
+                   : static_cast<void*>(buf<float>(buffer, "state", {B_, w}));
+    const size_t bytes = size_t(B_ * w) * (dbl_ ? sizeof(double) : sizeof(float));
+    if (write)
+      std::memcpy(impl_->state(layer, which), p, bytes);
+    else
+      std::memcpy(p, impl_->state(layer, which), bytes);
+  }
+
+ private:
+  template <typename S> void check(const Arr& x, const Arr& y) {
+    buf<S>(x, "x", {B_, in_});
+    buf<S>(y, "out", {B_, out_});
+  }
+  StreamBase* impl_ = nullptr;
+  int64_t B_, in_ = 0, out_ = 0;
+  bool dbl_ = false, lstm_ = false;
+  std::vector<int64_t> state_width_;
+  std::vector<const void*> ptrs_;
+};
+
 }  // namespace
 
 NB_MODULE(_core, m) {
+  nb::class_<PyStream>(m, "Stream", "One-step-per-call state machine over packed weights (see rnnkit.Stream).")
+      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&>(),
+           nb::arg("isa"), nb::arg("arch"), nb::arg("act"), nb::arg("out_act"), nb::arg("reset_after"),
+           nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"))
+      .def("step", &PyStream::step, nb::arg("x"), nb::arg("out"), nb::arg("nthreads"))
+      .def("state", &PyStream::state, nb::arg("layer"), nb::arg("which"), nb::arg("buffer"), nb::arg("write"));
   m.doc() = "rnnkit C++ core: sequential forward and BPTT kernels (see csrc/rnnkit.h)";
   m.def("best_isa", [] { return int(best_isa()); }, "Best instruction set on this CPU: 0 generic, 1 avx2, 2 avx512.");
   m.def("isa_supported", [](int isa) { return isa >= 0 && isa <= 2 && isa_supported(Isa(isa)); });

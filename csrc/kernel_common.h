@@ -123,7 +123,26 @@ static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* pan
     c0[i] = V{};
     c1[i] = V{};
   }
-  for (int64_t k = 0; k < K; ++k) {
+  int64_t k = 0;
+  if (MR_ == 1) {
+    // One row (batch 1, streaming): two accumulators would wait on the FMA latency
+    // every step; four independent pairs over k keep the units busy.
+    V e0 = V{}, e1 = V{}, f0 = V{}, f1 = V{}, g0 = V{}, g1 = V{};
+    for (; k + 4 <= K; k += 4) {
+      const S* p = panel + k * 2 * L;
+      c0[0] += A[k] * loadu<V>(p);
+      c1[0] += A[k] * loadu<V>(p + L);
+      e0 += A[k + 1] * loadu<V>(p + 2 * L);
+      e1 += A[k + 1] * loadu<V>(p + 3 * L);
+      f0 += A[k + 2] * loadu<V>(p + 4 * L);
+      f1 += A[k + 2] * loadu<V>(p + 5 * L);
+      g0 += A[k + 3] * loadu<V>(p + 6 * L);
+      g1 += A[k + 3] * loadu<V>(p + 7 * L);
+    }
+    c0[0] += (e0 + f0) + g0;
+    c1[0] += (e1 + f1) + g1;
+  }
+  for (; k < K; ++k) {
     const V b0 = loadu<V>(panel + k * 2 * L);
     const V b1 = loadu<V>(panel + k * 2 * L + L);
     for (int i = 0; i < MR_; ++i) {

@@ -131,10 +131,31 @@ bool isa_supported(Isa isa);
                        S* dys,         /* (T, B, O)  out: dL/d y_t, or null        */ \
                        int nthreads);
 
+// ---------------------------------------------------------------------------------
+// Streaming (stream.cpp): a stack of unidirectional layers, one time step per call.
+// ---------------------------------------------------------------------------------
+class StreamBase {
+ public:
+  virtual ~StreamBase() {}
+  // x (B, I of layer 0) -> y (B, H of the top layer; O for Jordan): the new state.
+  virtual void step(const void* x, void* y, int nthreads) = 0;
+  // The current state of `layer`: which 0 = h (Jordan: y), 1 = LSTM cell state c.
+  virtual void* state(int64_t layer, int which) = 0;
+};
+
+// arch: 0 Elman, 1 LSTM, 2 GRU, 3 Jordan. sizes: (I, H, O) per layer. params: six
+// pointers per layer (S = double if dbl, else float), copied and packed here:
+// Elman / LSTM / GRU w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H) or null, b_hh or null,
+// unused, unused; Jordan w_ih (H, I), w_yh (H, O), w_hy (O, H), b_ih, b_yh, b_hy.
+#define RNNKIT_DECLARE_STREAM                                                              \
+  StreamBase* make_stream(bool dbl, int arch, Act f, Act g, bool reset_after, int64_t B,   \
+                          int64_t layers, const int64_t* sizes, const void* const* params);
+
 #define RNNKIT_DECLARE_ISA(NS)            \
   namespace NS {                          \
   RNNKIT_DECLARE_KERNELS(float)           \
   RNNKIT_DECLARE_KERNELS(double)          \
+  RNNKIT_DECLARE_STREAM                   \
   }
 
 RNNKIT_DECLARE_ISA(generic)
@@ -165,3 +186,19 @@ RNNKIT_DECLARE_ISA(avx512)
     RNNKIT_CASE_AVX2(fn, __VA_ARGS__)                       \
     default: ::rnnkit::generic::fn(__VA_ARGS__); break;     \
   }
+
+// Returns NS::fn(args...) for the namespace of `isa`.
+#if defined(RNNKIT_HAVE_AVX512)
+#define RNNKIT_RET_AVX512(fn, ...) if (isa == ::rnnkit::Isa::avx512) return ::rnnkit::avx512::fn(__VA_ARGS__);
+#else
+#define RNNKIT_RET_AVX512(fn, ...)
+#endif
+#if defined(RNNKIT_HAVE_AVX2)
+#define RNNKIT_RET_AVX2(fn, ...) if (isa == ::rnnkit::Isa::avx2) return ::rnnkit::avx2::fn(__VA_ARGS__);
+#else
+#define RNNKIT_RET_AVX2(fn, ...)
+#endif
+#define RNNKIT_DISPATCH_RETURN(isa, fn, ...) \
+  RNNKIT_RET_AVX512(fn, __VA_ARGS__)         \
+  RNNKIT_RET_AVX2(fn, __VA_ARGS__)           \
+  return ::rnnkit::generic::fn(__VA_ARGS__);

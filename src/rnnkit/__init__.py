@@ -13,6 +13,7 @@ from . import functional, reference
 from ._backend import available_isas, current_isa_name, use_isa, use_threads
 from .cells import GRUCell, JordanCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, JordanRNN
+from .streaming import Stream
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "LSTMCell",
     "GRUCell",
     "JordanCell",
+    "Stream",
     "functional",
     "reference",
     "use_isa",

@@ -100,11 +100,11 @@ def use_threads(n: int):
             _local.threads = previous
 
 
-def num_threads(batch: int = 1, hidden: int = 1, gates: int = 1) -> int:
+def num_threads(batch: int = 1, hidden: int = 1, gates: int = 1, min_macs: int = PARALLEL_MIN_MACS_PER_STEP) -> int:
     """Threads for the native recurrence of a (batch, gates*hidden, hidden) step product."""
     forced = getattr(_local, "threads", None)
     if forced is not None:
         return forced
-    if batch * gates * hidden * hidden < PARALLEL_MIN_MACS_PER_STEP:
+    if batch * gates * hidden * hidden < min_macs:
         return 1
     return max(1, torch.get_num_threads())
