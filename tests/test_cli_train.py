@@ -194,3 +194,15 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     a = model_weights(tmp_path / "int" / "checkpoint.safetensors")
     b = model_weights(tmp_path / "ref" / "checkpoint.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+@pytest.mark.slow
+def test_demo_preset(tmp_path):
+    """What `make demo` runs: a few minutes of LSTM training on the standard library."""
+    rc, out, err = run_cli(["train", "lm", "--preset", "demo", "--out", tmp_path / "demo", "--progress", "off"])
+    assert rc == 0, err
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["valid"]["bpc"] < 3.0 and summary["valid"]["items"] > 100_000
+    assert (tmp_path / "demo" / "loss.png").is_file() and "sample:" in out
+    rc, out, err = run_cli(["sample", tmp_path / "demo", "--prime", "import ", "--length", "100"])
+    assert rc == 0 and out.startswith("import ")

@@ -278,8 +278,11 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
         rows.append(("native kernels", f"compiled and usable here: {', '.join(isas)}; active: "
                                        f"{_backend.current_isa_name()}"
                                        + (f" (forced by RNNKIT_ISA={forced})" if forced else " (best available)")))
-        rows.append(("native recurrence", f"{_backend.num_threads()} thread(s) per layer; input and weight "
-                                          "products batched over time on torch's threads"))
+        big = getattr(_backend, "PARALLEL_MIN_MACS_PER_STEP", None)
+        rows.append(("native recurrence", (f"{_backend.num_threads(1 << 20, 1 << 10, 4)} thread(s) for steps of at "
+                                           f"least {big:,} multiply-adds, 1 below" if big else
+                                           f"{_backend.num_threads()} thread(s)")
+                     + "; input and weight products batched over time (torch's threads)"))
     except Exception as e:  # the native core failed to import
         rows.append(("native kernels", f"not importable ({e})"))
     env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNNKIT_NUM_THREADS",
