@@ -315,3 +315,37 @@ def test_gradflow_bad_input_is_a_clear_error():
         gradient_flow(torch.nn.Linear(2, 2), torch.zeros(2, 2))
     assert verdict(float("nan")) == "undetermined"
     assert "verdict" in format_table([])
+
+
+def test_packed_sequence_input_equals_lengths():
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    torch.manual_seed(0)
+    gru = rnnkit.GRU(I, H).double()
+    x = torch.randn(T, B, I, dtype=D64)
+    lengths = [4, 6, 2]  # unsorted: packing reorders the batch internally
+    packed = pack_padded_sequence(x, torch.tensor(lengths), enforce_sorted=False)
+    a = gradient_flow(gru, packed)
+    b = gradient_flow(gru, x, lengths=lengths)
+    torch.testing.assert_close(a.layers[0].norms["dh"], b.layers[0].norms["dh"], equal_nan=True)
+    torch.testing.assert_close(a.layers[0].jacobian, b.layers[0].jacobian, equal_nan=True)
+
+
+def test_commands_plug_into_the_rnnkit_cli(monkeypatch, capsys):
+    """What the two wiring lines in rnnkit.cli do, done here from outside."""
+    from rnnkit import cli
+
+    parser = cli.build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    if "gradflow" not in sub.choices:  # not wired yet
+        cli_commands.add_subparsers(sub)
+        monkeypatch.setattr(cli, "build_parser", lambda: parser)
+        for name, fn in cli_commands.COMMANDS.items():
+            monkeypatch.setitem(cli.COMMANDS, name, fn)
+    out = io.StringIO()
+    assert cli.main(["explain", "--only", "rnn"], out=out) == 0
+    assert "[32, 32]" in out.getvalue()
+    assert cli.main(["gradflow", "--arch", "rnn,cnn"], out=io.StringIO()) == 2
+    err = capsys.readouterr().err
+    assert err == ("rnnkit gradflow: error: --arch: unknown architecture 'cnn'; expected a comma-separated list "
+                   "of rnn, gru, lstm, jordan\n")

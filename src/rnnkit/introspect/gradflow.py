@@ -222,6 +222,8 @@ def gradient_flow(model: nn.Module, input, loss: Optional[Callable] = None, *, h
     """
     rnn = find_recurrent(model, module)
     arch = arch_of(rnn)
+    if hx is not None and model is not rnn:
+        raise ValueError("hx: only supported when model is the recurrent module itself")
     was_training = model.training
     model.eval()
     try:
@@ -229,8 +231,6 @@ def gradient_flow(model: nn.Module, input, loss: Optional[Callable] = None, *, h
             if model is rnn:
                 output = model(input, hx, lengths=lengths)
             else:
-                if hx is not None:
-                    raise ValueError("hx: only supported when model is the recurrent module itself")
                 output = model(input) if lengths is None else model(input, lengths=lengths)
             if len(calls) != 1:
                 raise RuntimeError(f"model: expected one call of its {type(rnn).__name__} per forward, got {len(calls)}")
@@ -275,11 +275,11 @@ def plot_gradient_flow(flows: Sequence[GradientFlow], path, title: Optional[str]
     """One PNG (PLOT_SIZE_PX pixels) of log10 ||dL/ds_k|| against the lag T - k: a solid
     line per model and layer for h (y for Jordan), dashed for an LSTM's cell state c."""
     import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
-    fig, ax = plt.subplots(figsize=(PLOT_SIZE_PX[0] / _PLOT_DPI, PLOT_SIZE_PX[1] / _PLOT_DPI), dpi=_PLOT_DPI)
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(PLOT_SIZE_PX[0] / _PLOT_DPI, PLOT_SIZE_PX[1] / _PLOT_DPI), dpi=_PLOT_DPI)
+    ax = fig.subplots()
+    colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     line = 0
     for flow in flows:
         name = flow.label or flow.arch
@@ -301,7 +301,6 @@ def plot_gradient_flow(flows: Sequence[GradientFlow], path, title: Optional[str]
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
     fig.savefig(path, dpi=_PLOT_DPI)
-    plt.close(fig)
 
 
 # ----------------------------------------------------------------------------- command line

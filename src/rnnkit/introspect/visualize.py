@@ -270,9 +270,7 @@ def write_heatmaps(text: str, tracks: Dict[str, Tensor], prefix, *, arch: str = 
                    max_units: int = 64) -> List[Path]:
     """One PNG per quantity, ``{prefix}_{name}.png``, HEATMAP_SIZE_PX pixels: the first
     ``max_units`` units (rows) against the characters (columns)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: the caller's backend is left alone
 
     prefix = Path(prefix)
     known = TRACKS.get(arch, {})
@@ -280,7 +278,8 @@ def write_heatmaps(text: str, tracks: Dict[str, Tensor], prefix, *, arch: str = 
     for name, values in tracks.items():
         v = values[:, :max_units].t().numpy()  # (units, T)
         description, kind = known.get(name, (name, "signed"))
-        fig, ax = plt.subplots(figsize=(HEATMAP_SIZE_PX[0] / _DPI, HEATMAP_SIZE_PX[1] / _DPI), dpi=_DPI)
+        fig = Figure(figsize=(HEATMAP_SIZE_PX[0] / _DPI, HEATMAP_SIZE_PX[1] / _DPI), dpi=_DPI)
+        ax = fig.subplots()
         if kind == "gate":
             im = ax.imshow(v, aspect="auto", interpolation="nearest", cmap="Greens", vmin=0.0, vmax=1.0)
         else:
@@ -290,7 +289,7 @@ def write_heatmaps(text: str, tracks: Dict[str, Tensor], prefix, *, arch: str = 
         T = len(text)
         if T <= 100:
             ax.set_xticks(range(T))
-            ax.set_xticklabels(["↵" if c == "\n" else ("␣" if c == " " else c) for c in text], fontsize=7)
+            ax.set_xticklabels(["↵" if c == "\n" else ("␣" if c == " " else c) for c in text], fontsize=8)
         else:
             ax.set_xlabel("character index")
         ax.set_ylabel("unit")
@@ -298,7 +297,6 @@ def write_heatmaps(text: str, tracks: Dict[str, Tensor], prefix, *, arch: str = 
         fig.subplots_adjust(left=0.06, right=0.98, bottom=0.12, top=0.9)
         path = prefix.with_name(f"{prefix.name}_{name}.png")
         fig.savefig(path, dpi=_DPI)
-        plt.close(fig)
         paths.append(path)
     return paths
 
