@@ -289,9 +289,14 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
     task = cls(config)
     if resume is not None:
         task.load_state_dict(task_state)
-    task.setup(ctx)
-    if resume is not None:
-        task.check_resume(task_state)
+    problem: Optional[UsageError] = None
+    try:
+        task.setup(ctx)
+        if resume is not None:
+            task.check_resume(task_state)
+    except UsageError as e:
+        problem = e
+    _agree(ctx, problem)
 
     torch.manual_seed(config["seed"])
     model = task.build_model()

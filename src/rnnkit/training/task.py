@@ -38,26 +38,40 @@ Under ``torchrun`` the engine wraps the model in DistributedDataParallel and eac
 shards its own data with ``ctx.rank`` / ``ctx.world_size``; ``evaluate`` adds its
 per-process sums with ``ctx.all_reduce_sum`` so every process returns the global value.
 
-Example (a complete, if silly, task)::
+Example (a complete, if small, task: predict the running mean of a noisy sequence)::
 
-    class Mean(Task):
-        name, summary, metric = "mean", "predict the mean of 8 numbers", "mse"
-        defaults = {"steps": 200}
+    class RunningMean(Task):
+        name, summary, metric, unit = "mean", "running mean of a noisy sequence", "mse", "steps"
+        defaults = {"steps": 200, "hidden": 16}
+
+        def setup(self, ctx):
+            self.rank = ctx.rank                     # nothing to read from disk
+
         def build_model(self):
-            return rnnkit.training.models.SequenceRegressor(...)
+            cfg = self.config
+            rnn = build_rnn(cfg["arch"], 1, cfg["hidden"], backend=cfg["backend"])
+            return Regressor(rnn, nn.Linear(cfg["hidden"], 1))   # forward(x, state) -> (y, state)
+
         def batches(self, position):
             step = (position or {}).get("step", 0)
             while True:
-                g = torch.Generator().manual_seed(self.config["seed"] * 7919 + step)
-                x = torch.randn(8, 16, 1, generator=g)         # (T, B, 1)
+                g = torch.Generator().manual_seed(self.config["seed"] * 7919 + step * 131 + self.rank)
+                x = torch.randn(20, self.config["batch_size"], 1, generator=g)   # (T, B, 1)
                 step += 1
-                yield Batch(data=x, size=16, position={"step": step})
+                yield Batch(data=x, size=x.shape[1], position={"step": step})
+
         def step(self, model, batch, carry):
             x = batch.data
-            loss = ((model(x) - x.mean(0)) ** 2).mean()
+            target = x.cumsum(0) / torch.arange(1, x.shape[0] + 1).view(-1, 1, 1)
+            y, _ = model(x, None)
+            loss = ((y - target) ** 2).mean()
             return StepResult(loss=loss, count=x.shape[1], metrics={"mse": loss.item()})
-        def evaluate(self, model, split, ctx, limit=None): ...
-    register(Mean)
+
+        def evaluate(self, model, split, ctx, limit=None, data=None):
+            ...                                      # fixed seeded batches, no grad
+            return {"loss": mse, "mse": mse}
+
+    register(RunningMean)   # and list its module in BUILTIN_TASK_MODULES
 """
 from __future__ import annotations
 
