@@ -13,7 +13,8 @@ Modes:
 
     inference  one forward pass over x (T, B, I) under torch.inference_mode
     training   forward, loss = sum of all outputs, gradients to x and every weight
-    streaming  B = 1, T calls of a cell from Python, each returning the new state,
+    streaming  B = 1, T calls from Python, each returning the new state (rnnkit: rnnkit.Stream;
+               peers: their cells),
                under torch.inference_mode; reported per step
 
 Every contender gets the same weights (one state_dict) and the same input; each repeat
@@ -233,7 +234,25 @@ def _zero_state(case: Case):
 def _build_rnnkit(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
     module = _new_rnnkit(case.arch, case.mode == "streaming", case)
     module.load_state_dict(state)
+    if case.mode == "streaming":
+        return _stream_runner(module, case, x)
     return _module_runner(module, case, x)
+
+
+def _stream_runner(cell: torch.nn.Module, case: Case, x: torch.Tensor) -> Runner:
+    """rnnkit's streaming API: weights packed once, one native call per step."""
+    from rnnkit import Stream
+
+    stream = Stream(cell.eval(), batch_size=case.B)
+    xs = x.unbind(0)  # T tensors (1, I)
+    out = torch.empty(case.B, case.O if case.arch == "jordan" else case.H)
+
+    def call():
+        stream.reset()
+        for x_t in xs:
+            stream.step(x_t, out=out)
+        return out
+    return Runner(call, steps=case.T)
 
 
 def _build_torch(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
