@@ -9,14 +9,14 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.rnnkit-installed
 PYTEST_ARGS ?= -q -m "not slow"
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install browser demo test test-all bench clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: any other version pulls GBs of CUDA wheels.
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q numpy nanobind scikit-build-core ninja pytest hypothesis tqdm matplotlib safetensors
-	$(PIP) install -q --no-build-isolation -e '.[test,cli]'
+	$(PIP) install -q numpy nanobind scikit-build-core ninja
+	$(PIP) install -q --no-build-isolation -e '.[test,cli,bench]'
 	touch $@
 
 install: $(STAMP)
@@ -26,10 +26,14 @@ demo: install
 	@echo "--- rnnkit sample runs/demo --prime 'import ' --length 300 --temperature 0.7"
 	@$(PY) -m rnnkit sample runs/demo --prime "import " --length 300 --temperature 0.7
 
-test: install
+# Headless Chromium for the visualize page test (Debian's package; the test skips without it).
+browser:
+	@sh tests/setup_chromium.sh || echo "make: no Chromium: the browser test will skip"
+
+test: install browser
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-all: install
+test-all: install browser
 	$(PY) -m pytest -q
 
 bench: install
