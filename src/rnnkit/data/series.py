@@ -1,8 +1,9 @@
 """Time series for ``rnnkit train forecast``: CSV files and statsmodels' built-in sets.
 
 CSV: a header row of column names, then one row per time step in time order, fields
-separated by commas. Numeric columns are the series; a column whose first value is not a
-number (a date) is skipped unless named. Every selected cell must be a finite number: a
+separated by commas. Numeric columns are the series, except a first column that holds
+the time (its first value is not a number, e.g. ``1958-03``, or its name is one of
+:data:`TIME_NAMES`, e.g. ``year``); ``--columns`` names the series explicitly. Every selected cell must be a finite number: a
 blank or malformed cell raises :class:`~rnnkit.training.task.UsageError` with the file,
 the line number and the column (fill or drop missing values first).
 
@@ -26,6 +27,7 @@ from ..training.task import UsageError
 from ._files import open_text
 
 BUILTIN = {"sunspots": 11, "co2": 12}
+TIME_NAMES = ("date", "time", "datetime", "timestamp", "year", "month", "week", "day", "period", "index", "t")
 
 
 @dataclass
@@ -62,7 +64,9 @@ def read_csv_series(path: Path, columns: Optional[List[str]] = None) -> Series:
         chosen = [header.index(c) for c in columns]
     else:
         chosen = []
-        for i, _ in enumerate(header):
+        for i, name in enumerate(header):
+            if i == 0 and name.lower() in TIME_NAMES:
+                continue
             try:
                 float(rows[0][1][i])
                 chosen.append(i)

@@ -236,8 +236,9 @@ class CopyTask(_MemoryTask):
 
 # ---- the comparison: python -m rnnkit.tasks.memory -----------------------------------------------
 def sweep(task: str, lengths: List[int], archs: List[str], options: Dict[str, Any], out_dir: Path,
-          out=sys.stdout) -> List[Dict[str, Any]]:
+          out=None) -> List[Dict[str, Any]]:
     """Train every (arch, length) with the same options; returns one row per run."""
+    out = out or sys.stdout
     from ..training.engine import train
     from ..training.options import DEFAULTS
 
@@ -264,7 +265,8 @@ def sweep(task: str, lengths: List[int], archs: List[str], options: Dict[str, An
     return rows
 
 
-def print_table(rows: List[Dict[str, Any]], out=sys.stdout, header: bool = True) -> None:
+def print_table(rows: List[Dict[str, Any]], out=None, header: bool = True) -> None:
+    out = out or sys.stdout
     if not rows:
         return
     adding = rows[0]["task"] == "adding"
