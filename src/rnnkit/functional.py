@@ -116,6 +116,25 @@ def _grad_or_none(needed: bool, value: Optional[Tensor]) -> Optional[Tensor]:
     return value if needed else None
 
 
+class _NoGrad:
+    """Stands in for autograd's ctx when no gradient is needed (inference, no_grad):
+    the Function's forward then runs as a plain function, without autograd's
+    bookkeeping, which at small sizes costs more than the recurrence itself."""
+
+    def save_for_backward(self, *tensors):
+        pass
+
+    def mark_non_differentiable(self, *tensors):
+        pass
+
+
+def _apply(fn, *args):
+    """fn.apply(*args) when a gradient can flow, else fn's forward as a plain call."""
+    if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
+        return fn.apply(*args)
+    return fn.forward(_NoGrad(), *args)
+
+
 # ----------------------------------------------------------------------------- Elman
 class _Elman(torch.autograd.Function):
     @staticmethod
@@ -168,7 +187,7 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
         raise ValueError(f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}")
     T, B, _ = x.shape
     lengths = _lengths_tensor(lengths, T, B)
-    out, h_n, hs = _Elman.apply(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+    out, h_n, hs = _apply(_Elman, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
                                 _backend.ACT_CODES[nonlinearity], _backend.current_isa(), grad_recorder)
     if return_internals:
         # a_t = xw_t + W_hh h_{t-1} for all steps in two matrix products, only on request.
@@ -235,7 +254,7 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
     """
     T, B, _ = x.shape
     lengths = _lengths_tensor(lengths, T, B)
-    out, h_n, c_n, cs, gates = _LSTM.apply(x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
+    out, h_n, c_n, cs, gates = _apply(_LSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
                                            _backend.current_isa(), grad_recorder)
     if return_internals:
         i, f, g, o = gates.detach().chunk(4, dim=2)
@@ -320,7 +339,7 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
     """
     T, B, _ = x.shape
     lengths = _lengths_tensor(lengths, T, B)
-    out, h_n, gates = _GRU.apply(x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
+    out, h_n, gates = _apply(_GRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
                                  _backend.current_isa(), grad_recorder)
     if return_internals:
         r, z, n = gates.detach().chunk(3, dim=2)
@@ -388,7 +407,7 @@ def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor
         raise ValueError(f"output_nonlinearity: expected one of {_OUTPUT_NONLINEARITIES}, got {output_nonlinearity!r}")
     T, B, _ = x.shape
     lengths = _lengths_tensor(lengths, T, B)
-    out, y_n, hs = _Jordan.apply(x, y0, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, lengths,
+    out, y_n, hs = _apply(_Jordan, x, y0, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, lengths,
                                  _backend.ACT_CODES[nonlinearity], _backend.ACT_CODES[output_nonlinearity],
                                  _backend.current_isa(), grad_recorder)
     if return_internals:

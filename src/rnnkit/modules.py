@@ -200,7 +200,7 @@ def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: 
         x = outs[0] if D == 1 else torch.cat(outs, dim=2)
         if module.dropout and module.training and layer_index < module.num_layers - 1:
             x = nn.functional.dropout(x, module.dropout, training=True)
-    return x, [torch.stack(f) for f in finals]
+    return x, [f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals]
 
 
 class _NativeRNNMixin:
