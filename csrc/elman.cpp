@@ -16,8 +16,7 @@ static void elman_forward_impl(int64_t T, int64_t B, int64_t H, Act f, const S* 
   Buffer<S> a(B * NP);                             // (B, NP) recurrent part of a_t
   copy_or_zero(hs, h0, BH);
   auto body = [&](int tid, int nt, Barrier* barrier) {
-    const Range units = share(nb, tid, nt);
-    const int64_t j_first = units.first * UB, j_last = units.last * UB < H ? units.last * UB : H;
+    const UnitSlice units = unit_slice<S>(H, tid, nt);
     for (int64_t t = 0; t < T; ++t) {
       const S* h_prev = hs + t * BH;  // (B, H)
       S* h = hs + (t + 1) * BH;       // (B, H)
@@ -25,8 +24,8 @@ static void elman_forward_impl(int64_t T, int64_t B, int64_t H, Act f, const S* 
       gemm_panels(B, h_prev, H, W, units.first, units.last, a.data(), NP, false);
       for (int64_t b = 0; b < B; ++b) {
         const bool on = active(lengths, b, t);
-        for (int64_t j = j_first; j < j_last; j += L) {
-          const int n = lanes_left<S>(j_last, j);
+        for (int64_t j = units.j_first; j < units.j_last; j += L) {
+          const int n = lanes_left<S>(units.j_last, j);
           const int64_t k = b * H + j;
           const V h_ = on ? vactivate<S>(f, ld(x + k, n) + ld(a.data() + b * NP + j, n)) : ld(h_prev + k, n);
           st(h + k, h_, n);
@@ -44,21 +43,20 @@ static void elman_backward_impl(int64_t T, int64_t B, int64_t H, Act f, const S*
                                 const int64_t* lengths, const S* d_out, const S* dh_n, S* da, S* dh0,
                                 S* dhs, int nthreads) {
   typedef typename VecOf<S>::type V;
-  constexpr int64_t L = sizeof(V) / sizeof(S), UB = Packed<S>::NR;
+  constexpr int64_t L = sizeof(V) / sizeof(S);
   const int64_t BH = B * H, nb = unit_blocks<S>(H);
   const Packed<S> Wt(w_hh, H, H, 1, H);  // C = da W_hh; panel p = unit block p
   Buffer<S> dh(BH), dh_prev(BH);         // (B, H) each
   copy_or_zero(dh.data(), dh_n, BH);
   auto body = [&](int tid, int nt, Barrier* barrier) {
-    const Range units = share(nb, tid, nt);
-    const int64_t j_first = units.first * UB, j_last = units.last * UB < H ? units.last * UB : H;
+    const UnitSlice units = unit_slice<S>(H, tid, nt);
     for (int64_t t = T - 1; t >= 0; --t) {
       const S* h = hs + (t + 1) * BH;
       S* da_t = da + t * BH;
       for (int64_t b = 0; b < B; ++b) {
         const bool on = active(lengths, b, t);
-        for (int64_t j = j_first; j < j_last; j += L) {
-          const int n = lanes_left<S>(j_last, j);
+        for (int64_t j = units.j_first; j < units.j_last; j += L) {
+          const int n = lanes_left<S>(units.j_last, j);
           const int64_t k = b * H + j;
           V dh_ = ld(dh.data() + k, n);
           if (on && d_out) {
@@ -80,10 +78,7 @@ static void elman_backward_impl(int64_t T, int64_t B, int64_t H, Act f, const S*
       }
       barrier_wait(barrier);  // da_t complete
       gemm_panels(B, da_t, H, Wt, units.first, units.last, dh_prev.data(), H, false);
-      for (int64_t b = 0; b < B; ++b)
-        if (active(lengths, b, t))
-          std::memcpy(dh.data() + b * H + j_first, dh_prev.data() + b * H + j_first,
-                      size_t(j_last - j_first) * sizeof(S));
+      carry_active_rows(dh.data(), dh_prev.data(), lengths, t, B, H, units);
     }
   };
   run_team(team_size(nthreads, nb), body);

@@ -112,7 +112,7 @@ static void gru_backward_impl(int64_t T, int64_t B, int64_t H, bool reset_after,
                               const S* gates, const S* hn, const int64_t* lengths, const S* d_out,
                               const S* dh_n, S* da, S* da_hn, S* dh0, S* dhs, int nthreads) {
   typedef typename VecOf<S>::type V;
-  constexpr int64_t L = sizeof(V) / sizeof(S), UB = Packed<S>::NR;
+  constexpr int64_t L = sizeof(V) / sizeof(S);
   const int64_t BH = B * H, G = 3 * H, nb = unit_blocks<S>(H);
   // dh_prev += [da_r, da_z] W_h[rz] and the n term: reset_after da_hn W_hn into dh_prev;
   // reset_before du = da_n W_hn first (then dr = du h_prev, dh_prev += du r).
@@ -121,8 +121,7 @@ static void gru_backward_impl(int64_t T, int64_t B, int64_t H, bool reset_after,
   Buffer<S> dh(BH), dh_prev(BH), du(BH);
   copy_or_zero(dh.data(), dh_n, BH);
   auto body = [&](int tid, int nt, Barrier* barrier) {
-    const Range units = share(nb, tid, nt);
-    const int64_t j_first = units.first * UB, j_last = units.last * UB < H ? units.last * UB : H;
+    const UnitSlice units = unit_slice<S>(H, tid, nt);
     for (int64_t t = T - 1; t >= 0; --t) {
       const S* h_prev = hs + t * BH;
       const S* q = hn + t * BH;
@@ -133,8 +132,8 @@ static void gru_backward_impl(int64_t T, int64_t B, int64_t H, bool reset_after,
         const int64_t o = b * H;
         const S* gt = gates + (t * B + b) * G;
         S* d = da_t + b * G;
-        for (int64_t j = j_first; j < j_last; j += L) {
-          const int n = lanes_left<S>(j_last, j);
+        for (int64_t j = units.j_first; j < units.j_last; j += L) {
+          const int n = lanes_left<S>(units.j_last, j);
           const int64_t k = o + j;
           V g = ld(dh.data() + k, n);
           if (on && d_out) {
@@ -175,8 +174,8 @@ static void gru_backward_impl(int64_t T, int64_t B, int64_t H, bool reset_after,
           const int64_t o = b * H;
           const S* gt = gates + (t * B + b) * G;
           S* d = da_t + b * G;
-          for (int64_t j = j_first; j < j_last; j += L) {
-            const int n = lanes_left<S>(j_last, j);
+          for (int64_t j = units.j_first; j < units.j_last; j += L) {
+            const int n = lanes_left<S>(units.j_last, j);
             const int64_t k = o + j;
             const V r_ = ld(gt + j, n), du_ = ld(du.data() + k, n);
             st(d + j, du_ * ld(h_prev + k, n) * r_ * (S(1) - r_), n);
@@ -187,10 +186,7 @@ static void gru_backward_impl(int64_t T, int64_t B, int64_t H, bool reset_after,
       }
       // [da_r, da_z] are the first 2H columns of da_t (row stride 3H).
       gemm_panels(B, da_t, G, Wt_rz, units.first, units.last, dh_prev.data(), H, true);
-      for (int64_t b = 0; b < B; ++b)
-        if (active(lengths, b, t))
-          std::memcpy(dh.data() + b * H + j_first, dh_prev.data() + b * H + j_first,
-                      size_t(j_last - j_first) * sizeof(S));
+      carry_active_rows(dh.data(), dh_prev.data(), lengths, t, B, H, units);
     }
   };
   run_team(team_size(nthreads, nb), body);

@@ -63,6 +63,9 @@ template <typename S> class Buffer {
   S* p_;
 };
 
+// Whether batch row b is inside its sequence at step t (lengths null: always).
+static inline bool active(const int64_t* lengths, int64_t b, int64_t t) { return !lengths || t < lengths[b]; }
+
 // ---- Packed weights for C = A W^T ---------------------------------------------------
 // W is logically (N, K); row n starts at w + row_offset(n) (or is all zero when
 // row_offset(n) < 0) and its elements are sk apart. Plain row-major W_hh has
@@ -230,6 +233,27 @@ struct Range {
 };
 static inline Range share(int64_t count, int tid, int n) { return {count * tid / n, count * (tid + 1) / n}; }
 
+// The unit blocks [first, last) a team member owns, and the hidden units they cover.
+struct UnitSlice {
+  int64_t first, last;    // unit blocks
+  int64_t j_first, j_last;  // hidden units (the last block may be partial)
+};
+template <typename S> static inline UnitSlice unit_slice(int64_t H, int tid, int n) {
+  const Range r = share(unit_blocks<S>(H), tid, n);
+  const int64_t UB = Packed<S>::NR, end = r.last * UB < H ? r.last * UB : H;
+  return {r.first, r.last, r.first * UB, end};
+}
+
+// Backward: dh[b, j_first:j_last] = dh_prev[...] for the rows active at step t; an
+// inactive row's state gradient passes through unchanged.
+template <typename S>
+static inline void carry_active_rows(S* dh, const S* dh_prev, const int64_t* lengths, int64_t t, int64_t B,
+                                     int64_t H, const UnitSlice& u) {
+  for (int64_t b = 0; b < B; ++b)
+    if (active(lengths, b, t))
+      std::memcpy(dh + b * H + u.j_first, dh_prev + b * H + u.j_first, size_t(u.j_last - u.j_first) * sizeof(S));
+}
+
 // A team no larger than the number of unit blocks (each thread needs work).
 static inline int team_size(int nthreads, int64_t blocks) {
   return int(blocks < 1 ? 1 : (nthreads < blocks ? nthreads : blocks));
@@ -345,7 +369,6 @@ template <typename S> static inline S derivative_from_output(Act f, S y) {
   }
 }
 
-static inline bool active(const int64_t* lengths, int64_t b, int64_t t) { return !lengths || t < lengths[b]; }
 
 template <typename S> static inline void copy_or_zero(S* dst, const S* src, int64_t n) {
   if (src)

@@ -81,15 +81,14 @@ static void lstm_backward_impl(int64_t T, int64_t B, int64_t H, const S* w_hh, c
                                S* dh0, S* dc0, S* dhs, S* dcs, int nthreads) {
   typedef typename VecOf<S>::type V;
   typedef VMath<S> M;
-  constexpr int64_t L = sizeof(V) / sizeof(S), UB = Packed<S>::NR;
+  constexpr int64_t L = sizeof(V) / sizeof(S);
   const int64_t BH = B * H, G = 4 * H, nb = unit_blocks<S>(H);
   const Packed<S> Wt(w_hh, H, G, 1, H);  // C = da W_hh, (B, H); panel p = unit block p
   Buffer<S> dh(BH), dc(BH), dh_prev(BH);
   copy_or_zero(dh.data(), dh_n, BH);
   copy_or_zero(dc.data(), dc_n, BH);
   auto body = [&](int tid, int nt, Barrier* barrier) {
-    const Range units = share(nb, tid, nt);
-    const int64_t j_first = units.first * UB, j_last = units.last * UB < H ? units.last * UB : H;
+    const UnitSlice units = unit_slice<S>(H, tid, nt);
     for (int64_t t = T - 1; t >= 0; --t) {
       const S* c = cs + (t + 1) * BH;
       const S* c_prev = cs + t * BH;
@@ -99,8 +98,8 @@ static void lstm_backward_impl(int64_t T, int64_t B, int64_t H, const S* w_hh, c
         S* d = da_t + b * G;
         const bool on = active(lengths, b, t);
         const S* gt = gates + (t * B + b) * G;
-        for (int64_t j = j_first; j < j_last; j += L) {
-          const int n = lanes_left<S>(j_last, j);
+        for (int64_t j = units.j_first; j < units.j_last; j += L) {
+          const int n = lanes_left<S>(units.j_last, j);
           const int64_t k = o + j;
           if (!on) {
             for (int g = 0; g < 4; ++g) st(d + g * H + j, V{}, n);
@@ -127,10 +126,7 @@ static void lstm_backward_impl(int64_t T, int64_t B, int64_t H, const S* w_hh, c
       }
       barrier_wait(barrier);  // da_t complete
       gemm_panels(B, da_t, G, Wt, units.first, units.last, dh_prev.data(), H, false);
-      for (int64_t b = 0; b < B; ++b)
-        if (active(lengths, b, t))
-          std::memcpy(dh.data() + b * H + j_first, dh_prev.data() + b * H + j_first,
-                      size_t(j_last - j_first) * sizeof(S));
+      carry_active_rows(dh.data(), dh_prev.data(), lengths, t, B, H, units);
     }
   };
   run_team(team_size(nthreads, nb), body);
