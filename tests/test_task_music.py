@@ -115,3 +115,20 @@ def test_malformed_files_are_named(tmp_path):
         load_piano_rolls(p)
     rc, _, err = run_cli(["train", "music", *FAST, "--data", tmp_path / "missing.json", "--out", tmp_path / "r"])
     assert rc == 2 and "missing.json" in err and len(err.strip().splitlines()) == 1
+
+
+def test_resume_is_exact(tmp_path, with_test):
+    """20 steps + resume to 40 gives the weights of 40 steps in one go (seeded epoch order)."""
+    from cli_support import model_weights
+
+    common = [*FAST, "--data", with_test, "--eval-every", "20", "--save-every", "20", "--dropout", "0.2",
+              "--schedule", "constant"]
+    rc, _, err = run_cli(["train", "music", *common, "--out", tmp_path / "a", "--steps", "40"])
+    assert rc == 0, err
+    rc, _, err = run_cli(["train", "music", *common, "--out", tmp_path / "b", "--steps", "20"])
+    assert rc == 0, err
+    rc, _, err = run_cli(["train", "--resume", tmp_path / "b", "--steps", "40"])
+    assert rc == 0, err
+    a = model_weights(tmp_path / "a" / "checkpoint.safetensors")
+    b = model_weights(tmp_path / "b" / "checkpoint.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
