@@ -24,10 +24,10 @@ class Barrier {
       generation_.fetch_add(1, std::memory_order_acq_rel);
       return;
     }
-    // Spin briefly (a step takes microseconds), then give the core away so an
-    // oversubscribed machine still makes progress.
+    // Spin briefly (the others are usually a few microseconds behind), then give the
+    // core away: on an oversubscribed machine the thread we wait for needs it.
     for (int spins = 0; generation_.load(std::memory_order_acquire) == gen; ++spins) {
-      if (spins < (1 << 14))
+      if (spins < 2048)
         RNNKIT_PAUSE();
       else
         std::this_thread::yield();

@@ -75,9 +75,11 @@ def use_isa(name: str):
             _local.isa = previous
 
 
-# Below this many multiply-adds per step (B * G*H * H) one thread is faster: starting a
-# team and meeting at a barrier every step costs more than it saves.
-PARALLEL_MIN_MACS_PER_STEP = 1 << 18
+# Below this many multiply-adds per step (B * G*H * H, about 4 M: e.g. an LSTM with
+# H = 256, B = 16) one thread is faster: the team meets at a barrier every step, and a
+# step must be long enough that a late thread (another process on the core) costs
+# little next to it.
+PARALLEL_MIN_MACS_PER_STEP = 1 << 22
 
 
 @contextlib.contextmanager
