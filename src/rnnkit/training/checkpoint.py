@@ -230,7 +230,10 @@ def model_from_checkpoint(tensors, meta, where: str, backend: Optional[str] = No
     except UsageError:
         raise CheckpointError(f"{where}: written for task {meta['task']!r}, which this rnnkit "
                               "does not have") from None
-    config = dict(meta["config"])
+    from .options import DEFAULTS
+
+    # options added after the checkpoint was written take their defaults
+    config = {**DEFAULTS, **cls.defaults, **meta["config"]}
     if config.get("arch") not in ARCHS:
         raise CheckpointError(f"{where}: architecture {config.get('arch')!r} is not one of "
                               f"{', '.join(ARCHS)}")

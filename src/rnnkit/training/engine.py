@@ -265,8 +265,16 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         ckpt_tensors, meta = read_checkpoint(file)
         if meta["kind"] != "train":
             raise UsageError(f"--resume {file}: a weights-only checkpoint cannot be resumed")
-        config = dict(meta["config"])
-        config.update(overrides or {})
+        from .options import DEFAULTS
+
+        stored = meta["config"]
+        try:
+            task_defaults = get_task(stored.get("task", "")).defaults
+        except UsageError:
+            raise UsageError(f"--resume {file}: written for task {stored.get('task')!r}, which this "
+                             "rnnkit does not have") from None
+        # options added after the checkpoint was written take their defaults
+        config = {**DEFAULTS, **task_defaults, **stored, **(overrides or {})}
         trainer = meta["trainer"]
         task_state = meta.get("task_state") or {}
     config = dict(config)
