@@ -6,6 +6,10 @@
     rnnkit sample CHECKPOINT [--prime TEXT --length N --temperature T --top-k K --seed S]
     rnnkit info                          version, CPU features, threads, kernel paths
     rnnkit bench [...]                   the speed harness (rnnkit.bench), when installed
+    rnnkit gradflow --arch rnn,gru,lstm --length 200 [--checkpoint ...]
+                                         log ||dL/dh_k|| against the lag, as a PNG and a table
+    rnnkit explain                       SPEC's worked example, one LSTM and one GRU step, with numbers
+    rnnkit visualize CHECKPOINT --text ...  an HTML page of a character model's cells and gates
 
 Bad input (a path, an option value, a checkpoint) ends with one line on stderr naming
 the file or option and what was expected, exit status 2, and no files left behind.
@@ -20,6 +24,8 @@ import sys
 from typing import Any, Dict, List, Optional
 
 from .training.options import DEFAULTS, RESUMABLE_OVERRIDES, add_common_options, add_option
+from .introspect.cli_commands import COMMANDS as INTROSPECT_COMMANDS
+from .introspect.cli_commands import add_subparsers as add_introspect_subparsers
 from .training.task import TASKS, UsageError, load_builtin_tasks
 
 EXIT_USAGE = 2
@@ -111,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "kernel paths rnnkit uses on this machine.")
     # `rnnkit bench ARGS` hands ARGS to rnnkit.bench.main unparsed (see main()).
     sub.add_parser("bench", help="speed benchmark against torch.nn (rnnkit.bench)", add_help=False)
+    add_introspect_subparsers(sub)  # gradflow, explain, visualize
     return p
 
 
@@ -313,6 +320,7 @@ def cmd_bench(args: List[str]) -> int:
 
 
 COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info}
+COMMANDS.update(INTROSPECT_COMMANDS)
 
 
 def main(argv: Optional[List[str]] = None, out=None) -> int:
