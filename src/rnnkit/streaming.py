@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from . import _backend, _core
-from .cells import GRUCell, JordanCell, LSTMCell, RNNCell
+from .cells import GRUCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, JordanRNN
 
 __all__ = ["Stream"]

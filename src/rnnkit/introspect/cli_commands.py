@@ -1,15 +1,11 @@
 """The ``gradflow``, ``explain`` and ``visualize`` subcommands of ``rnnkit``.
 
-Wiring into :mod:`rnnkit.cli` (two lines)::
-
-    from .introspect.cli_commands import COMMANDS as INTROSPECT_COMMANDS, add_subparsers as add_introspect
-    add_introspect(sub)                  # in build_parser(), after the other sub.add_parser calls
-    COMMANDS.update(INTROSPECT_COMMANDS)  # next to COMMANDS = {...}
+Registered by :mod:`rnnkit.cli` (``add_subparsers(sub)`` and ``COMMANDS``).
 
 Each command follows the CLI's convention ``cmd(ns, out) -> exit status`` and raises a
 ``UsageError`` (:class:`rnnkit.introspect.IntrospectError`, ``CheckpointError``) on bad
-input, which ``rnnkit.cli.main`` prints as one line with exit status 2. Until wired,
-``python -m rnnkit.introspect.gradflow`` / ``.explain`` / ``.visualize`` run them.
+input, which ``rnnkit.cli.main`` prints as one line with exit status 2.
+``python -m rnnkit.introspect.gradflow`` / ``.explain`` / ``.visualize`` run them too.
 """
 
 from __future__ import annotations

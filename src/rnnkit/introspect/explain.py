@@ -218,7 +218,6 @@ def gru_step(digits: int = 3, form: str = "after") -> str:
         out, h_n, inside = gru.forward_with_internals(x.view(1, 1, 2), h.view(1, 1, 2))
     gates = {k: v[0, 0] for k, v in inside[0].items()}
     W_ih, W_hh, b_hh = gru.weight_ih_l0.detach(), gru.weight_hh_l0.detach(), gru.bias_hh_l0.detach()
-    zero = torch.zeros(2, dtype=torch.float64)
     title = ("torch.nn.GRU's 'reset after' form, rnnkit's default" if reset_after
              else "the seeds' form (Cho et al. 2014), GRU(reset_after=False)")
     lines = [
@@ -294,14 +293,10 @@ def run(args: argparse.Namespace, stream=None) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="rnnkit explain", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except IntrospectError as e:
-        parser.exit(2, f"rnnkit explain: error: {e}\n")
-    return 0
+    """``python -m rnnkit.introspect.explain ARGS`` is ``rnnkit explain ARGS``."""
+    from ..cli import main as cli_main
+
+    return cli_main(["explain", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -30,7 +30,6 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..training.task import UsageError
 from ._errors import IntrospectError
 from ._recording import STATE_KEYS, arch_of, find_recurrent, recording
 from .jacobian import step_jacobian_norms
@@ -419,14 +418,10 @@ def run(args: argparse.Namespace, stream=None) -> List[GradientFlow]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="rnnkit gradflow", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except UsageError as e:  # IntrospectError, CheckpointError
-        parser.exit(2, f"rnnkit gradflow: error: {e}\n")
-    return 0
+    """``python -m rnnkit.introspect.gradflow ARGS`` is ``rnnkit gradflow ARGS``."""
+    from ..cli import main as cli_main
+
+    return cli_main(["gradflow", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

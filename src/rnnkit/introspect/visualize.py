@@ -27,7 +27,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..training.task import UsageError
 from ._errors import IntrospectError
 from ._recording import arch_of, recording
 from .jacobian import layer_states
@@ -382,14 +381,10 @@ def run(args: argparse.Namespace, stream=None) -> List[Path]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="rnnkit visualize", description=__doc__.split("\n\n")[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        run(args)
-    except UsageError as e:  # IntrospectError, CheckpointError
-        parser.exit(2, f"rnnkit visualize: error: {e}\n")
-    return 0
+    """``python -m rnnkit.introspect.visualize ARGS`` is ``rnnkit visualize ARGS``."""
+    from ..cli import main as cli_main
+
+    return cli_main(["visualize", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
