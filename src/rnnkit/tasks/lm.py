@@ -138,11 +138,12 @@ class LanguageModel(Task):
     )
     presets = {
         # `make demo`: about 3-4 minutes of training on 2 cores, then evaluation and a sample.
-        # On a slower or busy machine --max-time ends it (and its cosine decay) sooner.
+        # On a slower or busy machine --max-time ends it (and its cosine decay) sooner. One
+        # thread: on a 2-core machine shared with other work, two threads ran 3x slower.
         "demo": dict(arch="lstm", hidden=256, layers=1, embed=64, bptt=100, batch_size=32,
-                     steps=1500, lr=3e-3, warmup=50, schedule="cosine", eval_every=250,
+                     steps=1500, lr=1e-2, warmup=50, schedule="cosine", eval_every=250,
                      save_every=250, eval_limit=50_000, out="runs/demo", overwrite=True,
-                     sample_length=400, max_time=200),
+                     sample_length=400, max_time=200, threads=1),
         # CI: seconds.
         "tiny": dict(hidden=32, embed=16, bptt=32, batch_size=8, steps=40, eval_every=20,
                      save_every=20, log_every=5, eval_limit=2_000, lr=1e-2, warmup=5,

@@ -515,6 +515,8 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         else:
             res = task.evaluate(model, "valid", ctx, limit=None)
         summary["valid"] = res
+        if main:
+            log.write({"step": step, "split": "valid_final", **res})
         if ctx.world_size > 1:
             flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
             every = _gather(ctx, flat)

@@ -5,7 +5,8 @@ Records are dicts with ``step`` and ``split`` ("train" or "valid") and numbers::
 
     {"step": 200, "split": "train", "loss": 1.52, "bpc": 2.19, "lr": 0.002,
      "grad_norm": 0.83, "clipped": 0.1, "throughput": 51234.0, "time": 61.2}
-    {"step": 200, "split": "valid", "loss": 1.49, "bpc": 2.15}
+    {"step": 200, "split": "valid", "loss": 1.49, "bpc": 2.15, "items": 50000}
+    {"step": 1163, "split": "valid_final", ...}     the whole validation split, at the end
 
 The JSONL file is the source of truth; on resume it is cut back to the byte offset
 stored in the checkpoint, so a resumed run's log equals an uninterrupted one's.
@@ -105,6 +106,10 @@ def plot(run_dir: Path, metric: str, title: str = "") -> Optional[Path]:
         ax.plot([r["step"] for r in train], [r[metric] for r in train], label="train", lw=1)
     if valid:
         ax.plot([r["step"] for r in valid], [r[metric] for r in valid], "o-", label="valid", lw=1.5)
+    final = [r for r in records if r["split"] == "valid_final" and metric in r]
+    if final:
+        ax.plot([final[-1]["step"]], [final[-1][metric]], "*", ms=14, color="tab:red",
+                label=f"valid, whole split: {final[-1][metric]:.3f}")
     ax.set_ylabel(metric)
     ax.set_title(title or f"{metric} per step")
     ax.grid(alpha=0.3)
