@@ -46,7 +46,7 @@ def _runs_natively(x: Tensor) -> bool:
 class _Batch:
     """A module input brought to time-major (T, B, I) form, and the way back."""
 
-    def __init__(self, input, hx, lengths, batch_first: bool, input_size: int, param_dtype: torch.dtype):
+    def __init__(self, input, lengths, batch_first: bool, input_size: int, param_dtype: torch.dtype):
         self.packed: Optional[PackedSequence] = None
         self.batch_first = batch_first
         self.unbatched = False
@@ -245,7 +245,7 @@ class _NativeRNNMixin:
                 and lengths is None and probe.dtype == dtype and internals is None and recorders is None:
             # CUDA or half precision: torch's kernels compute the same equations.
             return super().forward(input, hx)
-        batch = _Batch(input, hx, lengths, self.batch_first, self.input_size, dtype)
+        batch = _Batch(input, lengths, self.batch_first, self.input_size, dtype)
         native = _runs_natively(batch.x)
         if not native:
             _warn_once(f"{type(self).__name__}-reference",
@@ -453,7 +453,7 @@ class JordanRNN(nn.Module):
         return out, y_n, internals
 
     def _forward(self, input, y0, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
-        batch = _Batch(input, y0, lengths, self.batch_first, self.input_size, self.weight_ih.dtype)
+        batch = _Batch(input, lengths, self.batch_first, self.input_size, self.weight_ih.dtype)
         y0 = batch.state(y0, "y0", (batch.B, self.output_size), batch.x.dtype)
         native = _runs_natively(batch.x)
         if not native and (internals is not None or recorders is not None):
