@@ -80,3 +80,16 @@ def test_weights_only_state_dict_exchange_with_torch():
     r.load_state_dict(torch.load(buf, weights_only=True))
     x = torch.randn(4, 2, 3)
     assert torch.allclose(r(x)[0], t(x)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("grad", [False, True])
+def test_final_state_does_not_alias_the_output(grad):
+    """As with torch.nn, editing the output in place leaves h_n alone (and vice versa)."""
+    m = rnnkit.GRU(3, 5)
+    x = torch.randn(4, 2, 3, requires_grad=grad)
+    with torch.set_grad_enabled(grad):
+        out, h_n = m(x)
+    before = h_n.clone()
+    with torch.no_grad():
+        out.mul_(0)
+    assert torch.equal(h_n, before)

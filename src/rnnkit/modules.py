@@ -181,7 +181,7 @@ def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: 
         for direction in range(D):
             k = layer_index * D + direction
             suffix = "_reverse" if direction == 1 else ""
-            params = [getattr(module, f"{name}_l{layer_index}{suffix}", None) for name in module._param_roles]
+            params = [module._parameters.get(f"{name}_l{layer_index}{suffix}") for name in module._param_roles]
             init = [None if s is None else s[k] for s in states]
             xin = _reverse_time(x, batch.lengths) if direction == 1 else x
             recorder = None
