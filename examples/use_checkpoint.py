@@ -20,7 +20,8 @@ print(model.generate("import ", length=120, temperature=0.7, generator=g))
 
 # 2. next-character probabilities for a prompt
 ids = model.encode("for i in range(")              # (T,)
-logits, state = model(ids.view(-1, 1))             # (T, 1, V), carried state
+with torch.no_grad():
+    logits, state = model(ids.view(-1, 1))         # (T, 1, V), carried state
 probs = torch.softmax(logits[-1, 0], -1)
 top = torch.topk(probs, 5)
 print("after 'for i in range(':", [(model.decode([int(i)]), round(float(p), 3))
