@@ -14,6 +14,7 @@ from ._backend import available_isas, current_isa_name, use_isa, use_threads
 from .cells import GRUCell, JordanCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, JordanRNN
 from .streaming import Stream
+from .training.checkpoint import load
 
 __version__ = "0.1.0"
 
@@ -27,6 +28,7 @@ __all__ = [
     "GRUCell",
     "JordanCell",
     "Stream",
+    "load",
     "functional",
     "reference",
     "use_isa",
