@@ -131,3 +131,11 @@ def test_stratified_holdout_keeps_every_class():
     assert sorted(keep + held) == list(range(16))
     assert sorted(labels[i] for i in held) == ["a", "a", "b"]
     assert stratified_holdout(labels, 0.2) == (keep, held)
+
+
+def test_japanese_vowels_without_sktime_or_aeon_says_what_to_install(tmp_path, monkeypatch):
+    import rnnkit.tasks.classify as classify
+
+    monkeypatch.setattr(classify, "japanese_vowels_dir", lambda: None)
+    rc, _, err = run_cli(["train", "classify", *FAST, "--out", tmp_path / "r"])
+    assert rc == 2 and "pip install sktime" in err and len(err.strip().splitlines()) == 1

@@ -1,6 +1,7 @@
-"""`rnnkit train forecast`: a real series (statsmodels' sunspots / co2 when installed, else
-a CSV written from them is skipped) trains past the untrained model and the naive
-baseline, writes forecast.png, and CSV readers name malformed lines."""
+"""`rnnkit train forecast`: a real series (statsmodels' sunspots / co2; the tests that need
+statsmodels skip without it) trains past the untrained model and the naive baseline,
+writes forecast.png, and the CSV reader names malformed lines."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from rnnkit.data.series import estimate_season, read_csv_series
 from rnnkit.training.task import RunContext, UsageError, get_task
 
 FAST = ["--preset", "tiny", "--threads", "1", "--progress", "off", "--tensorboard", "off"]
-statsmodels = pytest.importorskip("statsmodels", reason="statsmodels is not installed")
+needs_statsmodels = pytest.mark.skipif(importlib.util.find_spec("statsmodels") is None,
+                                       reason="statsmodels is not installed")
 
 
 def untrained(run_dir: Path, split: str = "valid"):
@@ -25,6 +27,7 @@ def untrained(run_dir: Path, split: str = "valid"):
     return task.evaluate(task.build_model(), split, RunContext())
 
 
+@needs_statsmodels
 def test_co2_beats_untrained_and_naive_and_plots(tmp_path):
     run_dir = tmp_path / "run"
     rc, out, err = run_cli(["train", "forecast", *FAST, "--series", "co2", "--out", run_dir,
@@ -42,6 +45,7 @@ def test_co2_beats_untrained_and_naive_and_plots(tmp_path):
     assert test["items"] == 79 and {"naive_rmse", "snaive_mae"} <= set(test)
 
 
+@needs_statsmodels
 def test_csv_multivariate_with_horizon(tmp_path):
     """Sunspots written to a CSV with a second (lagged) column; horizon 3."""
     import statsmodels.datasets as sd
@@ -86,3 +90,12 @@ def test_csv_errors_name_file_line_and_column(tmp_path):
 def test_season_is_estimated_from_the_data():
     t = np.arange(400)
     assert estimate_season(np.sin(2 * np.pi * t / 12) + 0.01 * t) == 12
+
+
+def test_builtin_series_without_statsmodels_says_what_to_install(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "statsmodels.datasets", None)     # import fails
+    rc, _, err = run_cli(["train", "forecast", *FAST, "--series", "co2", "--out", tmp_path / "r"])
+    assert rc == 2 and "pip install statsmodels" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()
