@@ -1,7 +1,5 @@
 """Pieces shared by the sequence tasks (tag, music, classify, forecast, adding, copy).
 
-* file helpers re-exported from :mod:`rnnkit.data._files` (default data folders,
-  compressed text, split names).
 * :func:`run_masked`: run any layer made by :func:`rnnkit.training.models.build_rnn` on
   padded sequences with their lengths. rnnkit modules take ``lengths=``; torch.nn ones get
   a PackedSequence; a Jordan stack runs layer by layer with ``lengths=``. Either way a
@@ -19,8 +17,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data._files import (SPLITS, find_split_files, missing_data, open_text, shared_data,  # noqa: F401
-                           split_of, strip_compression)
 from ..training.models import JordanStack
 from ..training.task import UsageError
 

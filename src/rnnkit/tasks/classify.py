@@ -30,9 +30,10 @@ from torch import nn
 
 from ..data.sequences import japanese_vowels_dir, read_sequences
 from ..training.models import build_rnn, output_size
-from ..training.options import add_option, positive_int, probability
+from ..training.options import add_option, probability
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
-from ._common import epoch_batches, find_split_files, last_hidden, run_masked
+from ..data._files import find_split_files
+from ._common import epoch_batches, last_hidden, run_masked
 
 DATASETS = ("japanese-vowels",)
 SUFFIXES = (".npz", ".csv", ".ts")

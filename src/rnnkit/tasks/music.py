@@ -32,7 +32,8 @@ from ..data.music import KEYS, load_piano_rolls
 from ..training.models import build_rnn, output_size
 from ..training.options import add_option, positive_int
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
-from ._common import epoch_batches, length_mask, missing_data, run_masked, shared_data
+from ..data._files import missing_data, shared_data
+from ._common import epoch_batches, length_mask, run_masked
 
 
 class MusicModel(nn.Module):

@@ -30,7 +30,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -39,7 +38,8 @@ from ..data.conll import Sentence, entity_counts, is_bio, prf, read_tagged
 from ..training.models import build_rnn, output_size
 from ..training.options import add_option, nonneg_float, nonneg_int, positive_int
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
-from ._common import epoch_batches, find_split_files, last_hidden, missing_data, run_masked, shared_data
+from ..data._files import find_split_files, missing_data, shared_data
+from ._common import epoch_batches, last_hidden, run_masked
 
 SUFFIXES = (".conllu", ".conll", ".txt", ".bio", ".iob", ".iob2", ".tsv")
 PAD, UNK = 0, 1            # word and character ids
