@@ -31,6 +31,17 @@ std::string shape_str(const std::vector<int64_t>& s) {
   return os.str();
 }
 
+// "float32", "int64", ... as numpy and torch spell them.
+std::string dtype_str(nb::dlpack::dtype d) {
+  const char* kind = d.code == uint8_t(nb::dlpack::dtype_code::Int)     ? "int"
+                     : d.code == uint8_t(nb::dlpack::dtype_code::UInt)  ? "uint"
+                     : d.code == uint8_t(nb::dlpack::dtype_code::Float) ? "float"
+                     : d.code == uint8_t(nb::dlpack::dtype_code::Bfloat) ? "bfloat"
+                     : d.code == uint8_t(nb::dlpack::dtype_code::Bool)  ? "bool"
+                                                                         : "other";
+  return std::string(kind) + std::to_string(int(d.bits));
+}
+
 std::vector<int64_t> shape_of(const Arr& a) {
   std::vector<int64_t> s(a.ndim());
   for (size_t i = 0; i < a.ndim(); ++i) s[i] = int64_t(a.shape(i));
@@ -46,7 +57,7 @@ S* buf(const OptArr& a, const char* name, const std::vector<int64_t>& shape, boo
   }
   if (a->dtype() != nb::dtype<S>())
     throw nb::type_error((std::string(name) + ": expected dtype " + (sizeof(S) == 4 ? "float32" : "float64") +
-                          " like the input")
+                          " like the input, got " + dtype_str(a->dtype()))
                              .c_str());
   if (shape_of(*a) != shape)
     throw nb::value_error((std::string(name) + ": expected shape " + shape_str(shape) + ", got " +
@@ -57,7 +68,8 @@ S* buf(const OptArr& a, const char* name, const std::vector<int64_t>& shape, boo
 
 const int64_t* lengths_buf(const OptArr& a, int64_t B, int64_t T) {
   if (!a.has_value()) return nullptr;
-  if (a->dtype() != nb::dtype<int64_t>()) throw nb::type_error("lengths: expected dtype int64");
+  if (a->dtype() != nb::dtype<int64_t>())
+    throw nb::type_error(("lengths: expected dtype int64, got " + dtype_str(a->dtype())).c_str());
   if (shape_of(*a) != std::vector<int64_t>{B})
     throw nb::value_error(("lengths: expected shape " + shape_str({B}) + ", got " + shape_str(shape_of(*a))).c_str());
   const int64_t* p = static_cast<const int64_t*>(a->data());
@@ -85,7 +97,12 @@ int checked_threads(int n) { return n < 1 ? 1 : n; }
 bool is_double(const Arr& a, const char* name) {
   if (a.dtype() == nb::dtype<float>()) return false;
   if (a.dtype() == nb::dtype<double>()) return true;
-  throw nb::type_error((std::string(name) + ": expected dtype float32 or float64").c_str());
+  throw nb::type_error((std::string(name) + ": expected dtype float32 or float64, got " + dtype_str(a.dtype())).c_str());
+}
+
+void require_rank(const Arr& a, size_t ndim, const char* name, const char* expected) {
+  if (a.ndim() != ndim)
+    throw nb::value_error((std::string(name) + ": expected shape " + expected + ", got " + shape_str(shape_of(a))).c_str());
 }
 
 // (T, B, G*H) -> T, B, and H checked against the recurrent weight.
@@ -131,7 +148,7 @@ template <typename S>
 void elman_backward_t(Isa isa, Act f, const Arr& w_hh, const Arr& hs, const OptArr& lengths, const OptArr& d_out,
                       const OptArr& dh_n, const Arr& da, const Arr& dh0, const OptArr& dhs, int nt) {
   const int64_t H = hidden_of(w_hh, 1, "w_hh");
-  if (hs.ndim() != 3) throw nb::value_error("hs: expected shape (T+1, B, H)");
+  require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
   const S* p_w = buf<S>(w_hh, "w_hh", {H, H});
   const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
@@ -183,7 +200,7 @@ void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, con
                      const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n,
                      const Arr& da, const Arr& dh0, const Arr& dc0, const OptArr& dhs, const OptArr& dcs, int nt) {
   const int64_t H = hidden_of(w_hh, 4, "w_hh");
-  if (hs.ndim() != 3) throw nb::value_error("hs: expected shape (T+1, B, H)");
+  require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
   const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
   const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
@@ -242,7 +259,7 @@ void gru_backward_t(Isa isa, bool reset_after, const Arr& w_hh, const Arr& hs, c
                     const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const Arr& da,
                     const Arr& da_hn, const Arr& dh0, const OptArr& dhs, int nt) {
   const int64_t H = hidden_of(w_hh, 3, "w_hh");
-  if (hs.ndim() != 3) throw nb::value_error("hs: expected shape (T+1, B, H)");
+  require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
   const S* p_w = buf<S>(w_hh, "w_hh", {3 * H, H});
   const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
@@ -273,7 +290,7 @@ template <typename S>
 void jordan_forward_t(Isa isa, Act f, Act g, const Arr& xw, const Arr& w_yh, const Arr& w_hy, const OptArr& b_hy,
                       const OptArr& y0, const OptArr& lengths, const Arr& hs, const Arr& ys, const OptArr& out,
                       int nt) {
-  if (w_yh.ndim() != 2) throw nb::value_error("w_yh: expected shape (H, O)");
+  require_rank(w_yh, 2, "w_yh", "(H, O)");
   const int64_t H = int64_t(w_yh.shape(0)), O = int64_t(w_yh.shape(1));
   int64_t T, B;
   seq_dims(xw, 1, H, T, B);
@@ -302,7 +319,8 @@ template <typename S>
 void jordan_backward_t(Isa isa, Act f, Act g, const Arr& w_yh, const Arr& w_hy, const Arr& hs, const Arr& ys,
                        const OptArr& lengths, const OptArr& d_out, const OptArr& dy_n, const Arr& da, const Arr& d_o,
                        const Arr& dy0, const OptArr& dys, int nt) {
-  if (w_yh.ndim() != 2 || hs.ndim() != 3) throw nb::value_error("w_yh: expected shape (H, O); hs: (T, B, H)");
+  require_rank(w_yh, 2, "w_yh", "(H, O)");
+  require_rank(hs, 3, "hs", "(T, B, H)");
   const int64_t H = int64_t(w_yh.shape(0)), O = int64_t(w_yh.shape(1));
   const int64_t T = int64_t(hs.shape(0)), B = int64_t(hs.shape(1));
   const S* p_wyh = buf<S>(w_yh, "w_yh", {H, O});

@@ -14,10 +14,9 @@ LENGTHS = torch.tensor([7, 2, 5, 1])
 
 
 def _params(shapes, dtype, bias):
-    ps = [torch.randn(s, dtype=dtype) * 0.5 for s in shapes[:2]] + [torch.randn(s, dtype=dtype) * 0.5 for s in shapes[2:]]
-    if not bias:
-        ps = ps[:2] + [None] * (len(shapes) - 2)
-    return [p.requires_grad_() if p is not None else None for p in ps]
+    """Random leaf tensors: every 2-D shape is a weight; 1-D shapes are biases (None without bias)."""
+    return [torch.randn(s, dtype=dtype).mul_(0.5).requires_grad_() if len(s) == 2 or bias else None
+            for s in shapes]
 
 
 def _compare(fast_fn, ref_fn, tensors, dtype, what):
@@ -95,7 +94,6 @@ def test_jordan(dtype, lengths, nonlinearity, output_nonlinearity, bias):
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
     y0 = torch.randn(B, O, dtype=dtype, requires_grad=True)
     ps = _params([(H, I), (H, O), (O, H), (H,), (H,), (O,)], dtype, bias)
-    ps = [ps[0], ps[1], torch.randn(O, H, dtype=dtype, requires_grad=True)] + ps[3:]
     kw = dict(nonlinearity=nonlinearity, output_nonlinearity=output_nonlinearity, lengths=lengths)
     _compare(lambda: F.jordan(x, y0, *ps, **kw), lambda: R.jordan(x, y0, *ps, **kw), [x, y0, *ps], dtype,
              f"jordan {nonlinearity}/{output_nonlinearity}")

@@ -629,7 +629,9 @@ def _rnnkit_info() -> str:
         v = "?"
     try:
         from rnnkit import _backend
-        return f"{v} (native ISA {_backend.current_isa_name()}, recurrence threads {_backend.num_threads()})"
+        return (f"{v} (native ISA {_backend.current_isa_name()}, recurrence threads: torch's "
+                f"{torch.get_num_threads()} from {_backend.PARALLEL_MIN_MACS_PER_STEP:,} multiply-adds per step, "
+                "1 below)")
     except Exception as e:
         return f"{v} (native core: {type(e).__name__})"
 
