@@ -7,7 +7,7 @@ import torch
 import rnnkit
 from rnnkit import functional as F
 from rnnkit import reference as R
-from conftest import TOL, rel_err
+from conftest import TOL, pairs, rel_err
 
 T, B, I, H, O = 7, 4, 3, 5, 2
 LENGTHS = torch.tensor([7, 2, 5, 1])
@@ -23,7 +23,7 @@ def _compare(fast_fn, ref_fn, tensors, dtype, what):
     """Runs both, compares all outputs and the gradients of `tensors` for a random loss."""
     out_f, out_r = fast_fn(), ref_fn()
     flat_f, flat_r = _flatten(out_f), _flatten(out_r)
-    for k, (a, b) in enumerate(zip(flat_f, flat_r)):
+    for k, (a, b) in enumerate(pairs(flat_f, flat_r)):
         assert a.shape == b.shape
         assert rel_err(a, b) <= TOL[dtype], f"{what}: output {k} rel err {rel_err(a, b):.3g}"
     g = torch.Generator().manual_seed(7)
@@ -31,7 +31,7 @@ def _compare(fast_fn, ref_fn, tensors, dtype, what):
     leaves = [t for t in tensors if t is not None and t.requires_grad]
     grads_f = torch.autograd.grad(sum((o * w).sum() for o, w in zip(flat_f, weights)), leaves)
     grads_r = torch.autograd.grad(sum((o * w).sum() for o, w in zip(flat_r, weights)), leaves)
-    for k, (a, b) in enumerate(zip(grads_f, grads_r)):
+    for k, (a, b) in enumerate(pairs(grads_f, grads_r)):
         assert rel_err(a, b) <= TOL[dtype], f"{what}: grad {k} rel err {rel_err(a, b):.3g}"
 
 

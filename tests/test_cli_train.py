@@ -128,16 +128,23 @@ def test_evaluate_and_sample(lstm_run):
     args = ["sample", run_dir, "--prime", "def ", "--length", "50", "--seed", "1"]
     rc, a, err = run_cli(args)
     assert rc == 0, err
-    rc, b, _ = run_cli(args)
+    rc, b, err = run_cli(args)
+    assert rc == 0, err
     assert a == b and a.startswith("def ") and len(a.rstrip("\n")) >= 54  # repeatable with a seed
-    rc, c, _ = run_cli(args[:-1] + ["2"])
-    assert c != a
-    rc, g1, _ = run_cli(["sample", run_dir, "--prime", "import", "--length", "30", "--temperature", "0"])
-    rc, g2, _ = run_cli(["sample", run_dir, "--prime", "import", "--length", "30", "--temperature", "0",
-                         "--seed", "9"])
-    assert g1 == g2  # temperature 0 is greedy
-    rc, k1, _ = run_cli(["sample", run_dir, "--length", "30", "--top-k", "1", "--seed", "5"])
-    assert k1 == run_cli(["sample", run_dir, "--length", "30", "--temperature", "0"])[1]
+    rc, c, err = run_cli(args[:-1] + ["2"])
+    assert rc == 0, err
+    assert c != a and c.startswith("def ")
+
+    def sample(*extra):
+        rc, text, err = run_cli(["sample", run_dir, "--length", "30", *extra])
+        assert rc == 0, err
+        assert len(text.rstrip("\n")) >= 30, text
+        return text
+
+    greedy = sample("--prime", "import", "--temperature", "0")
+    assert greedy.startswith("import")
+    assert sample("--prime", "import", "--temperature", "0", "--seed", "9") == greedy  # temperature 0 is greedy
+    assert sample("--top-k", "1", "--seed", "5") == sample("--temperature", "0")    # top-1 is greedy too
 
 
 def test_load_in_plain_python_and_into_torch_nn(lstm_run):
@@ -194,6 +201,27 @@ def test_ctrl_c_saves_a_resumable_checkpoint(tmp_path):
     a = model_weights(tmp_path / "int" / "checkpoint.safetensors")
     b = model_weights(tmp_path / "ref" / "checkpoint.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+def test_demo_preset_few_steps(tmp_path):
+    """`make demo`'s preset for three steps: the same corpus, model, full validation split,
+    files and sample, checked for what a reader of the README sees."""
+    run_dir = tmp_path / "demo"
+    rc, out, err = run_cli(["train", "lm", "--preset", "demo", "--steps", "3", "--warmup", "1", "--out", run_dir,
+                            "--progress", "off", "--tensorboard", "off"])
+    assert rc == 0, err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    model = load(run_dir)
+    assert (model.config["arch"], model.config["hidden"], model.config["bptt"]) == ("lstm", 256, 100)
+    assert summary["stopped"] == "steps" and summary["step"] == 3
+    assert summary["valid"]["items"] > 100_000                         # the whole validation split
+    assert summary["valid"]["bpc"] < math.log2(len(model.vocab))       # better than a uniform guess
+    assert "done (steps) at step 3" in out and "sample:" in out
+    for name in ("checkpoint.safetensors", "best.safetensors", "loss.png", "metrics.jsonl"):
+        assert (run_dir / name).is_file(), name
+    rc, text, err = run_cli(["sample", run_dir, "--prime", "import ", "--length", "50", "--temperature", "0.7"])
+    assert rc == 0, err
+    assert text.startswith("import ") and len(text.rstrip("\n")) >= 57
 
 
 @pytest.mark.slow

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import rnnkit
+from conftest import pairs
 
 
 def _model():
@@ -46,8 +47,26 @@ def test_torch_compile(backend):
     got = compiled(model, x, y)
     got.backward()
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
-    for p, g in zip(model.parameters(), expected_grads):
+    for p, g in pairs(model.parameters(), expected_grads):
         assert torch.allclose(p.grad, g, rtol=1e-4, atol=1e-6)
+
+
+def test_torch_compile_inductor_small():
+    """The inductor path (C++ code generation around the native kernels) on a small model;
+    the full model above is the slow variant."""
+    torch.manual_seed(0)
+    rnn = rnnkit.GRU(3, 4)
+    x = torch.randn(5, 2, 3)
+
+    def loss(x):
+        return (rnn(x)[0] * 2).sum()
+
+    expected = torch.autograd.grad(loss(x), list(rnn.parameters()))
+    value = torch.compile(loss, backend="inductor")(x)
+    got = torch.autograd.grad(value, list(rnn.parameters()))
+    assert torch.allclose(value, loss(x), rtol=1e-5, atol=1e-6)
+    for g, e in pairs(got, expected):
+        assert torch.allclose(g, e, rtol=1e-5, atol=1e-6)
 
 
 def test_no_grad_and_inference_mode():

@@ -21,11 +21,20 @@ from rnnkit.introspect.jacobian import layer_states, step_jacobian_norms
 from rnnkit.introspect.saturation import gate_saturation
 from rnnkit.introspect import cli_commands
 from rnnkit.introspect._errors import IntrospectError
-from rnnkit.modules import _reverse_time
 
 D64 = torch.float64
 T, B, I, H = 6, 3, 3, 4
 LENGTHS = [6, 4, 1]
+
+
+def reverse_within_lengths(x, lengths):
+    """Each sequence of x (T, B, ...) reversed within its own length; padding stays in place
+    (written here, not taken from rnnkit, so the oracle does not share the code it checks)."""
+    parts = []
+    for b in range(x.shape[1]):
+        n = x.shape[0] if lengths is None else int(lengths[b])
+        parts.append(torch.cat([x[:n, b].flip(0), x[n:, b]]))
+    return torch.stack(parts, dim=1)
 
 
 def png_size(path):
@@ -64,7 +73,7 @@ def oracle(module, x, lengths, loss_fn):
         outs = []
         for d in range(D):
             k = layer * D + d
-            xin = _reverse_time(layer_input, lens) if d else layer_input
+            xin = reverse_within_lengths(layer_input, lens) if d else layer_input
             if isinstance(module, rnnkit.JordanRNN):
                 params = module._params()
                 state = [torch.zeros(Bn, module.output_size, dtype=D64)]
@@ -95,7 +104,7 @@ def oracle(module, x, lengths, loss_fn):
                 state = [torch.where(active, n, s) for n, s in zip(new, state)]
                 out.append(torch.where(active, new[0], torch.zeros_like(new[0])))
             out = torch.stack(out)
-            outs.append(_reverse_time(out, lens) if d else out)
+            outs.append(reverse_within_lengths(out, lens) if d else out)
         layer_input = torch.cat(outs, dim=2)
     loss = loss_fn(layer_input)
     flat = [(key, p) for key, ps in probes.items() for p in ps]
@@ -104,7 +113,7 @@ def oracle(module, x, lengths, loss_fn):
     for key in probes:
         g = torch.stack([gr for (kk, _), gr in zip(flat, grads) if kk == key])  # processing order
         k = key[0]
-        result[key] = _reverse_time(g, lens) if (D == 2 and k % 2 == 1) else g
+        result[key] = reverse_within_lengths(g, lens) if (D == 2 and k % 2 == 1) else g
     return result
 
 
@@ -349,3 +358,99 @@ def test_commands_plug_into_the_rnnkit_cli(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert err == ("rnnkit gradflow: error: --arch: unknown architecture 'cnn'; expected a comma-separated list "
                    "of rnn, gru, lstm, jordan\n")
+
+
+def reference_stack(module, x, lengths):
+    """(internals per layer and direction, output) of a bidirectional stack by
+    rnnkit.reference: the backward direction runs the reference on its input reversed
+    within each length, and its results are reversed back to the caller's time order."""
+    lens = torch.tensor(lengths)
+    active = (torch.arange(x.shape[0])[:, None] < lens[None, :]).unsqueeze(-1)  # (T, B, 1)
+    internals, layer_input = [], x
+    for layer in range(module.num_layers):
+        outs = []
+        for d in range(2):
+            params = [getattr(module, f"{n}_l{layer}{'_reverse' if d else ''}").detach()
+                      for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            xin = reverse_within_lengths(layer_input, lens) if d else layer_input
+            if isinstance(module, rnnkit.LSTM):
+                res = reference.lstm(xin, None, None, *params, lengths=lens, return_internals=True)
+            elif isinstance(module, rnnkit.GRU):
+                res = reference.gru(xin, None, *params, reset_after=module.reset_after, lengths=lens,
+                                    return_internals=True)
+            else:
+                res = reference.elman(xin, None, *params, nonlinearity=module.nonlinearity, lengths=lens,
+                                      return_internals=True)
+            out = torch.where(active, res[0], torch.zeros_like(res[0]))
+            internals.append({k: reverse_within_lengths(v, lens) if d else v for k, v in res[-1].items()})
+            outs.append(reverse_within_lengths(out, lens) if d else out)
+        layer_input = torch.cat(outs, dim=2)
+    return internals, layer_input
+
+
+@pytest.mark.parametrize("arch", ["rnn", "lstm", "gru", "gru_before"])
+def test_internals_of_every_layer_and_direction_equal_reference(arch):
+    module = make(arch)  # 2 layers, bidirectional
+    x = torch.randn(T, B, I, dtype=D64, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out, _, inside = module.forward_with_internals(x, lengths=LENGTHS)
+        want, want_out = reference_stack(module, x, LENGTHS)
+    active = torch.arange(T)[:, None] < torch.tensor(LENGTHS)[None, :]
+    assert len(inside) == len(want) == 4
+    for k, (got, expected) in enumerate(zip(inside, want)):
+        assert set(got) == set(expected), k
+        for key in expected:
+            torch.testing.assert_close(got[key][active], expected[key][active], rtol=1e-12, atol=1e-12,
+                                       msg=f"layer {k // 2} direction {k % 2} {key}")
+            assert (got[key][~active] == 0).all(), f"layer {k // 2} direction {k % 2} {key}: padding"
+    torch.testing.assert_close(out, want_out, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_grad_recorders_of_every_layer_and_direction_equal_autograd(arch):
+    module = make(arch)
+    x = torch.randn(T, B, I, dtype=D64, generator=torch.Generator().manual_seed(4))
+    w = torch.randn(T, B, 2 * H if arch != "jordan" else 2, dtype=D64, generator=torch.Generator().manual_seed(5))
+    recorders = []
+    out, _, _ = module.forward_with_internals(x, lengths=LENGTHS, grad_recorders=recorders)
+    (out * w).sum().backward()
+    expected = oracle(module, x, LENGTHS, lambda o: (o * w).sum())
+    assert len(recorders) == len({k for k, _ in expected})
+    active = torch.arange(T)[:, None] < torch.tensor(LENGTHS)[None, :]
+    for (k, key), g in expected.items():
+        torch.testing.assert_close(recorders[k][key][active], g[active], rtol=1e-10, atol=1e-13,
+                                   msg=f"recorder {k} {key}")
+
+
+def test_lags_follow_each_directions_processing_order():
+    """A contractive bidirectional tanh RNN (||W_hh|| = 0.5 both ways) with the loss on each
+    direction's last processed step: the forward direction's last step is t = T_b - 1, the
+    backward direction's is t = 0, so a step's lag is T_b - 1 - t forward and t backward,
+    and the norm at least halves with every step of lag in both."""
+    torch.manual_seed(0)
+    Hs, lengths = 16, [30, 17, 24, 9]
+    rnn = rnnkit.RNN(I, Hs, bidirectional=True).double()
+    with torch.no_grad():
+        for name in ("weight_hh_l0", "weight_hh_l0_reverse"):
+            W = torch.randn(Hs, Hs, dtype=D64)
+            getattr(rnn, name).copy_(W * 0.5 / torch.linalg.matrix_norm(W, ord=2))
+    Tn = max(lengths)
+    x = torch.randn(Tn, len(lengths), I, dtype=D64)
+
+    def loss(result):
+        out = result[0]  # (T, B, 2H): forward half, then backward half
+        return sum(out[n - 1, b, :Hs].sum() + out[0, b, Hs:].sum() for b, n in enumerate(lengths))
+
+    flow = gradient_flow(rnn, x, loss, lengths=lengths, jacobian=False)
+    t = torch.arange(Tn)[:, None].expand(Tn, len(lengths))
+    lens = torch.tensor(lengths)[None, :].expand(Tn, len(lengths))
+    active = t < lens
+    for direction, lag in ((0, lens - 1 - t), (1, t)):
+        lf = flow.layer(0, direction)
+        assert torch.equal(lf.lags[active], lag[active]), f"direction {direction}"
+        by_lag = lf.by_lag()  # (L, B): row j = lag j
+        for b, n in enumerate(lengths):
+            col = by_lag[:n, b]
+            assert (col[1:] <= 0.5 * col[:-1] * (1 + 1e-12)).all(), f"direction {direction} row {b}"
+            assert torch.isnan(by_lag[n:, b]).all()
+        assert lf.decay() <= -0.30103, f"direction {direction}"

@@ -9,7 +9,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit import functional as F
 from rnnkit import reference as R
-from conftest import rel_err
+from conftest import pairs, rel_err
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -56,7 +56,7 @@ def test_modules_match_torch(p, arch):
         grads = torch.autograd.grad(loss, [x] + list(m.parameters()))
         return [out] + states + list(grads)
 
-    for a, b in zip(run(r), run(t)):
+    for a, b in pairs(run(r), run(t)):
         assert a.shape == b.shape
         assert rel_err(a, b) < 1e-10
 
@@ -82,5 +82,5 @@ def test_gru_and_jordan_match_reference(p, reset_after, f, g, O):
         w = torch.randn(o2.shape, dtype=o2.dtype)  # a fixed projection: a well-conditioned loss
         g1 = torch.autograd.grad((o1 * w).sum() + s1.sum(), leaves)
         g2 = torch.autograd.grad((o2 * w).sum() + s2.sum(), leaves)
-        for a, b in zip(g1, g2):
+        for a, b in pairs(g1, g2):
             assert rel_err(a, b) < 1e-9

@@ -8,6 +8,7 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import rnnkit.reference as ref
+from conftest import pairs
 
 T, B, I, H, O = 5, 3, 4, 6, 2
 LENGTHS = [5, 2, 3]  # unsorted on purpose; one row runs the full length
@@ -145,7 +146,7 @@ def test_gradients_match_torch_nn(arch, use_lengths):
     # reference, with the same parameter tensors
     out, h_n, c_n = _reference(arch, x, state, _weights(module), lengths=lengths)
     got = torch.autograd.grad(loss(out, h_n, c_n), inputs)
-    for g, e in zip(got, expected):
+    for g, e in pairs(got, expected):
         torch.testing.assert_close(g, e, **TOL)
 
 
@@ -390,7 +391,7 @@ def test_cell_equals_sequence_of_length_one(arch):
     x = _randn(1, B, I, seed=40)
     out, final = SEQUENCE[arch](x, *state, **weights, **extra)
     cell_state = _cell_state(arch, CELL[arch](x[0], *state, **weights, **extra))
-    for got, expected in zip(_final_state(arch, final), cell_state):
+    for got, expected in pairs(_final_state(arch, final), cell_state):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
     torch.testing.assert_close(out[0], cell_state[0], rtol=0, atol=0)
 
@@ -404,7 +405,7 @@ def test_sequence_equals_cell_stepped_by_hand(arch):
     for t in range(T):
         s = _cell_state(arch, CELL[arch](x[t], *s, **weights, **extra))
         torch.testing.assert_close(out[t], s[0], rtol=0, atol=0)
-    for got, expected in zip(_final_state(arch, final), s):
+    for got, expected in pairs(_final_state(arch, final), s):
         torch.testing.assert_close(got, expected, rtol=0, atol=0)
 
 
@@ -426,7 +427,7 @@ def test_lengths_equal_each_row_run_alone(arch):
         assert torch.all(out[L:, b] == 0)
         for value in internals.values():
             assert torch.all(value[L:, b] == 0)
-        for got, expected in zip(finals, _final_state(arch, row_final)):
+        for got, expected in pairs(finals, _final_state(arch, row_final)):
             torch.testing.assert_close(got[b : b + 1], expected, **TOL)
 
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import rnnkit
-from conftest import rel_err
+from conftest import pairs, rel_err
 
 
 MODULES = {
@@ -36,7 +36,7 @@ def test_stream_equals_sequence(name, dtype, B, isa):
     got = stream.state()
     want = state
     if isinstance(want, tuple):
-        for a, b in zip(got, want):
+        for a, b in pairs(got, want):
             assert rel_err(a, b) < tol
     else:
         assert rel_err(got, want) < tol
@@ -79,7 +79,7 @@ def test_reset_to_state_continues_exactly():
     a = [stream.step(xs[t]).clone() for t in (3, 4)]
     stream.reset(saved)
     b = [stream.step(xs[t]).clone() for t in (3, 4)]
-    assert all(torch.equal(p, q) for p, q in zip(a, b))
+    assert all(torch.equal(p, q) for p, q in pairs(a, b))
 
 
 def test_cells_stream():

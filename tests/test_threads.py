@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import rnnkit
+from conftest import pairs
 
 
 def _run(m, x, lengths):
@@ -33,7 +34,7 @@ def test_bit_identical_for_any_thread_count(isa, make, with_lengths):
             with rnnkit.use_threads(n):
                 results[n] = _run(m, x, lengths)
     for n in (2, 3, 5):
-        for a, b in zip(results[1], results[n]):
+        for a, b in pairs(results[1], results[n]):
             assert torch.equal(a, b), f"{n} threads differ from 1 thread"
 
 
