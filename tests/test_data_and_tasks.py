@@ -1,6 +1,7 @@
 """Data loaders and the language-model task, each checked against what it must compute:
-splits that partition the text, the vocabulary's count rule, piano-roll keys, next-character
-targets, and an evaluation that carries the state through the whole split."""
+splits that partition the text, the vocabulary's count rule, piano-roll keys, IOBES
+entities, next-character targets, and an evaluation that carries the state through the
+whole split."""
 import json
 import math
 
@@ -11,6 +12,7 @@ import torch.nn.functional as F
 
 from cli_support import write_corpus
 
+from rnnkit.data.conll import entities
 from rnnkit.data.music import load_piano_rolls
 from rnnkit.data.text import Vocab, split_by_position
 from rnnkit.training.options import DEFAULTS
@@ -40,6 +42,12 @@ def test_piano_roll_key_is_the_midi_pitch_minus_21(tmp_path):
     expected[0, 0] = expected[0, 87] = expected[1, 60 - 21] = 1  # A0 is key 0, C8 key 87
     assert np.array_equal(rolls["train"][0], expected)
     assert np.flatnonzero(rolls["valid"][0][0]).tolist() == [64 - 21]
+
+
+def test_iobes_end_and_single_tags_close_their_entity():
+    tags = "S-PER O B-LOC E-LOC B-ORG I-ORG E-ORG S-LOC S-LOC".split()
+    # (type, first token, one past the last token)
+    assert entities(tags) == {("PER", 0, 1), ("LOC", 2, 4), ("ORG", 4, 7), ("LOC", 7, 8), ("LOC", 8, 9)}
 
 
 def _lm_task(tmp_path, **overrides):

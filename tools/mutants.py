@@ -150,7 +150,8 @@ MUTANTS: List[Mutant] = [
            ("tests/test_data_and_tasks.py", "tests/test_task_music.py"), "piano roll shifted a semitone"),
     Mutant("conll-entity-end", "data/conll.py",
            "out.add((kind, start, i + 1))", "out.add((kind, start, i))",
-           ("tests/test_task_tag.py::test_entities_follow_conlleval",), "E-/S- entities one token short"),
+           ("tests/test_data_and_tasks.py", "tests/test_task_tag.py::test_entities_follow_conlleval"),
+           "E-/S- entities one token short"),
 ]
 
 
