@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from . import functional, reference
-from .modules import JordanRNN, _runs_natively, _warn_once
+from .modules import _JORDAN_ROLES, JordanRNN, _check_jordan_activations, _jordan_parameters, _positive_int, \
+    _runs_natively, _warn_once
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
 
@@ -125,11 +126,12 @@ class GRUCell(nn.GRUCell):
         return _out(h_n, unbatched)
 
 
-class JordanCell(JordanRNN):
+class JordanCell(nn.Module):
     """One Jordan step: ``h = f(W_ih x + b_ih + W_yh y + b_yh)``, ``y' = g(W_hy h + b_hy)``.
 
-    Same arguments and parameters as :class:`rnnkit.JordanRNN` (without batch_first);
-    ``forward(input (B, I), y=None) -> y' (B, O)``.
+    Arguments as :class:`rnnkit.JordanRNN` (one layer, without batch_first); parameters
+    weight_ih (H, I), weight_yh (H, O), weight_hy (O, H), bias_ih (H), bias_yh (H),
+    bias_hy (O), initialised as the layer's. ``forward(input (B, I), y=None) -> y' (B, O)``.
 
     >>> cell = rnnkit.JordanCell(2, 8, 2)
     >>> y = cell(torch.randn(3, 2))            # (3, 2)
@@ -137,8 +139,35 @@ class JordanCell(JordanRNN):
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
                  output_nonlinearity: str = "identity", bias: bool = True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, output_size, nonlinearity, output_nonlinearity, bias,
-                         batch_first=False, device=device, dtype=dtype)
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
+            _positive_int(name, value)
+        _check_jordan_activations(nonlinearity, output_nonlinearity)
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.nonlinearity, self.output_nonlinearity, self.bias = nonlinearity, output_nonlinearity, bias
+        _jordan_parameters(self, "", input_size, hidden_size, output_size, bias, {"device": device, "dtype": dtype})
+        self.reset_parameters()
+
+    reset_parameters = JordanRNN.reset_parameters
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, {self.output_size}"
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.output_nonlinearity != "identity":
+            s += f", output_nonlinearity={self.output_nonlinearity!r}"
+        return s if self.bias else s + ", bias=False"
+
+    def _params(self) -> list:
+        return [self._parameters[role] for role in _JORDAN_ROLES]
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A one-layer JordanRNN's state_dict loads too (its names carry ``_l0``).
+        for role in _JORDAN_ROLES:
+            key = f"{prefix}{role}_l0"
+            if key in state_dict and prefix + role not in state_dict:
+                state_dict[prefix + role] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, input: Tensor, y: Optional[Tensor] = None) -> Tensor:
         x, (y0,), unbatched = _cell_input(self, input, [("y", y)], self.output_size, self.weight_ih.dtype)
