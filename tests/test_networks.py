@@ -184,19 +184,21 @@ def test_stream_equals_the_layer_over_the_sequence(network):
 
 
 @pytest.mark.parametrize("isa", rnnkit.available_isas())
-def test_bit_identical_for_any_thread_count(network, isa):
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_bit_identical_for_any_thread_count(network, isa, lengths):
     m = network.layer(9, 70, torch.float32)
     x = torch.randn(T, B, 9, requires_grad=True)
-    runs = []
+    runs = {}
     with rnnkit.use_isa(isa):
-        for n in (1, 3):
+        for n in (1, 2, 3, 5):
             with rnnkit.use_threads(n):
-                out, final = m(x, lengths=LENGTHS)
+                out, final = m(x, lengths=lengths)
                 outputs = [out] + as_list(final)
-                runs.append([o.detach() for o in outputs] + list(grads_of(outputs, [x, *m.parameters()])))
-    assert len(runs[0]) == len(runs[1])
-    for k, (a, b) in enumerate(zip(*runs)):
-        assert torch.equal(a, b), f"tensor {k}: 3 threads differ from 1"
+                runs[n] = [o.detach() for o in outputs] + list(grads_of(outputs, [x, *m.parameters()]))
+    for n in (2, 3, 5):
+        assert len(runs[n]) == len(runs[1])
+        for k, (a, b) in enumerate(zip(runs[1], runs[n])):
+            assert torch.equal(a, b), f"tensor {k}: {n} threads differ from 1"
 
 
 def _python_calls(fn) -> int:
