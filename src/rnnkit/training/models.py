@@ -73,7 +73,8 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
     if backend == "torch":
         hyper = {**spec.options, **_hyper(spec, config["nonlinearity"])}
         if spec.torch_module is None:
-            raise UsageError(f"--arch {spec.name}: torch.nn has no {spec.title}; use --backend rnnkit")
+            raise UsageError(f"--backend torch: torch.nn has no {spec.title} (--arch {spec.name}); "
+                             "use --backend rnnkit")
         for key, allowed in spec.torch_supports.items():
             if hyper[key] not in allowed:
                 raise UsageError(f"--{key.replace('_', '-')} {hyper[key]}: torch.nn.{spec.torch_module} supports "
