@@ -81,21 +81,22 @@ def _check_sequence(x):
 
 
 def _as_lengths(lengths, x):
-    """lengths as an int64 tensor (B,) on x's device, checked to lie in [1, T]."""
+    """lengths as an int64 tensor (B,) on x's device, checked to lie in [1, T].
+
+    The oracle keeps its own check (it imports nothing of rnnkit); the messages are
+    those of rnnkit._checks.lengths_tensor, and a test holds them equal."""
     T, B = x.shape[0], x.shape[1]
     if lengths is None:
         return None
-    lengths = torch.as_tensor(lengths, dtype=torch.int64, device=x.device)
+    lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+        raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
+    lengths = lengths.to(device=x.device, dtype=torch.int64)
     if lengths.shape != (B,):
-        raise ValueError(
-            f"lengths must hold one value per batch row, shape ({B},); "
-            f"got shape {tuple(lengths.shape)}"
-        )
-    if B > 0 and (lengths.min() < 1 or lengths.max() > T):
-        raise ValueError(
-            f"lengths must lie in [1, T={T}]; got min {int(lengths.min())}, "
-            f"max {int(lengths.max())}"
-        )
+        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
+    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        bad = lengths[(lengths < 1) | (lengths > T)][0].item()
+        raise ValueError(f"lengths: every length must be in [1, T={T}], got {bad}")
     return lengths
 
 
