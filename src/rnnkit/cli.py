@@ -297,7 +297,7 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
     rows.append(("threads", f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
                             + (f" ({env})" if env else "")))
     rows.append(("torch CPU capability", str(torch.backends.cpu.get_cpu_capability())))
-    rows.append(("networks", ", ".join(f"{n.name} (rnnkit.{n.module}"
+    rows.append(("rnnkit modules", ", ".join(f"{n.name} (rnnkit.{n.module}"
                                        + (f", torch.nn.{n.torch_module}" if n.torch_module else "") + ")"
                                        for n in networks.NETWORKS.values())))
     rows.append(("tasks", ", ".join(sorted(load_builtin_tasks()))))
