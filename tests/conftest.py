@@ -52,3 +52,40 @@ def pairs(a, b):
 
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-10}
+
+
+# ---- every network of the registry ---------------------------------------------------
+# One fixture yields every network and variant of rnnkit.networks with each of its
+# example hyper-parameter settings: the checks that take ``network`` cover a new entry
+# of the registry without edits.
+from rnnkit import networks as _networks  # noqa: E402
+
+
+class NetworkCase:
+    """One network of the registry with one hyper-parameter setting."""
+
+    def __init__(self, spec, hyper):
+        self.spec, self.hyper = spec, dict(hyper)
+        self.name = spec.name + "".join(f"-{v}" for k, v in self.hyper.items() if k not in spec.options)
+
+    def layer(self, I, H, dtype=torch.float64, **kwargs):
+        """The rnnkit layer (Jordan: output size H // 2 + 1, unlike H, to catch mix-ups)."""
+        if self.spec.state_size == "output_size":
+            kwargs.setdefault("output_size", H // 2 + 1)
+        return self.spec.make(I, H, **self.hyper, **kwargs).to(dtype)
+
+    def cell(self, I, H, dtype=torch.float64, **kwargs):
+        if self.spec.state_size == "output_size":
+            kwargs.setdefault("output_size", H // 2 + 1)
+        return self.spec.cell_class(I, H, **{**self.spec.options, **self.hyper}, **kwargs).to(dtype)
+
+    def __repr__(self):
+        return self.name
+
+
+NETWORK_CASES = [NetworkCase(spec, ex) for spec in _networks.NETWORKS.values() for ex in spec.examples]
+
+
+@pytest.fixture(params=NETWORK_CASES, ids=lambda c: c.name)
+def network(request) -> NetworkCase:
+    return request.param

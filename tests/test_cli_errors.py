@@ -60,7 +60,7 @@ def test_too_little_text_for_the_batch(tmp_path):
 
 
 @pytest.mark.parametrize("args, needles", [
-    (["--arch", "transformer"], ["--arch", "invalid choice", "lstm"]),
+    (["--arch", "transformer"], ["--arch", "expected one of", "lstm", "gru-rb", "'transformer'"]),
     (["--optimizer", "adam9"], ["--optimizer", "invalid choice"]),
     (["--hidden", "0"], ["--hidden", "expected an integer >= 1"]),
     (["--dropout", "1.5"], ["--dropout", "[0, 1)"]),
@@ -68,7 +68,9 @@ def test_too_little_text_for_the_batch(tmp_path):
     (["--bidirectional"], ["--bidirectional"]),            # a language model must not see the future
     (["--preset", "huge"], ["--preset", "invalid choice"]),
     (["--arch", "jordan", "--backend", "torch"], ["--backend torch", "Jordan"]),
-    (["--arch", "gru", "--gru-form", "before", "--backend", "torch"], ["--gru-form before"]),
+    (["--arch", "gru", "--gru-form", "before", "--backend", "torch"], ["--backend torch", "reset before", "gru-rb"]),
+    (["--arch", "gru-rb", "--backend", "torch"], ["--backend torch", "reset before", "gru-rb"]),
+    (["--arch", "rnn", "--nonlinearity", "identity", "--backend", "torch"], ["--nonlinearity identity", "tanh, relu"]),
     (["--corpus", "wikipedia"], ["--corpus", "invalid choice"]),
 ])
 def test_unknown_or_invalid_option_values(tmp_path, args, needles):

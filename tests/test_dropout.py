@@ -68,18 +68,22 @@ def own_dropout(x: torch.Tensor, p: float) -> torch.Tensor:
 
 def single_layers(stack: torch.nn.Module):
     """The layers of a stack as separate one-layer modules with the same weights."""
-    if isinstance(stack, torch.nn.ModuleList):  # the training engine's JordanStack
-        return list(stack)
-    layers = []
     D = 2 if stack.bidirectional else 1
+    layers = []
     for layer in range(stack.num_layers):
-        kw = dict(bidirectional=stack.bidirectional)
-        if isinstance(stack, rnnkit.GRU):
-            kw["reset_after"] = stack.reset_after
-        if isinstance(stack, rnnkit.RNN):
-            kw["nonlinearity"] = stack.nonlinearity
-        one = type(stack)(stack.input_size if layer == 0 else D * stack.hidden_size, stack.hidden_size, **kw)
-        one = one.to(stack.weight_ih_l0.dtype)
+        if isinstance(stack, rnnkit.JordanRNN):
+            width = stack.input_size if layer == 0 else D * stack.output_size
+            one = rnnkit.JordanRNN(width, stack.hidden_size, stack.output_size, stack.nonlinearity,
+                                   stack.output_nonlinearity, bidirectional=stack.bidirectional)
+        else:
+            kw = dict(bidirectional=stack.bidirectional)
+            if isinstance(stack, rnnkit.GRU):
+                kw["reset_after"] = stack.reset_after
+            if isinstance(stack, rnnkit.RNN):
+                kw["nonlinearity"] = stack.nonlinearity
+            width = stack.input_size if layer == 0 else D * stack.hidden_size
+            one = type(stack)(width, stack.hidden_size, **kw)
+        one = one.to(next(stack.parameters()).dtype)
         one.load_state_dict({name.replace(f"_l{layer}", "_l0"): value for name, value in stack.state_dict().items()
                              if f"_l{layer}" in name})
         layers.append(one)
@@ -92,7 +96,8 @@ STACKS = {
     "lstm_bidirectional": lambda: rnnkit.LSTM(I, H, num_layers=2, dropout=P, bidirectional=True),
     "gru": lambda: rnnkit.GRU(I, H, num_layers=2, dropout=P),
     "gru_before": lambda: rnnkit.GRU(I, H, num_layers=2, dropout=P, reset_after=False),
-    "jordan_stack": lambda: build_rnn("jordan", I, H, num_layers=3, dropout=P),
+    "jordan_engine": lambda: build_rnn("jordan", I, H, num_layers=3, dropout=P),
+    "jordan_bidirectional": lambda: rnnkit.JordanRNN(I, H, 4, num_layers=2, dropout=P, bidirectional=True),
 }
 
 

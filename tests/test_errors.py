@@ -171,3 +171,19 @@ def test_core_binding_rejects_bad_buffers():
         _core.lstm_forward(0, xw, w, None, None, None, hs, cs, g.double(), None, 1)
     with pytest.raises(ValueError, match=r"lengths: every length must be in \[1, 5\], got 9"):
         _core.lstm_forward(0, xw, w, None, None, torch.tensor([1, 9, 2]), hs, cs, g, None, 1)
+
+
+@pytest.mark.parametrize("bad, error", [([0, 2, 1], ValueError), ([1, 6, 1], ValueError), ([1, 2], ValueError),
+                                        ([1.0, 2.0, 1.0], TypeError)])
+def test_lengths_errors_say_the_same_on_every_path(bad, error):
+    """The native path, the reference and the modules reject bad lengths in the same words."""
+    x = torch.randn(5, 3, 2, dtype=torch.float64)
+    w_ih, w_hh = torch.randn(4, 2, dtype=torch.float64), torch.randn(4, 4, dtype=torch.float64)
+    messages = []
+    for run in (lambda: rnnkit.functional.elman(x, None, w_ih, w_hh, lengths=bad),
+                lambda: rnnkit.reference.elman(x, None, w_ih, w_hh, lengths=bad),
+                lambda: rnnkit.RNN(2, 4).double()(x, lengths=bad)):
+        with pytest.raises(error) as info:
+            run()
+        messages.append(str(info.value))
+    assert messages[0].startswith("lengths: ") and len(set(messages)) == 1, messages

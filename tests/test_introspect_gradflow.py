@@ -357,7 +357,7 @@ def test_commands_plug_into_the_rnnkit_cli(monkeypatch, capsys):
     assert cli.main(["gradflow", "--arch", "rnn,cnn"], out=io.StringIO()) == 2
     err = capsys.readouterr().err
     assert err == ("rnnkit gradflow: error: --arch: unknown architecture 'cnn'; expected a comma-separated list "
-                   "of rnn, gru, lstm, jordan\n")
+                   "of rnn, jordan, lstm, gru, gru-rb\n")
 
 
 def reference_stack(module, x, lengths):

@@ -23,28 +23,26 @@ def _run(m, x):
 
 
 def _run_reference(m, x):
-    """The same module computed by rnnkit.reference (per-step torch code from SPEC.md); the
-    backward direction of a bidirectional layer runs on x reversed in time."""
-    if isinstance(m, rnnkit.JordanRNN):
-        out, y_n = reference.jordan(x, None, *m._params(), nonlinearity=m.nonlinearity,
-                                    output_nonlinearity=m.output_nonlinearity)
-        return _results(m, x, out, [y_n])
+    """The same one-layer module computed by rnnkit.reference (per-step torch code from
+    SPEC.md); a bidirectional layer's backward direction runs on x reversed in time."""
     assert m.num_layers == 1
     outs, finals = [], []
     for d in range(2 if m.bidirectional else 1):
-        p = [getattr(m, f"{n}_l0{'_reverse' if d else ''}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
         xin = x.flip(0) if d else x
-        if isinstance(m, rnnkit.LSTM):
-            out, (h, c) = reference.lstm(xin, None, None, *p)
-            finals.append((h, c))
+        p = m._params(0, d) if isinstance(m, rnnkit.JordanRNN) else \
+            [getattr(m, f"{n}_l0{'_reverse' if d else ''}") for n in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        if isinstance(m, rnnkit.JordanRNN):
+            out, final = reference.jordan(xin, None, *p, nonlinearity=m.nonlinearity,
+                                          output_nonlinearity=m.output_nonlinearity)
+        elif isinstance(m, rnnkit.LSTM):
+            out, final = reference.lstm(xin, None, None, *p)
         elif isinstance(m, rnnkit.GRU):
-            out, h = reference.gru(xin, None, *p, reset_after=m.reset_after)
-            finals.append((h,))
+            out, final = reference.gru(xin, None, *p, reset_after=m.reset_after)
         else:
-            out, h = reference.elman(xin, None, *p, nonlinearity=m.nonlinearity)
-            finals.append((h,))
+            out, final = reference.elman(xin, None, *p, nonlinearity=m.nonlinearity)
+        finals.append(final if isinstance(final, tuple) else (final,))
         outs.append(out.flip(0) if d else out)
-    states = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]  # (D, B, H) each
+    states = [torch.stack([f[i] for f in finals]) for i in range(len(finals[0]))]  # (D, B, S) each
     return _results(m, x, torch.cat(outs, dim=2), states)
 
 

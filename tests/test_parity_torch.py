@@ -8,21 +8,23 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 import rnnkit
+from conftest import NETWORK_CASES
 from helpers import assert_all_close, forward_backward, twin
 
-ARCHS = {
-    "rnn_tanh": (nn.RNN, rnnkit.RNN, {"nonlinearity": "tanh"}),
-    "rnn_relu": (nn.RNN, rnnkit.RNN, {"nonlinearity": "relu"}),
-    "lstm": (nn.LSTM, rnnkit.LSTM, {}),
-    "gru": (nn.GRU, rnnkit.GRU, {}),
-}
+# Every network and setting of the registry that torch.nn computes too:
+# name -> (torch.nn class, rnnkit class, constructor arguments both take).
+TORCH_CASES = {c.name: c for c in NETWORK_CASES if c.spec.torch_computes_same(c.hyper)}
+ARCHS = {name: (c.spec.torch_class, c.spec.module_class, {k: v for k, v in c.hyper.items() if k not in c.spec.options})
+         for name, c in TORCH_CASES.items()}
+CELLS = {name: (getattr(nn, c.spec.cell), c.spec.cell_class, kw) for name, (_, _, kw), c in
+         ((n, ARCHS[n], TORCH_CASES[n]) for n in ARCHS)}
 I, H, T, B = 5, 7, 6, 4
 
 
 def _states(arch, L, D, B, dtype, unbatched=False):
     shape = (L * D, H) if unbatched else (L * D, B, H)
     h = torch.randn(shape, dtype=dtype, requires_grad=True)
-    if arch == "lstm":
+    if len(TORCH_CASES[arch].spec.states) == 2:  # LSTM: (h, c)
         return (h, torch.randn(shape, dtype=dtype, requires_grad=True))
     return h
 
@@ -111,18 +113,15 @@ def test_unbatched_parity(arch, dtype, with_hx):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize("name", ["rnn_tanh", "rnn_relu", "lstm", "gru"])
+@pytest.mark.parametrize("name", list(CELLS))
 @pytest.mark.parametrize("unbatched", [False, True])
 def test_cell_parity(name, dtype, unbatched):
-    cells = {"rnn_tanh": (nn.RNNCell, rnnkit.RNNCell, {"nonlinearity": "tanh"}),
-             "rnn_relu": (nn.RNNCell, rnnkit.RNNCell, {"nonlinearity": "relu"}),
-             "lstm": (nn.LSTMCell, rnnkit.LSTMCell, {}), "gru": (nn.GRUCell, rnnkit.GRUCell, {})}
-    tc, rc, kw = cells[name]
+    tc, rc, kw = CELLS[name]
     t, r = twin(tc, rc, I, H, dtype=dtype, **kw)
     x = torch.randn((I,) if unbatched else (B, I), dtype=dtype, requires_grad=True)
     shape = (H,) if unbatched else (B, H)
     hx = torch.randn(shape, dtype=dtype, requires_grad=True)
-    if name == "lstm":
+    if len(TORCH_CASES[name].spec.states) == 2:  # LSTM: (h, c)
         hx = (hx, torch.randn(shape, dtype=dtype, requires_grad=True))
     leaves = _leaves(x, hx)
 

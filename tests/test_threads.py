@@ -1,13 +1,12 @@
-"""The recurrence split across threads gives bit-identical results for any thread
-count (each element is computed by one thread with a fixed summation order), on
-every ISA path, with and without lengths, forward and backward."""
+"""Threads in the recurrence. Bit-identical results for any thread count, for every
+network on every ISA path, are checked by tests/test_networks.py; here: a threaded
+run against torch.nn, and threads from several Python threads at once."""
 import threading
 
 import pytest
 import torch
 
 import rnnkit
-from conftest import pairs
 
 
 def _run(m, x, lengths):
@@ -17,25 +16,6 @@ def _run(m, x, lengths):
     loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum() for o in [out] + states)
     grads = torch.autograd.grad(loss, [x] + list(m.parameters()))
     return [out.detach()] + [s.detach() for s in states] + list(grads)
-
-
-@pytest.mark.parametrize("isa", rnnkit.available_isas())
-@pytest.mark.parametrize("make", [
-    lambda: rnnkit.RNN(9, 70), lambda: rnnkit.LSTM(9, 70), lambda: rnnkit.GRU(9, 70),
-    lambda: rnnkit.GRU(9, 70, reset_after=False)], ids=["rnn", "lstm", "gru", "gru_before"])
-@pytest.mark.parametrize("with_lengths", [False, True])
-def test_bit_identical_for_any_thread_count(isa, make, with_lengths):
-    m = make()
-    x = torch.randn(6, 5, 9, requires_grad=True)
-    lengths = torch.tensor([6, 3, 1, 6, 2]) if with_lengths else None
-    with rnnkit.use_isa(isa):
-        results = {}
-        for n in (1, 2, 3, 5):
-            with rnnkit.use_threads(n):
-                results[n] = _run(m, x, lengths)
-    for n in (2, 3, 5):
-        for a, b in pairs(results[1], results[n]):
-            assert torch.equal(a, b), f"{n} threads differ from 1 thread"
 
 
 def test_threaded_matches_torch():

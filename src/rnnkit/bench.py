@@ -3,11 +3,14 @@
 Contenders for each (mode, arch, H, B) cell (reference = rnnkit.reference):
 
     arch     peer (inference / training)       peer (streaming)      also (inference)
-    elman    torch.nn.RNN (tanh)               torch.nn.RNNCell      onnxruntime
+    rnn      torch.nn.RNN (tanh)               torch.nn.RNNCell      onnxruntime
     lstm     torch.nn.LSTM                     torch.nn.LSTMCell     onnxruntime
     gru      torch.nn.GRU (reset after)        torch.nn.GRUCell      onnxruntime
     gru-rb   reference.gru (reset before)      reference.gru_cell
     jordan   reference.jordan                  reference.jordan_cell
+
+(arch: the networks of :mod:`rnnkit.networks`; the peer is the torch.nn module that
+computes the same equations where there is one, else the reference.)
 
 Modes:
 
@@ -45,11 +48,12 @@ from typing import Callable, Optional
 
 import torch
 
+from . import networks
+
 # ------------------------------------------------------------------------------- defaults
 HIDDEN = (32, 64, 128, 256, 512, 1024)
 BATCH = (1, 16, 64)
 SEQ_LEN = 100
-ARCHS = ("elman", "lstm", "gru", "gru-rb", "jordan")
 MODES = ("inference", "training", "streaming")
 BUDGET_S = 1.0  # measured time per cell, all contenders together; sets the repeats
 TOTAL_BUDGET_S = 720.0  # the whole run; cells get less than BUDGET_S when it runs short
@@ -72,40 +76,36 @@ SEED = 0
 
 
 # ---------------------------------------------------------------------------- the archs
-@dataclass(frozen=True)
-class _Arch:
-    """How to build one architecture in rnnkit, torch.nn and rnnkit.reference."""
-
-    gates: int  # G: stacked gate blocks in weight_ih / weight_hh (Jordan: 1)
-    layer: str  # rnnkit class of the sequence layer (same name in torch.nn if torch_peer)
-    cell: str  # rnnkit class of the cell
-    torch_peer: bool  # peer is torch.nn (else rnnkit.reference)
-    reference: str  # sequence function in rnnkit.reference; its cell is reference + "_cell"
-    params: tuple  # weight arguments of the reference functions, in order
-    kwargs: dict = field(default_factory=dict)  # constructor options, also passed to reference
+ARCHS = networks.names()
 
 
-_ELMAN_LIKE = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-_ARCHS = {
-    "elman": _Arch(1, "RNN", "RNNCell", True, "elman", _ELMAN_LIKE),
-    "lstm": _Arch(4, "LSTM", "LSTMCell", True, "lstm", _ELMAN_LIKE),
-    "gru": _Arch(3, "GRU", "GRUCell", True, "gru", _ELMAN_LIKE, {"reset_after": True}),
-    "gru-rb": _Arch(3, "GRU", "GRUCell", False, "gru", _ELMAN_LIKE, {"reset_after": False}),
-    "jordan": _Arch(1, "JordanRNN", "JordanCell", False, "jordan",
-                    ("weight_ih", "weight_yh", "weight_hy", "bias_ih", "bias_yh", "bias_hy")),
-}
+def _spec(arch: str) -> networks.Network:
+    return networks.get(arch)
+
+
+def _torch_peer(arch: str) -> bool:
+    """torch.nn computes the same equations (with the default hyper-parameters)."""
+    spec = _spec(arch)
+    return spec.torch_computes_same(_hyper(spec))
+
+
+def _hyper(spec: networks.Network) -> dict:
+    """The hyper-parameters of the benchmarked layer: the first example setting (tanh)."""
+    return {**spec.examples[0], **spec.options}
 
 
 def forward_flops(arch: str, T: int, B: int, I: int, H: int, O: int) -> int:
     """Floating-point operations of one forward pass: matrix products only, 2 per multiply-add.
 
-    Elman, LSTM, GRU: 2·T·B·(I + H)·G·H with G = 1, 4, 3 gate blocks.
-    Jordan: 2·T·B·(I·H + O·H + H·O) (input, fed-back output, output layer).
+    The multiply-adds of one step are the sizes of the layer's weight matrices (Elman,
+    LSTM, GRU: (I + H)·G·H with G = 1, 4, 3 gate blocks; Jordan: I·H + O·H + H·O),
+    counted on a parameter-free ("meta") instance of the network.
     A training step (forward and backward) counts 3 × forward.
     """
-    if arch == "jordan":
-        return 2 * T * B * (I * H + O * H + H * O)
-    return 2 * T * B * (I + H) * _ARCHS[arch].gates * H
+    spec = _spec(arch)
+    kwargs = {"output_size": O} if spec.state_size == "output_size" else {}
+    module = spec.make(I, H, device="meta", **kwargs)
+    return 2 * T * B * sum(p.numel() for p in module.parameters() if p.dim() == 2)
 
 
 @dataclass(frozen=True)
@@ -154,26 +154,18 @@ class Runner:
 
 
 def _sizes(arch: str, I: int, H: int, O: int) -> tuple:
-    return (I, H, O) if arch == "jordan" else (I, H)
+    return (I, H, O) if _spec(arch).state_size == "output_size" else (I, H)
 
 
 def _torch_class(arch: str, streaming: bool):
-    spec = _ARCHS[arch]
-    return getattr(torch.nn, spec.cell if streaming else spec.layer)
-
-
-def _rnnkit_class(arch: str, streaming: bool):
-    import rnnkit
-
-    name = _ARCHS[arch].cell if streaming else _ARCHS[arch].layer
-    cls = getattr(rnnkit, name, None)
-    if cls is None:
-        raise Unavailable(f"rnnkit.{name} does not exist yet")
-    return cls
+    spec = _spec(arch)
+    return getattr(torch.nn, spec.cell if streaming else spec.torch_module)
 
 
 def _new_rnnkit(arch: str, streaming: bool, case: Case) -> torch.nn.Module:
-    return _rnnkit_class(arch, streaming)(*_sizes(arch, case.I, case.H, case.O), **_ARCHS[arch].kwargs)
+    spec = _spec(arch)
+    cls = spec.cell_class if streaming else spec.module_class
+    return cls(*_sizes(arch, case.I, case.H, case.O), **_hyper(spec))
 
 
 def source_state(case: Case) -> dict:
@@ -181,7 +173,7 @@ def source_state(case: Case) -> dict:
     peer is torch.nn, else a seeded rnnkit module. Same (arch, H, layer/cell) -> same weights."""
     streaming = case.mode == "streaming"
     torch.manual_seed(SEED)
-    if _ARCHS[case.arch].torch_peer:
+    if _torch_peer(case.arch):
         module = _torch_class(case.arch, streaming)(case.I, case.H)
     else:
         module = _new_rnnkit(case.arch, streaming, case)
@@ -226,9 +218,11 @@ def _module_runner(module: torch.nn.Module, case: Case, x: torch.Tensor) -> Runn
 
 
 def _zero_state(case: Case):
-    size = case.O if case.arch == "jordan" else case.H
-    h = torch.zeros(case.B, size)
-    return (h, torch.zeros(case.B, size)) if case.arch == "lstm" else h
+    """The cell's state: (B, H), (h, c) for an LSTM, (B, O) for Jordan."""
+    spec = _spec(case.arch)
+    size = case.O if spec.state_size == "output_size" else case.H
+    states = tuple(torch.zeros(case.B, size) for _ in spec.states)
+    return states if len(states) > 1 else states[0]
 
 
 def _build_rnnkit(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
@@ -245,7 +239,7 @@ def _stream_runner(cell: torch.nn.Module, case: Case, x: torch.Tensor) -> Runner
 
     stream = Stream(cell.eval(), batch_size=case.B)
     xs = x.unbind(0)  # T tensors (1, I)
-    out = torch.empty(case.B, case.O if case.arch == "jordan" else case.H)
+    out = torch.empty(case.B, case.O if _spec(case.arch).state_size == "output_size" else case.H)
 
     def call():
         stream.reset()
@@ -256,7 +250,7 @@ def _stream_runner(cell: torch.nn.Module, case: Case, x: torch.Tensor) -> Runner
 
 
 def _build_torch(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
-    if not _ARCHS[case.arch].torch_peer:
+    if not _torch_peer(case.arch):
         raise Unavailable(f"torch.nn has no {case.arch}")
     module = _torch_class(case.arch, case.mode == "streaming")(case.I, case.H)
     module.load_state_dict(state)
@@ -273,29 +267,25 @@ def _state_entry(state: dict, name: str) -> torch.Tensor:
 def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
     from rnnkit import reference
 
-    spec = _ARCHS[case.arch]
+    spec = _spec(case.arch)
     training = case.mode == "training"
-    params = [_state_entry(state, n).clone().requires_grad_(training) for n in spec.params]
-    kwargs = spec.kwargs
-    n_states = 2 if case.arch == "lstm" else 1  # (h0, c0) or h0 or y0
+    params = [_state_entry(state, n).clone().requires_grad_(training) for n in spec.param_roles]
+    kwargs = _hyper(spec)
+    n_states = len(spec.states)  # (h0, c0) or h0 or y0
     if case.mode == "inference":
-        fn = getattr(reference, spec.reference)
-
         def call():
             with torch.inference_mode():
-                return fn(x, *[None] * n_states, *params, **kwargs)[0]
+                return spec.reference(x, *[None] * n_states, *params, **kwargs)[0]
         return Runner(call)
 
     if training:
-        fn = getattr(reference, spec.reference)
         xg = x.detach().clone().requires_grad_()
 
         def call():
-            out = fn(xg, *[None] * n_states, *params, **kwargs)[0]
+            out = spec.reference(xg, *[None] * n_states, *params, **kwargs)[0]
             return torch.autograd.grad(out.sum(), [xg, *params])[0]
         return Runner(call, leaves=[xg, *params])
 
-    cell = getattr(reference, spec.reference + "_cell")
     xs = x.unbind(0)
     state0 = _zero_state(case)
 
@@ -303,12 +293,7 @@ def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> 
         with torch.inference_mode():
             s = state0
             for x_t in xs:
-                if case.arch == "lstm":
-                    s = cell(x_t, *s, *params, **kwargs)  # (h, c)
-                elif case.arch == "jordan":
-                    s = cell(x_t, s, *params, **kwargs)[1]  # (h, y) -> y
-                else:
-                    s = cell(x_t, s, *params, **kwargs)
+                s = spec.reference_step(x_t, *(s if isinstance(s, tuple) else (s,)), *params, **kwargs)
             return _first(s)
     return Runner(call, steps=case.T)
 
@@ -370,7 +355,7 @@ def _export_and_open(case: Case, state: dict, threads: int, dynamo: bool):
 
 
 def _build_onnxruntime(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
-    if case.mode != "inference" or not _ARCHS[case.arch].torch_peer:
+    if case.mode != "inference" or not _torch_peer(case.arch):
         raise Unavailable("onnxruntime: inference of the torch.nn layers only")
     session, _ = _onnx_session(case, state, threads)
     name_in = session.get_inputs()[0].name
@@ -392,8 +377,8 @@ CONTENDERS = {
 
 def contenders_for(case: Case, onnx: bool) -> list:
     """Names of the contenders of a cell, rnnkit first."""
-    names = ["rnnkit", "torch.nn" if _ARCHS[case.arch].torch_peer else "reference"]
-    if onnx and case.mode == "inference" and _ARCHS[case.arch].torch_peer:
+    names = ["rnnkit", "torch.nn" if _torch_peer(case.arch) else "reference"]
+    if onnx and case.mode == "inference" and _torch_peer(case.arch):
         names.append("onnxruntime")
     return names
 
@@ -570,7 +555,7 @@ COLUMNS = {
 
 def _row(result: Result, peak: float) -> list:
     c = result.case
-    peer = "torch.nn" if _ARCHS[c.arch].torch_peer else "reference"
+    peer = "torch.nn" if _torch_peer(c.arch) else "reference"
     ours, theirs = result.median("rnnkit"), result.median(peer)
     gflops = None if ours is None else c.flops / ours / 1e9
     cells = [c.arch, str(c.H), str(c.B), str(c.T), _fmt_time(ours, result.spread("rnnkit")),
@@ -665,7 +650,7 @@ def header(args, threads: int, peaks: tuple, bw: tuple, onnx_note: str) -> str:
         f"(at most {args.budget:g} s a cell, less when the run would exceed "
         f"{QUICK_TOTAL_BUDGET_S if args.quick else TOTAL_BUDGET_S:g} s; {MIN_REPEATS}..{args.max_repeats} "
         "repeats) unless --repeats.",
-        "- speed-up = peer time / rnnkit time (> 1: rnnkit is faster). Peers: torch.nn for elman (tanh), "
+        "- speed-up = peer time / rnnkit time (> 1: rnnkit is faster). Peers: torch.nn for rnn (tanh), "
         "lstm, gru (reset after); rnnkit.reference for gru-rb (reset before) and jordan.",
         "- saved MiB: memory a training step holds for backward, the distinct storages saved by "
         "autograd (torch.autograd.graph.saved_tensors_hooks), input and parameters excluded.",
@@ -675,6 +660,15 @@ def header(args, threads: int, peaks: tuple, bw: tuple, onnx_note: str) -> str:
 
 
 # -------------------------------------------------------------------------------- main
+def _canonical(name: str) -> str:
+    """A network's registry name; earlier spellings (elman) accepted, unknown names kept
+    for the choices check to report."""
+    try:
+        return networks.get(name).name
+    except ValueError:
+        return name
+
+
 def _csv(kind, choices=None):
     def parse(text: str):
         items = [s.strip() for s in text.split(",") if s.strip()]
@@ -698,7 +692,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Time rnnkit against torch.nn, rnnkit.reference and onnxruntime; print a markdown table.")
     p.add_argument("--quick", action="store_true",
                    help=f"CI smoke subset: H {QUICK_HIDDEN}, B {QUICK_BATCH}, T {QUICK_SEQ_LEN}, small budget")
-    p.add_argument("--archs", type=_csv(str, ARCHS), help=f"comma list from {','.join(ARCHS)} (default all)")
+    p.add_argument("--archs", type=_csv(_canonical, ARCHS), help=f"comma list from {','.join(ARCHS)} (default all)")
     p.add_argument("--mode", type=_csv(str, MODES), help=f"comma list from {','.join(MODES)} (default all)")
     p.add_argument("--hidden", type=_csv(int), help=f"hidden sizes H (= I), default {HIDDEN}")
     p.add_argument("--batch", type=_csv(int), help=f"batch sizes B, default {BATCH} (streaming: always 1)")

@@ -14,8 +14,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import functional, reference
-from .modules import JordanRNN, _runs_natively, _warn_once
+from . import networks
+from .modules import _JORDAN_ROLES, JordanRNN, _check_jordan_activations, _jordan_parameters, _positive_int, \
+    _runs_natively, _warn_once
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
 
@@ -55,7 +56,42 @@ def _out(t: Tensor, unbatched: bool) -> Tensor:
     return t.squeeze(0) if unbatched else t
 
 
-class RNNCell(nn.RNNCell):
+class _Step:
+    """The forward of every cell: one step of the network's layer function with T = 1,
+    driven by the cell's entry in :mod:`rnnkit.networks`. Off the native core (CUDA,
+    half precision), torch.nn's own cell runs where it computes the same equations,
+    else the reference (with a one-time warning)."""
+
+    _state_argument = "hx"
+
+    def _step(self, input: Tensor, hx):
+        spec = networks.network_of(self)
+        n = len(spec.states)
+        if n == 1:
+            names, parts = [self._state_argument], [hx]
+        else:
+            if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == n):
+                raise TypeError(f"{self._state_argument}: expected a tuple "
+                                f"({', '.join(spec.states)}) for {spec.title}, got {type(hx).__name__}")
+            names = [f"{self._state_argument}[{i}] ({s})" for i, s in enumerate(spec.states)]
+            parts = (None,) * n if hx is None else hx
+        x, states, unbatched = _cell_input(self, input, list(zip(names, parts)), getattr(self, spec.state_size),
+                                           self.weight_ih.dtype)
+        hyper = spec.hyper_of(self)
+        native = _runs_natively(x)
+        if not native:
+            if spec.torch_computes_same(hyper):
+                return super().forward(input, hx)
+            _warn_once(f"{type(self).__name__}-reference", f"rnnkit.{type(self).__name__}: no native kernel for "
+                       f"device={x.device.type}, dtype={x.dtype}; running the reference implementation")
+        fn = spec.functional if native else spec.reference
+        params = [self._parameters.get(role) for role in spec.param_roles]
+        final = fn(x, *states, *params, **hyper)[1]
+        finals = tuple(_out(f, unbatched) for f in (final if isinstance(final, tuple) else (final,)))
+        return finals if n > 1 else finals[0]
+
+
+class RNNCell(_Step, nn.RNNCell):
     """One Elman step ``h' = f(W_ih x + b_ih + W_hh h + b_hh)``; a drop-in for ``torch.nn.RNNCell``
     (nonlinearity may also be 'identity').
 
@@ -72,18 +108,10 @@ class RNNCell(nn.RNNCell):
         self.nonlinearity = nonlinearity
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        x, (h,), unbatched = _cell_input(self, input, [("hx", hx)], self.hidden_size, self.weight_ih.dtype)
-        if not _runs_natively(x):
-            if self.nonlinearity != "identity":
-                return super().forward(input, hx)
-            _warn_once("RNNCell-reference", "rnnkit.RNNCell: no native kernel for this device/dtype; "
-                       "running the reference implementation")
-        fn = functional.elman if _runs_natively(x) else reference.elman
-        _, h_n = fn(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, nonlinearity=self.nonlinearity)
-        return _out(h_n, unbatched)
+        return self._step(input, hx)
 
 
-class LSTMCell(nn.LSTMCell):
+class LSTMCell(_Step, nn.LSTMCell):
     """One LSTM step (SPEC section 3); a drop-in for ``torch.nn.LSTMCell``: returns (h', c').
 
     >>> cell = rnnkit.LSTMCell(10, 20)
@@ -91,16 +119,10 @@ class LSTMCell(nn.LSTMCell):
     """
 
     def forward(self, input: Tensor, hx=None):
-        h0, c0 = (None, None) if hx is None else hx
-        x, (h, c), unbatched = _cell_input(self, input, [("hx[0] (h)", h0), ("hx[1] (c)", c0)], self.hidden_size,
-                                           self.weight_ih.dtype)
-        if not _runs_natively(x):
-            return super().forward(input, hx)
-        _, (h_n, c_n) = functional.lstm(x, h, c, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh)
-        return _out(h_n, unbatched), _out(c_n, unbatched)
+        return self._step(input, hx)
 
 
-class GRUCell(nn.GRUCell):
+class GRUCell(_Step, nn.GRUCell):
     """One GRU step (SPEC section 4); a drop-in for ``torch.nn.GRUCell``, plus ``reset_after``
     (False: the seeds' form, see :class:`rnnkit.GRU`).
 
@@ -114,22 +136,15 @@ class GRUCell(nn.GRUCell):
         self.reset_after = bool(reset_after)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
-        x, (h,), unbatched = _cell_input(self, input, [("hx", hx)], self.hidden_size, self.weight_ih.dtype)
-        if not _runs_natively(x):
-            if self.reset_after:
-                return super().forward(input, hx)
-            _warn_once("GRUCell-reference", "rnnkit.GRUCell: no native kernel for this device/dtype; "
-                       "running the reference implementation")
-        fn = functional.gru if _runs_natively(x) else reference.gru
-        _, h_n = fn(x, h, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh, reset_after=self.reset_after)
-        return _out(h_n, unbatched)
+        return self._step(input, hx)
 
 
-class JordanCell(JordanRNN):
+class JordanCell(_Step, nn.Module):
     """One Jordan step: ``h = f(W_ih x + b_ih + W_yh y + b_yh)``, ``y' = g(W_hy h + b_hy)``.
 
-    Same arguments and parameters as :class:`rnnkit.JordanRNN` (without batch_first);
-    ``forward(input (B, I), y=None) -> y' (B, O)``.
+    Arguments as :class:`rnnkit.JordanRNN` (one layer, without batch_first); parameters
+    weight_ih (H, I), weight_yh (H, O), weight_hy (O, H), bias_ih (H), bias_yh (H),
+    bias_hy (O), initialised as the layer's. ``forward(input (B, I), y=None) -> y' (B, O)``.
 
     >>> cell = rnnkit.JordanCell(2, 8, 2)
     >>> y = cell(torch.randn(3, 2))            # (3, 2)
@@ -137,16 +152,34 @@ class JordanCell(JordanRNN):
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
                  output_nonlinearity: str = "identity", bias: bool = True, device=None, dtype=None):
-        super().__init__(input_size, hidden_size, output_size, nonlinearity, output_nonlinearity, bias,
-                         batch_first=False, device=device, dtype=dtype)
+        super().__init__()
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
+            _positive_int(name, value)
+        _check_jordan_activations(nonlinearity, output_nonlinearity)
+        self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.nonlinearity, self.output_nonlinearity, self.bias = nonlinearity, output_nonlinearity, bias
+        _jordan_parameters(self, "", input_size, hidden_size, output_size, bias, {"device": device, "dtype": dtype})
+        self.reset_parameters()
+
+    reset_parameters = JordanRNN.reset_parameters
+
+    def extra_repr(self) -> str:
+        s = f"{self.input_size}, {self.hidden_size}, {self.output_size}"
+        if self.nonlinearity != "tanh":
+            s += f", nonlinearity={self.nonlinearity!r}"
+        if self.output_nonlinearity != "identity":
+            s += f", output_nonlinearity={self.output_nonlinearity!r}"
+        return s if self.bias else s + ", bias=False"
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A one-layer JordanRNN's state_dict loads too (its names carry ``_l0``).
+        for role in _JORDAN_ROLES:
+            key = f"{prefix}{role}_l0"
+            if key in state_dict and prefix + role not in state_dict:
+                state_dict[prefix + role] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    _state_argument = "y"
 
     def forward(self, input: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        x, (y0,), unbatched = _cell_input(self, input, [("y", y)], self.output_size, self.weight_ih.dtype)
-        native = _runs_natively(x)
-        if not native:
-            _warn_once("JordanCell-reference", "rnnkit.JordanCell: no native kernel for this device/dtype; "
-                       "running the reference implementation")
-        fn = functional.jordan if native else reference.jordan
-        _, y_n = fn(x, y0, *self._params(), nonlinearity=self.nonlinearity,
-                    output_nonlinearity=self.output_nonlinearity)
-        return _out(y_n, unbatched)
+        return self._step(input, y)

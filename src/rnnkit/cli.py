@@ -264,7 +264,7 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
     import rnnkit
 
     from .data.text import bible_available
-    from .training.models import ARCHS, rnnkit_available
+    from . import networks
 
     def have(mod: str) -> str:
         try:
@@ -297,8 +297,9 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
     rows.append(("threads", f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
                             + (f" ({env})" if env else "")))
     rows.append(("torch CPU capability", str(torch.backends.cpu.get_cpu_capability())))
-    rows.append(("rnnkit modules", ", ".join(f"{a}: {'rnnkit' if rnnkit_available(a) else 'torch only'}"
-                                             for a in ARCHS)))
+    rows.append(("rnnkit modules", ", ".join(f"{n.name} (rnnkit.{n.module}"
+                                       + (f", torch.nn.{n.torch_module}" if n.torch_module else "") + ")"
+                                       for n in networks.NETWORKS.values())))
     rows.append(("tasks", ", ".join(sorted(load_builtin_tasks()))))
     rows.append(("optional", f"tqdm {have('tqdm')}, matplotlib {have('matplotlib')}, safetensors "
                              f"{have('safetensors')}, tensorboard {have('tensorboard')}, "

@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.autograd.function import once_differentiable
 
 from . import _backend, _core
+from ._checks import lengths_tensor
 
 __all__ = ["elman", "lstm", "gru", "jordan"]
 
@@ -76,19 +77,7 @@ def _sum_bias(*biases: Optional[Tensor]) -> Optional[Tensor]:
     return total
 
 
-def _lengths_tensor(lengths, T: int, B: int) -> Optional[Tensor]:
-    if lengths is None:
-        return None
-    lengths = torch.as_tensor(lengths)
-    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
-        raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
-    lengths = lengths.to(device="cpu", dtype=torch.int64).contiguous()
-    if lengths.shape != (B,):
-        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
-    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
-        bad = lengths[(lengths < 1) | (lengths > T)][0].item()
-        raise ValueError(f"lengths: every length must be in [1, T={T}], got {bad}")
-    return lengths
+_lengths_tensor = lengths_tensor  # the one check (rnnkit._checks), by its earlier name here
 
 
 def _flat(t: Tensor) -> Tensor:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import functional, reference
+from . import functional, networks, reference
 
 __all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "StateGradients"]
 
@@ -137,10 +137,6 @@ def _reverse_time(x: Tensor, lengths: Optional[Tensor]) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- stacked layers
-# (x, states, params, lengths, want_internals, grad_recorder) -> (out, states, internals or None)
-LayerFn = Callable[..., tuple]
-
-
 class StateGradients(Mapping):
     """Per-step state gradients of one layer and direction, filled by the backward pass.
 
@@ -164,32 +160,51 @@ class StateGradients(Mapping):
         return len(self._raw)
 
 
-def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: int,
-               internals: Optional[list] = None, recorders: Optional[list] = None):
-    """Runs num_layers x num_directions single-direction layers.
+def _layer_params(module: nn.Module, roles: Sequence[str], layer: int, direction: int) -> list:
+    """The parameters of one layer and direction, in the order of ``roles``."""
+    suffix = "_reverse" if direction == 1 else ""
+    return [module._parameters.get(f"{role}_l{layer}{suffix}") for role in roles]
 
-    states: for each state kind (h, or h and c), a tensor (L*D, B, H) or None.
-    Returns (output (T, B, D*H), final states as a list of (L*D, B, H) tensors).
+
+def _run_layer(spec, native: bool, x: Tensor, init: list, params: list, hyper: dict, lengths,
+               want_internals: bool, recorder: Optional[dict]):
+    """One layer in one direction: (out (T, B, F), final states tuple, internals or None)."""
+    if native:
+        res = spec.functional(x, *init, *params, **hyper, lengths=lengths, return_internals=want_internals,
+                              grad_recorder=recorder)
+    else:
+        res = spec.reference(x, *init, *params, **hyper, lengths=lengths, return_internals=want_internals)
+    finals = res[1] if isinstance(res[1], tuple) else (res[1],)
+    return res[0], finals, (res[2] if want_internals else None)
+
+
+def _run_stack(module, spec, batch: _Batch, states: list, native: bool, internals: Optional[list] = None,
+               recorders: Optional[list] = None):
+    """Runs num_layers x num_directions single-direction layers of network ``spec``.
+
+    states: for each state of the network (h; h and c; y), a tensor (L*D, B, S) or None.
+    Returns (output (T, B, D*S), final states as a list of (L*D, B, S) tensors).
     With ``internals`` / ``recorders`` lists, appends per layer and direction the
     recorded internals (dict of (T, B, .) in the caller's order) / a StateGradients.
+    Dropout (training only) is applied to every layer's output but the last.
     """
     D = 2 if module.bidirectional else 1
+    hyper = spec.hyper_of(module)
     x = batch.x
-    finals: list = [[] for _ in range(num_states)]
+    finals: list = [[] for _ in spec.states]
     for layer_index in range(module.num_layers):
         outs = []
         for direction in range(D):
             k = layer_index * D + direction
-            suffix = "_reverse" if direction == 1 else ""
-            params = [module._parameters.get(f"{name}_l{layer_index}{suffix}") for name in module._param_roles]
+            params = _layer_params(module, spec.param_roles, layer_index, direction)
             init = [None if s is None else s[k] for s in states]
             xin = _reverse_time(x, batch.lengths) if direction == 1 else x
             recorder = None
             if recorders is not None:
                 recorder = StateGradients(batch, reverse=direction == 1)
                 recorders.append(recorder)
-            out, final, inner = layer(xin, init, params, batch.lengths, internals is not None,
-                                      None if recorder is None else recorder._raw)
+            out, final, inner = _run_layer(spec, native, xin, init, params, hyper, batch.lengths,
+                                           internals is not None, None if recorder is None else recorder._raw)
             if internals is not None:
                 internals.append({k: batch.per_step(v, direction == 1) for k, v in inner.items()})
             if direction == 1:
@@ -203,31 +218,32 @@ def _run_stack(module, batch: _Batch, states: list, layer: LayerFn, num_states: 
     return x, [f[0].unsqueeze(0) if len(f) == 1 else torch.stack(f) for f in finals]
 
 
-class _NativeRNNMixin:
-    """Shared forward of RNN / LSTM / GRU on the native core."""
+class _StackedNetwork:
+    """The forward pass shared by every layer class (RNN, LSTM, GRU, JordanRNN): input
+    checks, initial states, the layer stack and the caller's output form, all driven by
+    the class's entry in :mod:`rnnkit.networks`."""
 
-    _param_roles = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
-    _num_states = 1
+    _state_argument = "hx"  # the name of forward's initial-state argument, for error messages
+
+    @property
+    def network(self):
+        """This layer's :class:`rnnkit.networks.Network`."""
+        return networks.network_of(self)
 
     def _check_supported(self) -> None:
         if getattr(self, "proj_size", 0):
             raise NotImplementedError("proj_size > 0 (LSTM with projections) is not implemented by rnnkit yet; "
                                       "use torch.nn.LSTM for it")
 
-    def _layer(self, native: bool) -> LayerFn:
-        raise NotImplementedError
-
-    def _torch_math_identical(self) -> bool:
-        return True
-
     def forward_with_internals(self, input, hx=None, *, lengths=None, grad_recorders: Optional[list] = None):
         """``forward`` that also returns what happens inside, at native speed.
 
-        Returns ``(output, h_n, internals)`` where ``internals[l * D + d]`` (layer l,
-        direction d) is a dict of per-step tensors, shape (T, B, H) ((B, T, H) with
+        Returns ``(output, final_state, internals)`` where ``internals[l * D + d]`` (layer
+        l, direction d) is a dict of per-step tensors, shape (T, B, H) ((B, T, H) with
         batch_first; padded for PackedSequence input; zero past a sequence's length):
-        LSTM ``i, f, g, o`` (gate activations) and ``c`` (cell state); GRU ``r, z, n``;
-        RNN ``a`` (pre-activation). With ``grad_recorders=[]``, the list receives one
+        the network's ``internals`` in :mod:`rnnkit.networks` (LSTM ``i, f, g, o`` gate
+        activations and ``c`` cell state; GRU ``r, z, n``; RNN ``a`` pre-activation;
+        Jordan ``h`` hidden layer). With ``grad_recorders=[]``, the list receives one
         :class:`StateGradients` per layer and direction, filled by ``backward()``.
 
         >>> out, h_n, inside = lstm.forward_with_internals(x)
@@ -237,38 +253,45 @@ class _NativeRNNMixin:
         out, h_n = self._forward(input, hx, lengths, internals, grad_recorders)
         return out, h_n, internals
 
+    def _initial_states(self, spec, batch: _Batch, hx, shape, dtype) -> list:
+        """hx as passed to forward -> one tensor (L*D, B, S) or None per state of the network."""
+        arg = self._state_argument
+        if len(spec.states) == 1:
+            return [batch.state(hx, arg, shape, dtype)]
+        if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == len(spec.states)):
+            raise TypeError(f"{arg}: expected a tuple ({', '.join(s + '_0' for s in spec.states)}) "
+                            f"for {spec.title}, got {type(hx).__name__}")
+        parts = (None,) * len(spec.states) if hx is None else hx
+        return [batch.state(p, f"{arg}[{i}] ({s}_0)", shape, dtype)
+                for i, (s, p) in enumerate(zip(spec.states, parts))]
+
     def _forward(self, input, hx, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
         self._check_supported()
-        dtype = self.weight_ih_l0.dtype
+        spec = networks.network_of(self)
+        dtype = self._parameters[f"{spec.param_roles[0]}_l0"].dtype
         probe = input.data if isinstance(input, PackedSequence) else input
-        if isinstance(probe, Tensor) and not _runs_natively(probe) and self._torch_math_identical() \
+        if isinstance(probe, Tensor) and not _runs_natively(probe) and spec.torch_computes_same(spec.hyper_of(self)) \
                 and lengths is None and probe.dtype == dtype and internals is None and recorders is None:
             # CUDA or half precision: torch's kernels compute the same equations.
             return super().forward(input, hx)
         batch = _Batch(input, lengths, self.batch_first, self.input_size, dtype)
         native = _runs_natively(batch.x)
         if not native:
+            if internals is not None or recorders is not None:
+                raise NotImplementedError("forward_with_internals: recording runs on the native core only "
+                                          "(CPU, float32 or float64)")
             _warn_once(f"{type(self).__name__}-reference",
                        f"rnnkit.{type(self).__name__}: no native kernel for device={batch.x.device.type}, "
                        f"dtype={batch.x.dtype}; running the per-step reference implementation (slow)")
         D = 2 if self.bidirectional else 1
-        shape = (self.num_layers * D, batch.B, self.hidden_size)
-        if self._num_states == 2:
-            if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == 2):
-                raise TypeError("hx: expected a tuple (h_0, c_0) for LSTM")
-            h0, c0 = (None, None) if hx is None else hx
-            states = [batch.state(h0, "hx[0] (h_0)", shape, dtype), batch.state(c0, "hx[1] (c_0)", shape, dtype)]
-        else:
-            states = [batch.state(hx, "hx", shape, dtype)]
-        if not native and (internals is not None or recorders is not None):
-            raise NotImplementedError("forward_with_internals: recording runs on the native core only "
-                                      "(CPU, float32 or float64)")
-        out, finals = _run_stack(self, batch, states, self._layer(native), self._num_states, internals, recorders)
+        shape = (self.num_layers * D, batch.B, getattr(self, spec.state_size))
+        states = self._initial_states(spec, batch, hx, shape, dtype)
+        out, finals = _run_stack(self, spec, batch, states, native, internals, recorders)
         finals = [batch.final(f) for f in finals]
-        return batch.output(out), (tuple(finals) if self._num_states == 2 else finals[0])
+        return batch.output(out), (tuple(finals) if len(finals) > 1 else finals[0])
 
 
-class RNN(_NativeRNNMixin, nn.RNN):
+class RNN(_StackedNetwork, nn.RNN):
     """Elman RNN (SPEC section 1), a drop-in for ``torch.nn.RNN``::
 
         h_t = f(W_ih x_t + b_ih + W_hh h_{t-1} + b_hh),   f in tanh | relu | identity
@@ -287,30 +310,16 @@ class RNN(_NativeRNNMixin, nn.RNN):
             args = list(args)
             nonlinearity = args.pop(3)
         nonlinearity = nonlinearity or "tanh"
-        if nonlinearity not in ("tanh", "relu", "identity"):
+        if nonlinearity not in functional._NONLINEARITIES:
             raise ValueError(f"nonlinearity: expected 'tanh', 'relu' or 'identity', got {nonlinearity!r}")
         super().__init__(*args, nonlinearity="tanh" if nonlinearity == "identity" else nonlinearity, **kwargs)
         self.nonlinearity = nonlinearity
-
-    def _torch_math_identical(self) -> bool:
-        return self.nonlinearity in ("tanh", "relu")
-
-    def _layer(self, native: bool) -> LayerFn:
-        fn = functional.elman if native else reference.elman
-        nl = self.nonlinearity
-
-        def layer(x, init, params, lengths, want_internals=False, recorder=None):
-            extra = {"return_internals": want_internals, "grad_recorder": recorder} if native else {}
-            res = fn(x, init[0], *params, nonlinearity=nl, lengths=lengths, **extra)
-            return res[0], (res[1],), (res[2] if want_internals else None)
-
-        return layer
 
     def forward(self, input, hx: Optional[Tensor] = None, *, lengths=None):
         return self._forward(input, hx, lengths)
 
 
-class LSTM(_NativeRNNMixin, nn.LSTM):
+class LSTM(_StackedNetwork, nn.LSTM):
     """LSTM (SPEC section 3), a drop-in for ``torch.nn.LSTM`` (gate rows i, f, g, o).
 
     Args as ``torch.nn.LSTM``; ``proj_size`` > 0 raises NotImplementedError.
@@ -320,23 +329,11 @@ class LSTM(_NativeRNNMixin, nn.LSTM):
     >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10))   # (3, 5, 20), (1, 3, 20) x 2
     """
 
-    _num_states = 2
-
-    def _layer(self, native: bool) -> LayerFn:
-        fn = functional.lstm if native else reference.lstm
-
-        def layer(x, init, params, lengths, want_internals=False, recorder=None):
-            extra = {"return_internals": want_internals, "grad_recorder": recorder} if native else {}
-            res = fn(x, init[0], init[1], *params, lengths=lengths, **extra)
-            return res[0], res[1], (res[2] if want_internals else None)
-
-        return layer
-
     def forward(self, input, hx=None, *, lengths=None):
         return self._forward(input, hx, lengths)
 
 
-class GRU(_NativeRNNMixin, nn.GRU):
+class GRU(_StackedNetwork, nn.GRU):
     """GRU (SPEC section 4), a drop-in for ``torch.nn.GRU`` (gate rows r, z, n).
 
     ``reset_after=True`` (default) is torch's / cuDNN's form,
@@ -353,20 +350,6 @@ class GRU(_NativeRNNMixin, nn.GRU):
         super().__init__(*args, **kwargs)
         self.reset_after = bool(reset_after)
 
-    def _torch_math_identical(self) -> bool:
-        return self.reset_after
-
-    def _layer(self, native: bool) -> LayerFn:
-        fn = functional.gru if native else reference.gru
-        reset_after = self.reset_after
-
-        def layer(x, init, params, lengths, want_internals=False, recorder=None):
-            extra = {"return_internals": want_internals, "grad_recorder": recorder} if native else {}
-            res = fn(x, init[0], *params, reset_after=reset_after, lengths=lengths, **extra)
-            return res[0], (res[1],), (res[2] if want_internals else None)
-
-        return layer
-
     def extra_repr(self) -> str:
         s = super().extra_repr()
         return s if self.reset_after else s + ", reset_after=False"
@@ -375,49 +358,77 @@ class GRU(_NativeRNNMixin, nn.GRU):
         return self._forward(input, hx, lengths)
 
 
-class JordanRNN(nn.Module):
+def _positive_int(name: str, value) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+
+
+def _check_jordan_activations(nonlinearity: str, output_nonlinearity: str) -> None:
+    if nonlinearity not in functional._NONLINEARITIES:
+        raise ValueError(f"nonlinearity: expected one of {functional._NONLINEARITIES}, got {nonlinearity!r}")
+    if output_nonlinearity not in functional._OUTPUT_NONLINEARITIES:
+        raise ValueError(f"output_nonlinearity: expected one of {functional._OUTPUT_NONLINEARITIES}, "
+                         f"got {output_nonlinearity!r}")
+
+
+_JORDAN_ROLES = ("weight_ih", "weight_yh", "weight_hy", "bias_ih", "bias_yh", "bias_hy")
+
+
+def _jordan_parameters(module: nn.Module, suffix: str, I: int, H: int, O: int, bias: bool, kw: dict) -> None:
+    """Registers one Jordan layer's parameters, named ``role + suffix`` (SPEC section 2)."""
+    shapes = {"weight_ih": (H, I), "weight_yh": (H, O), "weight_hy": (O, H), "bias_ih": (H,), "bias_yh": (H,),
+              "bias_hy": (O,)}
+    for role in _JORDAN_ROLES:
+        if role.startswith("bias") and not bias:
+            module.register_parameter(role + suffix, None)
+        else:
+            module.register_parameter(role + suffix, nn.Parameter(torch.empty(shapes[role], **kw)))
+
+
+class JordanRNN(_StackedNetwork, nn.Module):
     """Jordan RNN (SPEC section 2): the previous *output* is fed back::
 
         a_t = W_ih x_t + b_ih + W_yh y_{t-1} + b_yh,  h_t = f(a_t),  y_t = g(W_hy h_t + b_hy)
 
-    Parameters: weight_ih (H, I), bias_ih (H), weight_yh (H, O), bias_yh (H),
-    weight_hy (O, H), bias_hy (O), initialised U(-1/sqrt(H), 1/sqrt(H)) as torch.nn.RNN.
-    ``forward(input, y0=None, *, lengths=None) -> (output, y_n)``: output (T, B, O)
-    holds every y_t ((B, T, O) with batch_first); y_n (B, O). PackedSequence and
-    unbatched (T, I) inputs are accepted as by torch.nn.RNN.
+    Layers stack as in ``torch.nn.RNN``: layer l > 0 reads the outputs y of layer l - 1
+    (both directions side by side when bidirectional), with ``dropout`` between layers
+    in training. Parameters per layer l (``_reverse`` for the backward direction):
+    weight_ih_l{l} (H, I_l), bias_ih_l{l} (H), weight_yh_l{l} (H, O), bias_yh_l{l} (H),
+    weight_hy_l{l} (O, H), bias_hy_l{l} (O), initialised U(-1/sqrt(H), 1/sqrt(H)) as
+    torch.nn.RNN; ``weight_ih`` etc. without suffix name layer 0's (earlier versions'
+    names, which ``load_state_dict`` also accepts).
 
-    >>> jordan = rnnkit.JordanRNN(2, 8, 2, output_nonlinearity="sigmoid")
-    >>> y, y_n = jordan(torch.randn(5, 3, 2))          # (5, 3, 2), (3, 2)
+    ``forward(input, y0=None, *, lengths=None) -> (output, y_n)``: output (T, B, D*O)
+    holds every y_t of the last layer ((B, T, D*O) with batch_first); y0 and y_n are
+    (num_layers * D, B, O) as h_0 / h_n of ``torch.nn.RNN`` (y0 may also be (B, O) for
+    a one-layer unidirectional network). PackedSequence and unbatched (T, I) inputs are
+    accepted as by torch.nn.RNN.
+
+    >>> jordan = rnnkit.JordanRNN(2, 8, 2, output_nonlinearity="sigmoid", num_layers=2)
+    >>> y, y_n = jordan(torch.randn(5, 3, 2))          # (5, 3, 2), (2, 3, 2)
     """
 
+    _state_argument = "y0"
+
     def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
-                 output_nonlinearity: str = "identity", bias: bool = True, batch_first: bool = False,
-                 device=None, dtype=None):
+                 output_nonlinearity: str = "identity", bias: bool = True, batch_first: bool = False, *,
+                 num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None):
         super().__init__()
-        for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-        if nonlinearity not in functional._NONLINEARITIES:
-            raise ValueError(f"nonlinearity: expected one of {functional._NONLINEARITIES}, got {nonlinearity!r}")
-        if output_nonlinearity not in functional._OUTPUT_NONLINEARITIES:
-            raise ValueError(f"output_nonlinearity: expected one of {functional._OUTPUT_NONLINEARITIES}, "
-                             f"got {output_nonlinearity!r}")
+        for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
+                            ("output_size", output_size), ("num_layers", num_layers)):
+            _positive_int(name, value)
+        _check_jordan_activations(nonlinearity, output_nonlinearity)
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout <= 1:
+            raise ValueError(f"dropout: expected a number in [0, 1], got {dropout!r}")
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
+        self.num_layers, self.dropout, self.bidirectional = num_layers, float(dropout), bool(bidirectional)
         self.nonlinearity, self.output_nonlinearity = nonlinearity, output_nonlinearity
         self.bias, self.batch_first = bias, batch_first
-        kw = {"device": device, "dtype": dtype}
-        H, I, O = hidden_size, input_size, output_size
-        self.weight_ih = nn.Parameter(torch.empty(H, I, **kw))
-        self.weight_yh = nn.Parameter(torch.empty(H, O, **kw))
-        self.weight_hy = nn.Parameter(torch.empty(O, H, **kw))
-        if bias:
-            self.bias_ih = nn.Parameter(torch.empty(H, **kw))
-            self.bias_yh = nn.Parameter(torch.empty(H, **kw))
-            self.bias_hy = nn.Parameter(torch.empty(O, **kw))
-        else:
-            self.register_parameter("bias_ih", None)
-            self.register_parameter("bias_yh", None)
-            self.register_parameter("bias_hy", None)
+        D = 2 if bidirectional else 1
+        for layer in range(num_layers):
+            for suffix in ("", "_reverse")[:D]:
+                _jordan_parameters(self, f"_l{layer}{suffix}", input_size if layer == 0 else output_size * D,
+                                   hidden_size, output_size, bias, {"device": device, "dtype": dtype})
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -427,6 +438,8 @@ class JordanRNN(nn.Module):
 
     def extra_repr(self) -> str:
         s = f"{self.input_size}, {self.hidden_size}, {self.output_size}"
+        if self.num_layers != 1:
+            s += f", num_layers={self.num_layers}"
         if self.nonlinearity != "tanh":
             s += f", nonlinearity={self.nonlinearity!r}"
         if self.output_nonlinearity != "identity":
@@ -435,46 +448,44 @@ class JordanRNN(nn.Module):
             s += ", bias=False"
         if self.batch_first:
             s += ", batch_first=True"
+        if self.dropout:
+            s += f", dropout={self.dropout}"
+        if self.bidirectional:
+            s += ", bidirectional=True"
         return s
 
-    def _params(self):
-        return (self.weight_ih, self.weight_yh, self.weight_hy, self.bias_ih, self.bias_yh, self.bias_hy)
+    def _params(self, layer: int = 0, direction: int = 0) -> list:
+        """One layer's parameters in the order of the functional signature."""
+        return _layer_params(self, _JORDAN_ROLES, layer, direction)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Earlier names: ``weight_ih`` (one JordanRNN layer) and ``0.weight_ih`` (the
+        # training engine's stack of one-layer JordanRNNs) -> ``weight_ih_l0``.
+        for layer in range(self.num_layers):
+            for old in (f"{layer}.", "") if layer == 0 else (f"{layer}.",):
+                for role in _JORDAN_ROLES:
+                    key, new = prefix + old + role, f"{prefix}{role}_l{layer}"
+                    if key in state_dict and new not in state_dict:
+                        state_dict[new] = state_dict.pop(key)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, input, y0: Optional[Tensor] = None, *, lengths=None):
         return self._forward(input, y0, lengths)
 
-    def forward_with_internals(self, input, y0: Optional[Tensor] = None, *, lengths=None,
-                               grad_recorders: Optional[list] = None):
-        """``forward`` that also returns ``[{"h": hidden layer per step}]`` (see
-        :meth:`rnnkit.LSTM.forward_with_internals`); ``grad_recorders`` receives a
-        :class:`StateGradients` with ``"dy"``, the gradient for every fed-back output."""
-        internals: list = []
-        out, y_n = self._forward(input, y0, lengths, internals, grad_recorders)
-        return out, y_n, internals
+    def _initial_states(self, spec, batch: _Batch, y0, shape, dtype) -> list:
+        # A one-layer unidirectional network also takes y0 without the layer
+        # dimension, (B, O) (earlier versions' form).
+        if isinstance(y0, Tensor) and shape[0] == 1:
+            full = tuple(shape[1:]) if not batch.unbatched else (shape[2],)
+            if y0.dim() == len(full):
+                if tuple(y0.shape) != full:
+                    raise ValueError(f"y0: expected shape {full}, got {tuple(y0.shape)} "
+                                     f"(the (num_layers * D, B, O) form {(1,) + full} is accepted too)")
+                y0 = y0.unsqueeze(0)
+        return super()._initial_states(spec, batch, y0, shape, dtype)
 
-    def _forward(self, input, y0, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
-        batch = _Batch(input, lengths, self.batch_first, self.input_size, self.weight_ih.dtype)
-        y0 = batch.state(y0, "y0", (batch.B, self.output_size), batch.x.dtype)
-        native = _runs_natively(batch.x)
-        if not native and (internals is not None or recorders is not None):
-            raise NotImplementedError("forward_with_internals: recording runs on the native core only "
-                                      "(CPU, float32 or float64)")
-        if internals is not None or recorders is not None:
-            recorder = StateGradients(batch, reverse=False)
-            if recorders is not None:
-                recorders.append(recorder)
-            out, y_n, inner = functional.jordan(
-                batch.x, y0, *self._params(), nonlinearity=self.nonlinearity,
-                output_nonlinearity=self.output_nonlinearity, lengths=batch.lengths, return_internals=True,
-                grad_recorder=recorder._raw if recorders is not None else None)
-            if internals is not None:
-                internals.append({k: batch.per_step(v) for k, v in inner.items()})
-            return batch.output(out), batch.final(y_n)
-        if not native:
-            _warn_once("JordanRNN-reference",
-                       f"rnnkit.JordanRNN: no native kernel for device={batch.x.device.type}, dtype={batch.x.dtype}; "
-                       "running the per-step reference implementation (slow)")
-        fn = functional.jordan if native else reference.jordan
-        out, y_n = fn(batch.x, y0, *self._params(), nonlinearity=self.nonlinearity,
-                      output_nonlinearity=self.output_nonlinearity, lengths=batch.lengths)
-        return batch.output(out), batch.final(y_n)
+
+for _role in _JORDAN_ROLES:  # layer 0's parameters under their earlier names
+    setattr(JordanRNN, _role, property(lambda self, _r=_role: getattr(self, f"{_r}_l0"),
+                                       doc=f"``{_role}_l0``: layer 0's {_role} (the earlier name)."))
+del _role

@@ -81,21 +81,22 @@ def _check_sequence(x):
 
 
 def _as_lengths(lengths, x):
-    """lengths as an int64 tensor (B,) on x's device, checked to lie in [1, T]."""
+    """lengths as an int64 tensor (B,) on x's device, checked to lie in [1, T].
+
+    The oracle keeps its own check (it imports nothing of rnnkit); the messages are
+    those of rnnkit._checks.lengths_tensor, and a test holds them equal."""
     T, B = x.shape[0], x.shape[1]
     if lengths is None:
         return None
-    lengths = torch.as_tensor(lengths, dtype=torch.int64, device=x.device)
+    lengths = torch.as_tensor(lengths)
+    if lengths.dtype.is_floating_point or lengths.dtype == torch.bool or lengths.is_complex():
+        raise TypeError(f"lengths: expected an integer tensor, got dtype {lengths.dtype}")
+    lengths = lengths.to(device=x.device, dtype=torch.int64)
     if lengths.shape != (B,):
-        raise ValueError(
-            f"lengths must hold one value per batch row, shape ({B},); "
-            f"got shape {tuple(lengths.shape)}"
-        )
-    if B > 0 and (lengths.min() < 1 or lengths.max() > T):
-        raise ValueError(
-            f"lengths must lie in [1, T={T}]; got min {int(lengths.min())}, "
-            f"max {int(lengths.max())}"
-        )
+        raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
+    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+        bad = lengths[(lengths < 1) | (lengths > T)][0].item()
+        raise ValueError(f"lengths: every length must be in [1, T={T}], got {bad}")
     return lengths
 
 
@@ -117,6 +118,26 @@ def _zero_inactive(active, value):
 
 def _stack(values):
     return torch.stack(values, dim=0)  # (T, B, ·)
+
+
+def _scan(step, x, states, lengths, return_internals):
+    """The one time loop of every network: ``step(x_t, *states) -> (new states, records)``
+    for t = 1 .. T. A row past its length keeps its states; its output (the first
+    state) and its records are zero there (SPEC section 11).
+
+    Returns (out (T, B, ·) = every first state, final states tuple, records or None).
+    """
+    lengths = _as_lengths(lengths, x)
+    outs, records = [], {}
+    for t in range(x.shape[0]):
+        active = _active(lengths, t)  # (B, 1) or None
+        new, recorded = step(x[t], *states)
+        states = tuple(_keep(active, n, s) for n, s in zip(new, states))
+        outs.append(_zero_inactive(active, new[0]))
+        for name, value in recorded.items():
+            records.setdefault(name, []).append(_zero_inactive(active, value))
+    internals = {name: _stack(v) for name, v in records.items()} if return_internals else None
+    return _stack(outs), states, internals
 
 
 # ----------------------------------------------------------------------------------------
@@ -190,19 +211,14 @@ def elman(
     """
     _check_sequence(x)
     f = _activation(_HIDDEN_NONLINEARITIES, nonlinearity, "nonlinearity")
-    lengths = _as_lengths(lengths, x)
     h = _zeros_if_none(h0, x[0], weight_hh.shape[1])  # (B, H)
-    outs, pre = [], []
-    for t in range(x.shape[0]):
-        active = _active(lengths, t)  # (B, 1) or None
-        h_new, a = _elman_step(x[t], h, weight_ih, weight_hh, bias_ih, bias_hh, f)
-        h = _keep(active, h_new, h)
-        outs.append(_zero_inactive(active, h_new))
-        pre.append(_zero_inactive(active, a))
-    out = _stack(outs)  # (T, B, H)
-    if return_internals:
-        return out, h, {"a": _stack(pre)}
-    return out, h
+
+    def step(x_t, h):
+        h_new, a = _elman_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, f)
+        return (h_new,), {"a": a}
+
+    out, (h,), internals = _scan(step, x, (h,), lengths, return_internals)  # out (T, B, H)
+    return (out, h, internals) if return_internals else (out, h)
 
 
 # ----------------------------------------------------------------------------------------
@@ -286,23 +302,16 @@ def lstm(
       (torch.Size([5, 3, 4]), torch.Size([3, 4]))
     """
     _check_sequence(x)
-    lengths = _as_lengths(lengths, x)
     H = weight_hh.shape[1]
     h = _zeros_if_none(h0, x[0], H)  # (B, H)
     c = _zeros_if_none(c0, x[0], H)  # (B, H)
-    outs, records = [], {name: [] for name in ("i", "f", "g", "o", "c")}
-    for t in range(x.shape[0]):
-        active = _active(lengths, t)  # (B, 1) or None
-        h_new, c_new, gates = _lstm_step(x[t], h, c, weight_ih, weight_hh, bias_ih, bias_hh)
-        h = _keep(active, h_new, h)
-        c = _keep(active, c_new, c)
-        outs.append(_zero_inactive(active, h_new))
-        for name, value in gates.items():
-            records[name].append(_zero_inactive(active, value))
-    out = _stack(outs)  # (T, B, H)
-    if return_internals:
-        return out, (h, c), {name: _stack(v) for name, v in records.items()}
-    return out, (h, c)
+
+    def step(x_t, h, c):
+        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+        return (h_new, c_new), gates
+
+    out, (h, c), internals = _scan(step, x, (h, c), lengths, return_internals)  # out (T, B, H)
+    return (out, (h, c), internals) if return_internals else (out, (h, c))
 
 
 # ----------------------------------------------------------------------------------------
@@ -404,20 +413,14 @@ def gru(
       (torch.Size([5, 3, 4]), torch.Size([3, 4]))
     """
     _check_sequence(x)
-    lengths = _as_lengths(lengths, x)
     h = _zeros_if_none(h0, x[0], weight_hh.shape[1])  # (B, H)
-    outs, records = [], {name: [] for name in ("r", "z", "n")}
-    for t in range(x.shape[0]):
-        active = _active(lengths, t)  # (B, 1) or None
-        h_new, gates = _gru_step(x[t], h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after)
-        h = _keep(active, h_new, h)
-        outs.append(_zero_inactive(active, h_new))
-        for name, value in gates.items():
-            records[name].append(_zero_inactive(active, value))
-    out = _stack(outs)  # (T, B, H)
-    if return_internals:
-        return out, h, {name: _stack(v) for name, v in records.items()}
-    return out, h
+
+    def step(x_t, h):
+        h_new, gates = _gru_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after)
+        return (h_new,), gates
+
+    out, (h,), internals = _scan(step, x, (h,), lengths, return_internals)  # out (T, B, H)
+    return (out, h, internals) if return_internals else (out, h)
 
 
 # ----------------------------------------------------------------------------------------
@@ -517,18 +520,11 @@ def jordan(
     _check_sequence(x)
     f = _activation(_HIDDEN_NONLINEARITIES, nonlinearity, "nonlinearity")
     g = _activation(_OUTPUT_NONLINEARITIES, output_nonlinearity, "output_nonlinearity")
-    lengths = _as_lengths(lengths, x)
     y = _zeros_if_none(y0, x[0], weight_hy.shape[0])  # (B, O)
-    outs, hidden = [], []
-    for t in range(x.shape[0]):
-        active = _active(lengths, t)  # (B, 1) or None
-        h, y_new = _jordan_step(
-            x[t], y, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, f, g
-        )
-        y = _keep(active, y_new, y)
-        outs.append(_zero_inactive(active, y_new))
-        hidden.append(_zero_inactive(active, h))
-    out = _stack(outs)  # (T, B, O)
-    if return_internals:
-        return out, y, {"h": _stack(hidden)}
-    return out, y
+
+    def step(x_t, y):
+        h, y_new = _jordan_step(x_t, y, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, f, g)
+        return (y_new,), {"h": h}
+
+    out, (y,), internals = _scan(step, x, (y,), lengths, return_internals)  # out (T, B, O)
+    return (out, y, internals) if return_internals else (out, y)

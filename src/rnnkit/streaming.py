@@ -26,56 +26,46 @@ import torch
 from torch import Tensor, nn
 
 from . import _backend, _core
-from .cells import GRUCell, LSTMCell, RNNCell
-from .modules import GRU, LSTM, RNN, JordanRNN
+from . import networks
+from .modules import _layer_params
 
 __all__ = ["Stream"]
 
-_ARCH = {"elman": 0, "lstm": 1, "gru": 2, "jordan": 3}
-_GATES = {0: 1, 1: 4, 2: 3, 3: 1}
+# The core's cell codes (csrc/stream.cpp) by the kernel name of rnnkit.networks.
+_KERNEL_CODES = {"elman": 0, "lstm": 1, "gru": 2, "jordan": 3}
 
 
 def _describe(module: nn.Module):
-    """(arch code, act, out_act, reset_after, layers, sizes, params) of a supported module."""
-    def d(t: Optional[Tensor]):
-        return None if t is None else t.detach().contiguous()
-
-    if isinstance(module, JordanRNN):  # JordanCell too
-        params = [d(module.weight_ih), d(module.weight_yh), d(module.weight_hy), d(module.bias_ih),
-                  d(module.bias_yh), d(module.bias_hy)]
-        return (_ARCH["jordan"], _backend.ACT_CODES[module.nonlinearity],
-                _backend.ACT_CODES[module.output_nonlinearity], True, 1,
-                [module.input_size, module.hidden_size, module.output_size], params)
-    if isinstance(module, (RNNCell, LSTMCell, GRUCell)):
-        arch = "elman" if isinstance(module, RNNCell) else "lstm" if isinstance(module, LSTMCell) else "gru"
-        act = _backend.ACT_CODES[getattr(module, "nonlinearity", "tanh")]
-        params = [d(module.weight_ih), d(module.weight_hh), d(module.bias_ih), d(module.bias_hh), None, None]
-        return (_ARCH[arch], act, 0, getattr(module, "reset_after", True), 1,
-                [module.input_size, module.hidden_size, 0], params)
-    if isinstance(module, (RNN, LSTM, GRU)):
-        if module.bidirectional:
-            raise ValueError("module: a bidirectional layer needs the whole sequence and cannot be streamed; "
-                             "expected a unidirectional module")
-        arch = "elman" if isinstance(module, RNN) else "lstm" if isinstance(module, LSTM) else "gru"
+    """(network, layers, sizes, params) of a streamable module: per layer (I, H, O) and
+    the six parameter slots of csrc/rnnkit.h's make_stream."""
+    spec = networks.network_of(module, None)
+    if spec is None:
+        raise TypeError(f"module: expected an rnnkit recurrent layer or cell ({', '.join(networks.names())}), "
+                        f"got {type(module).__name__}")
+    if getattr(module, "bidirectional", False):
+        raise ValueError("module: a bidirectional layer needs the whole sequence and cannot be streamed; "
+                         "expected a unidirectional module")
+    if hasattr(module, "_check_supported"):
         module._check_supported()
-        sizes, params = [], []
-        for l in range(module.num_layers):
-            sizes += [module.input_size if l == 0 else module.hidden_size, module.hidden_size, 0]
-            params += [d(getattr(module, f"weight_ih_l{l}")), d(getattr(module, f"weight_hh_l{l}")),
-                       d(getattr(module, f"bias_ih_l{l}", None)), d(getattr(module, f"bias_hh_l{l}", None)),
-                       None, None]
-        act = _backend.ACT_CODES[getattr(module, "nonlinearity", "tanh")]
-        return _ARCH[arch], act, 0, getattr(module, "reset_after", True), module.num_layers, sizes, params
-    raise TypeError(f"module: expected an rnnkit RNN, LSTM, GRU, JordanRNN or one of their cells, "
-                    f"got {type(module).__name__}")
+    is_cell = isinstance(module, spec.cell_class)
+    layers = 1 if is_cell else module.num_layers
+    width = getattr(module, spec.state_size)
+    sizes, params = [], []
+    for l in range(layers):
+        layer = [module._parameters.get(r) for r in spec.param_roles] if is_cell else \
+            _layer_params(module, spec.param_roles, l, 0)
+        params += [None if p is None else p.detach().contiguous() for p in layer] + [None] * (6 - len(layer))
+        O = module.output_size if spec.state_size == "output_size" else 0
+        sizes += [module.input_size if l == 0 else width, module.hidden_size, O]
+    return spec, layers, sizes, params
 
 
 class Stream:
     """Holds a module's state and advances it one time step per :meth:`step` call.
 
     Args:
-        module: an rnnkit ``RNN``, ``LSTM``, ``GRU`` (unidirectional, any number of
-            layers), ``JordanRNN``, or one of the cells. Its weights are copied and packed
+        module: an rnnkit layer of any network in :mod:`rnnkit.networks`
+            (unidirectional, any number of layers), or one of the cells. Its weights are copied and packed
             now; inter-layer dropout is not applied (inference).
         batch_size: B, the number of independent streams advanced together (default 1).
 
@@ -89,7 +79,8 @@ class Stream:
     def __init__(self, module: nn.Module, batch_size: int = 1):
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
-        arch, act, out_act, reset_after, layers, sizes, params = _describe(module)
+        spec, layers, sizes, params = _describe(module)
+        hyper = spec.hyper_of(module)
         dtype = params[0].dtype
         if dtype not in (torch.float32, torch.float64) or params[0].device.type != "cpu":
             raise TypeError(f"module: a stream runs on the CPU in float32 or float64, got {dtype} on "
@@ -98,13 +89,14 @@ class Stream:
         self.dtype = dtype
         self.layers = layers
         self.input_size = sizes[0]
-        self._lstm = arch == _ARCH["lstm"]
-        self._jordan = arch == _ARCH["jordan"]
-        self._width = sizes[2] if arch == _ARCH["jordan"] else sizes[1]
-        self._core = _core.Stream(_backend.current_isa(), arch, act, out_act, bool(reset_after), batch_size, sizes,
-                                  params)
+        self.network = spec
+        self._width = getattr(module, spec.state_size)
+        self._core = _core.Stream(_backend.current_isa(), _KERNEL_CODES[spec.kernel],
+                                  _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
+                                  _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
+                                  bool(hyper.get("reset_after", True)), batch_size, sizes, params)
         # A team of threads is started for every step: worth it only for large steps.
-        self._threads = _backend.num_threads(batch_size, sizes[1], 2 * _GATES[arch], min_macs=1 << 23)
+        self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._out = self._out_np = None  # the last `out=` buffer and its NumPy view
 
@@ -148,31 +140,27 @@ class Stream:
         return y.reshape(-1) if unbatched and out is None else y
 
     def state(self):
-        """The current state as torch.nn returns it: h (L, B, H); (h, c) for an LSTM; y (B, O) for Jordan."""
+        """The current state as the module returns it: h (L, B, H); (h, c) for an LSTM;
+        y (L, B, O) for a Jordan network (the network's states, rnnkit.networks)."""
         def read(which):
             buf = torch.empty(self.layers, self.batch_size, self._width, dtype=self.dtype)
             for l in range(self.layers):
                 self._core.state(l, which, buf[l], False)
             return buf
 
-        h = read(0)
-        if self._lstm:
-            return h, read(1)
-        return h[0] if self._jordan else h
+        states = tuple(read(which) for which in range(len(self.network.states)))
+        return states if len(states) > 1 else states[0]
 
     def reset(self, state=None) -> None:
         """Set the state (zeros if None); same layout as :meth:`state` returns."""
-        parts = [state] if not self._lstm else (list(state) if state is not None else [None, None])
+        several = len(self.network.states) > 1
+        parts = (list(state) if state is not None else [None] * len(self.network.states)) if several else [state]
+        shape = (self.layers, self.batch_size, self._width)
         for which, part in enumerate(parts):
+            if part is None:
+                part = torch.zeros(shape, dtype=self.dtype)
+            part = torch.as_tensor(part, dtype=self.dtype)
+            if tuple(part.shape) != shape:
+                raise ValueError(f"state: expected shape {shape}, got {tuple(part.shape)}")
             for l in range(self.layers):
-                if part is None:
-                    value = torch.zeros(self.batch_size, self._width, dtype=self.dtype)
-                else:
-                    part = torch.as_tensor(part, dtype=self.dtype)
-                    value = part if self._jordan else part[l]
-                    if tuple(value.shape) != (self.batch_size, self._width):
-                        raise ValueError(f"state: expected shape {self._state_shape()}, got {tuple(part.shape)}")
-                self._core.state(l, which, value.contiguous(), True)
-
-    def _state_shape(self):
-        return (self.batch_size, self._width) if self._jordan else (self.layers, self.batch_size, self._width)
+                self._core.state(l, which, part[l].contiguous(), True)

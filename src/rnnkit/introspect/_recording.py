@@ -16,29 +16,29 @@ from typing import Iterator, List, Optional
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .. import functional
-from ..modules import GRU, LSTM, RNN, JordanRNN
+from .. import functional, networks
 
 __all__ = ["arch_of", "recurrent_modules", "find_recurrent", "Capture", "recording", "time_major_input"]
 
-RECURRENT_TYPES = (RNN, LSTM, GRU, JordanRNN)
-ARCH_NAMES = {RNN: "rnn", LSTM: "lstm", GRU: "gru", JordanRNN: "jordan"}
-# Per architecture: the recorded gradient keys (the recurrent state) and the sigmoid gates.
-STATE_KEYS = {"rnn": ("dh",), "gru": ("dh",), "lstm": ("dh", "dc"), "jordan": ("dy",)}
-SIGMOID_GATES = {"rnn": (), "jordan": (), "lstm": ("i", "f", "o"), "gru": ("r", "z")}
+
+def _is_layer(module: nn.Module) -> bool:
+    """An rnnkit recurrent layer (not a cell: recording needs a sequence)."""
+    spec = networks.network_of(module, None)
+    return spec is not None and isinstance(module, spec.module_class)
 
 
 def arch_of(module: nn.Module) -> str:
-    """'rnn', 'lstm', 'gru' or 'jordan' for an rnnkit recurrent module."""
-    for cls, name in ARCH_NAMES.items():
-        if isinstance(module, cls):
-            return name
-    raise TypeError(f"module: expected an rnnkit RNN, LSTM, GRU or JordanRNN, got {type(module).__name__}")
+    """The registry name (:mod:`rnnkit.networks`) of an rnnkit recurrent layer: 'lstm', 'gru-rb', ..."""
+    if not _is_layer(module):
+        raise TypeError(f"module: expected an rnnkit recurrent layer "
+                        f"({', '.join(sorted({n.module for n in networks.NETWORKS.values()}))}), "
+                        f"got {type(module).__name__}")
+    return networks.network_of(module).name
 
 
 def recurrent_modules(model: nn.Module) -> List[nn.Module]:
-    """Every rnnkit recurrent module inside ``model`` (``model`` itself included)."""
-    return [m for m in model.modules() if isinstance(m, RECURRENT_TYPES)]
+    """Every rnnkit recurrent layer inside ``model`` (``model`` itself included)."""
+    return [m for m in model.modules() if _is_layer(m)]
 
 
 def find_recurrent(model: nn.Module, module: Optional[nn.Module] = None) -> nn.Module:
@@ -48,7 +48,7 @@ def find_recurrent(model: nn.Module, module: Optional[nn.Module] = None) -> nn.M
         return module
     found = recurrent_modules(model)
     if len(found) != 1:
-        raise ValueError(f"model: expected exactly one rnnkit RNN / LSTM / GRU / JordanRNN inside "
+        raise ValueError(f"model: expected exactly one rnnkit recurrent layer inside "
                          f"{type(model).__name__}, found {len(found)}; pass module= to choose one")
     return found[0]
 

@@ -31,7 +31,8 @@ import torch
 from torch import Tensor, nn
 
 from ._errors import IntrospectError
-from ._recording import STATE_KEYS, arch_of, find_recurrent, recording
+from .. import networks
+from ._recording import arch_of, find_recurrent, recording
 from .jacobian import step_jacobian_norms
 
 __all__ = ["LayerFlow", "GradientFlow", "gradient_flow", "verdict", "plot_gradient_flow", "main"]
@@ -247,7 +248,7 @@ def gradient_flow(model: nn.Module, input, loss: Optional[Callable] = None, *, h
         model.train(was_training)
 
     T, B = call.x.shape[0], call.x.shape[1]
-    D = 2 if arch != "jordan" and rnn.bidirectional else 1
+    D = 2 if rnn.bidirectional else 1
     lens = call.lengths if call.lengths is not None else torch.full((B,), T, dtype=torch.long)
     t = torch.arange(T)[:, None]
     active = t < lens[None, :]  # (T, B)
@@ -260,7 +261,7 @@ def gradient_flow(model: nn.Module, input, loss: Optional[Callable] = None, *, h
     for k in range(len(call.gradients)):
         layer, direction = divmod(k, D)
         norms = {}
-        for key in STATE_KEYS[arch]:
+        for key in networks.get(arch).gradient_keys():
             n = call.gradient(k, key).detach().to(torch.float64).norm(dim=-1)  # (T, B)
             norms[key] = torch.where(active, n, nan)
         lags = (lens[None, :] - 1 - t) if direction == 0 else t.expand(T, B)
@@ -303,23 +304,17 @@ def plot_gradient_flow(flows: Sequence[GradientFlow], path, title: Optional[str]
 
 
 # ----------------------------------------------------------------------------- command line
-ARCHS = ("rnn", "gru", "lstm", "jordan")
+ARCHS = networks.names()
 
 
 def fresh_model(arch: str, input_size: int, hidden_size: int, num_layers: int = 1) -> nn.Module:
-    """A freshly initialised float64 rnnkit model of the named architecture."""
-    from .. import GRU, LSTM, RNN, JordanRNN
-    if arch == "rnn":
-        return RNN(input_size, hidden_size, num_layers).double()
-    if arch == "gru":
-        return GRU(input_size, hidden_size, num_layers).double()
-    if arch == "lstm":
-        return LSTM(input_size, hidden_size, num_layers).double()
-    if arch == "jordan":
-        if num_layers != 1:
-            raise IntrospectError(f"--layers: JordanRNN has a single layer, got {num_layers}")
-        return JordanRNN(input_size, hidden_size, hidden_size).double()
-    raise IntrospectError(f"--arch: unknown architecture {arch!r}; expected a comma-separated list of {', '.join(ARCHS)}")
+    """A freshly initialised float64 rnnkit model of the named network (:mod:`rnnkit.networks`)."""
+    try:
+        spec = networks.get(arch)
+    except ValueError:
+        raise IntrospectError(f"--arch: unknown architecture {arch!r}; expected a comma-separated list of "
+                              f"{', '.join(ARCHS)}") from None
+    return spec.make(input_size, hidden_size, num_layers=num_layers).double()
 
 
 def parse_archs(text: str) -> List[str]:
@@ -327,9 +322,9 @@ def parse_archs(text: str) -> List[str]:
     if not archs:
         raise IntrospectError(f"--arch: expected a comma-separated list of {', '.join(ARCHS)}, got {text!r}")
     for a in archs:
-        if a not in ARCHS:
+        if a not in ARCHS and a not in networks.ALIASES:
             raise IntrospectError(f"--arch: unknown architecture {a!r}; expected a comma-separated list of {', '.join(ARCHS)}")
-    return archs
+    return [networks.get(a).name for a in archs]
 
 
 def checkpoint_gradient_flow(path, length: int, batch: int = 8, seed: int = 0, *, jacobian: bool = True,
@@ -337,8 +332,7 @@ def checkpoint_gradient_flow(path, length: int, batch: int = 8, seed: int = 0, *
     """Gradient flow of a trained character language model (a checkpoint of ``rnnkit
     train lm``), in float64, on ``batch`` sequences of ``length`` characters: ``text``
     repeated (each row starting at a different offset) or random characters of its
-    vocabulary. Loss: the default one on the recurrent layer's last output. For a
-    stack of Jordan layers, the bottom layer is measured."""
+    vocabulary. Loss: the default one on the recurrent layer's last output."""
     from pathlib import Path
 
     from .visualize import _recurrent_of, load_language_model

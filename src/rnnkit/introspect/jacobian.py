@@ -30,9 +30,8 @@ from typing import Callable, List, Optional
 import torch
 from torch import Tensor, nn
 
-from .. import functional, reference
-from ..modules import _reverse_time
-from ._recording import arch_of, time_major_input
+from .. import networks
+from ..modules import _Batch, _layer_params, _reverse_time, _run_layer
 
 __all__ = ["step_jacobian_norms", "layer_states"]
 
@@ -41,68 +40,46 @@ StepFn = Callable[[Tensor, Tensor], Tensor]  # (s (N, S), x (N, I)) -> s_new (N,
 _MAX_CHUNK_ELEMENTS = 1 << 22  # N * S * S per batched Jacobian chunk (32 MiB in float64)
 
 
-def _initial_states(module: nn.Module, arch: str, hx, unbatched: bool):
-    """Per layer and direction, the initial state(s) as a list of (B, H) tensors (None for zeros)."""
-    if arch == "jordan":
-        y0 = None if hx is None else (hx.unsqueeze(0) if unbatched else hx)
-        return [[y0]]
+def _inits(module: nn.Module, spec, input, hx, lengths):
+    """(batch, per layer and direction the initial states as (B, S) tensors or None),
+    with the module's own input and state checks."""
+    dtype = module._parameters[f"{spec.param_roles[0]}_l0"].dtype
+    batch = _Batch(input, lengths, module.batch_first, module.input_size, dtype)
     D = 2 if module.bidirectional else 1
-    parts = list(hx) if isinstance(hx, (tuple, list)) else [hx]
-    if arch == "lstm" and hx is None:
-        parts = [None, None]
-    if unbatched:
-        parts = [None if p is None else p.unsqueeze(-2) for p in parts]
-    return [[None if p is None else p[k] for p in parts] for k in range(module.num_layers * D)]
+    shape = (module.num_layers * D, batch.B, getattr(module, spec.state_size))
+    states = module._initial_states(spec, batch, hx, shape, dtype)
+    return batch, [[None if s is None else s[k] for s in states] for k in range(shape[0])]
 
 
-def _step_fn(module: nn.Module, arch: str, params: list) -> StepFn:
+def _step_fn(spec, hyper: dict, params: list, sizes: List[int]) -> StepFn:
     """One step of the reference cell as a function of the (flattened) recurrent state."""
-    if arch == "rnn":
-        return lambda s, x: reference.elman_cell(x, s, *params, nonlinearity=module.nonlinearity)
-    if arch == "gru":
-        return lambda s, x: reference.gru_cell(x, s, *params, reset_after=module.reset_after)
-    if arch == "lstm":
-        def lstm_step(s, x):
-            h, c = s.chunk(2, dim=-1)
-            return torch.cat(reference.lstm_cell(x, h, c, *params), dim=-1)
-        return lstm_step
-    return lambda s, x: reference.jordan_cell(x, s, *params, nonlinearity=module.nonlinearity,
-                                              output_nonlinearity=module.output_nonlinearity)[1]
+    def step(s, x):
+        new = spec.reference_step(x, *s.split(sizes, dim=-1), *params, **hyper)
+        return torch.cat(new, dim=-1) if isinstance(new, tuple) else new
+    return step
 
 
-def _trajectories(module: nn.Module, arch: str, x: Tensor, lengths: Optional[Tensor], inits: list):
+def _trajectories(module: nn.Module, spec, x: Tensor, lengths: Optional[Tensor], inits: list):
     """Runs the stack natively; per layer and direction (processing time order):
-    (layer input (T, B, I_l), previous state s_{t-1} (T, B, S), parameters, output (T, B, H))."""
-    if arch == "jordan":
-        params = [p.detach() for p in module._params()]
-        out, _ = functional.jordan(x, inits[0][0], *params, nonlinearity=module.nonlinearity,
-                                   output_nonlinearity=module.output_nonlinearity, lengths=lengths)
-        y0 = inits[0][0] if inits[0][0] is not None else x.new_zeros(x.shape[1], module.output_size)
-        return [(x, torch.cat([y0[None], out[:-1]]), params, out)]
+    (layer input (T, B, I_l), previous states s_{t-1} side by side (T, B, S), parameters,
+    output (T, B, H)). A state other than the layer's output (the LSTM's c) is read from
+    the recorded internals."""
     D = 2 if module.bidirectional else 1
-    H = module.hidden_size
+    S = getattr(module, spec.state_size)
+    hyper = spec.hyper_of(module)
     result = []
     layer_input = x  # (T, B, I)
     for layer in range(module.num_layers):
         outs = []
         for direction in range(D):
             k = layer * D + direction
-            suffix = "_reverse" if direction == 1 else ""
-            params = [getattr(module, f"{name}_l{layer}{suffix}", None) for name in module._param_roles]
-            params = [None if p is None else p.detach() for p in params]
+            params = [None if p is None else p.detach()
+                      for p in _layer_params(module, spec.param_roles, layer, direction)]
             xin = _reverse_time(layer_input, lengths) if direction == 1 else layer_input
-            zeros = xin.new_zeros(xin.shape[1], H)
-            h0 = inits[k][0] if inits[k][0] is not None else zeros
-            if arch == "lstm":
-                c0 = inits[k][1] if inits[k][1] is not None else zeros
-                out, _, inner = functional.lstm(xin, h0, c0, *params, lengths=lengths, return_internals=True)
-                s_prev = torch.cat([torch.cat([h0[None], out[:-1]]), torch.cat([c0[None], inner["c"][:-1]])], dim=-1)
-            elif arch == "gru":
-                out, _ = functional.gru(xin, h0, *params, reset_after=module.reset_after, lengths=lengths)
-                s_prev = torch.cat([h0[None], out[:-1]])
-            else:
-                out, _ = functional.elman(xin, h0, *params, nonlinearity=module.nonlinearity, lengths=lengths)
-                s_prev = torch.cat([h0[None], out[:-1]])
+            init = [xin.new_zeros(xin.shape[1], S) if s is None else s for s in inits[k]]
+            out, _, inner = _run_layer(spec, True, xin, init, params, hyper, lengths, True, None)
+            paths = [out if i == 0 else inner[name] for i, name in enumerate(spec.states)]  # (T, B, S) each
+            s_prev = torch.cat([torch.cat([s0[None], path[:-1]]) for s0, path in zip(init, paths)], dim=-1)
             result.append((xin, s_prev, params, out))
             outs.append(_reverse_time(out, lengths) if direction == 1 else out)
         layer_input = outs[0] if D == 1 else torch.cat(outs, dim=2)
@@ -143,13 +120,16 @@ def _power_norms(step: StepFn, s: Tensor, x: Tensor, iterations: int, seed: int)
 
 
 @torch.no_grad()
-def _run(module, arch, x, lengths, hx, unbatched, exact_max_size, power_iterations, seed) -> List[Tensor]:
+def _run(module, input, hx, lengths, exact_max_size, power_iterations, seed) -> List[Tensor]:
+    spec = networks.network_of(module)
+    batch, inits = _inits(module, spec, input, hx, lengths)
+    x, lengths = batch.x.detach(), batch.lengths
     T, B = x.shape[0], x.shape[1]
-    x = x.detach()
-    inits = _initial_states(module, arch, hx, unbatched)
+    D = 2 if module.bidirectional else 1
+    sizes = [getattr(module, spec.state_size)] * len(spec.states)
     results = []
-    for k, (xin, s_prev, params, _) in enumerate(_trajectories(module, arch, x, lengths, inits)):
-        step = _step_fn(module, arch, params)
+    for k, (xin, s_prev, params, _) in enumerate(_trajectories(module, spec, x, lengths, inits)):
+        step = _step_fn(spec, spec.hyper_of(module), params, sizes)
         S = s_prev.shape[-1]
         s_flat, x_flat = s_prev.reshape(T * B, S), xin.reshape(T * B, -1)
         with torch.enable_grad():
@@ -161,8 +141,7 @@ def _run(module, arch, x, lengths, hx, unbatched, exact_max_size, power_iteratio
         if lengths is not None:
             active = torch.arange(T)[:, None] < lengths[None, :]
             norms = torch.where(active, norms, torch.full_like(norms, float("nan")))
-        direction = k % 2 if arch != "jordan" and module.bidirectional else 0
-        results.append(_reverse_time(norms.unsqueeze(-1), lengths).squeeze(-1) if direction == 1 else norms)
+        results.append(_reverse_time(norms.unsqueeze(-1), lengths).squeeze(-1) if k % D == 1 else norms)
     return results
 
 
@@ -171,7 +150,7 @@ def step_jacobian_norms(module: nn.Module, input, hx=None, *, lengths=None, exac
     """``||ds_t/ds_{t-1}||_2`` for every layer, direction, step and batch row.
 
     Args:
-      module: an rnnkit RNN, LSTM, GRU or JordanRNN.
+      module: an rnnkit recurrent layer (any network of :mod:`rnnkit.networks`).
       input, hx, lengths: as for ``module(input, hx, lengths=...)``.
       exact_max_size: state sizes S up to this get the exact norm (from the eigenvalues
         of J^T J for every S x S Jacobian); larger ones a power-iteration estimate.
@@ -185,13 +164,11 @@ def step_jacobian_norms(module: nn.Module, input, hx=None, *, lengths=None, exac
     >>> rnn = rnnkit.RNN(3, 8)
     >>> norms = step_jacobian_norms(rnn, torch.randn(20, 2, 3))   # [(20, 2)]
     """
-    arch = arch_of(module)
+    networks.network_of(module)
     if exact_max_size < 0 or power_iterations < 1:
         raise ValueError(f"exact_max_size / power_iterations: expected >= 0 / >= 1, "
                          f"got {exact_max_size} / {power_iterations}")
-    unbatched = isinstance(input, Tensor) and input.dim() == 2
-    x, lens = time_major_input(module, input, lengths)
-    return _run(module, arch, x, lens, hx, unbatched, exact_max_size, power_iterations, seed)
+    return _run(module, input, hx, lengths, exact_max_size, power_iterations, seed)
 
 
 @torch.no_grad()
@@ -202,10 +179,8 @@ def layer_states(module: nn.Module, input, hx=None, *, lengths=None) -> List[Ten
     The last entries (top layer) equal the module's own output; the others are the
     hidden states of the lower layers, which the module does not return.
     """
-    arch = arch_of(module)
-    unbatched = isinstance(input, Tensor) and input.dim() == 2
-    x, lens = time_major_input(module, input, lengths)
-    inits = _initial_states(module, arch, hx, unbatched)
-    D = 2 if arch != "jordan" and module.bidirectional else 1
-    return [_reverse_time(out, lens) if k % D == 1 else out
-            for k, (_, _, _, out) in enumerate(_trajectories(module, arch, x.detach(), lens, inits))]
+    spec = networks.network_of(module)
+    batch, inits = _inits(module, spec, input, hx, lengths)
+    D = 2 if module.bidirectional else 1
+    return [_reverse_time(out, batch.lengths) if k % D == 1 else out
+            for k, (_, _, _, out) in enumerate(_trajectories(module, spec, batch.x.detach(), batch.lengths, inits))]

@@ -18,7 +18,8 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import Tensor, nn
 
-from ._recording import SIGMOID_GATES, arch_of, find_recurrent, recording
+from .. import networks
+from ._recording import arch_of, find_recurrent, recording
 
 __all__ = ["GateSaturation", "gate_saturation"]
 
@@ -95,7 +96,7 @@ def gate_saturation(model: nn.Module, data: Iterable, *, module: Optional[nn.Mod
         raise ValueError(f"low, high: expected 0 < low < high < 1, got low={low}, high={high}")
     rnn = find_recurrent(model, module)
     arch = arch_of(rnn)
-    gates = SIGMOID_GATES[arch]
+    gates = networks.get(arch).unit_interval
     if not gates:
         raise ValueError(f"model: a {type(rnn).__name__} has no sigmoid gates; gate saturation needs an LSTM or GRU")
     left: List[Dict[str, Tensor]] = []

@@ -27,6 +27,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor, nn
 
+from .. import networks
 from ._errors import IntrospectError
 from ._recording import arch_of, recording
 from .jacobian import layer_states
@@ -34,16 +35,14 @@ from .jacobian import layer_states
 __all__ = ["TRACKS", "HEATMAP_SIZE_PX", "text_activations", "activation_page", "write_heatmaps",
            "visualize_text", "load_language_model", "main"]
 
-# Quantities shown per architecture, in menu order: name -> (description, kind).
-TRACKS: Dict[str, Dict[str, Tuple[str, str]]] = {
-    "lstm": {"c": ("cell state c", "signed"), "h": ("hidden state h", "signed"),
-             "i": ("input gate i", "gate"), "f": ("forget gate f", "gate"),
-             "o": ("output gate o", "gate"), "g": ("candidate cell g", "signed")},
-    "gru": {"h": ("hidden state h", "signed"), "z": ("update gate z", "gate"),
-            "r": ("reset gate r", "gate"), "n": ("candidate state n", "signed")},
-    "rnn": {"h": ("hidden state h", "signed"), "a": ("pre-activation a", "signed")},
-    "jordan": {"y": ("fed-back output y", "signed"), "h": ("hidden layer h", "signed")},
-}
+def _tracks(spec) -> Dict[str, Tuple[str, str]]:
+    """The layer's output state, then its recorded internals: name -> (description, kind)."""
+    names = (spec.states[0],) + tuple(n for n in spec.internals if n != spec.states[0])
+    return {n: (spec.descriptions[n], "gate" if n in spec.unit_interval else "signed") for n in names}
+
+
+# Quantities shown per network (rnnkit.networks), in menu order: name -> (description, kind).
+TRACKS: Dict[str, Dict[str, Tuple[str, str]]] = {name: _tracks(spec) for name, spec in networks.NETWORKS.items()}
 HEATMAP_SIZE_PX = (1200, 400)  # width, height of every heatmap PNG
 _DPI = 100
 
@@ -52,10 +51,6 @@ _DPI = 100
 def _recurrent_of(model: nn.Module, layer: int) -> Tuple[nn.Module, int]:
     """(recurrent module, internals index) of ``layer`` in a language model."""
     rnn = getattr(model, "rnn", model)
-    if isinstance(rnn, nn.ModuleList):  # a stack of Jordan layers, one module per layer
-        if not 0 <= layer < len(rnn):
-            raise IntrospectError(f"--layer: expected 0..{len(rnn) - 1}, got {layer}")
-        return rnn[layer], 0
     try:
         arch_of(rnn)
     except TypeError:
@@ -72,8 +67,8 @@ def text_activations(model: nn.Module, text: str, *, layer: int = 0) -> Dict[str
 
     Args:
       model: a language model with ``encode(text) -> ids`` whose forward takes ids
-        (T, B) and whose ``rnn`` is an rnnkit recurrent module (or a list of Jordan
-        layers), e.g. ``rnnkit.load(run)`` or ``rnnkit.tasks.lm.CharLM``.
+        (T, B) and whose ``rnn`` is an rnnkit recurrent layer (any network of
+        :mod:`rnnkit.networks`), e.g. ``rnnkit.load(run)`` or ``rnnkit.tasks.lm.CharLM``.
       text: the characters to read (all in the model's vocabulary).
       layer: which recurrent layer.
 
@@ -103,7 +98,7 @@ def text_activations(model: nn.Module, text: str, *, layer: int = 0) -> Dict[str
     call = calls[0]
     states = layer_states(rnn, call.input, call.hx, lengths=call.lengths_argument)
     out: Dict[str, Tensor] = {}
-    state_name = "y" if arch == "jordan" else "h"  # the layer's recurrent output
+    state_name = networks.get(arch).states[0]  # the layer's recurrent output
     for name in TRACKS[arch]:
         value = states[index] if name == state_name else call.internal(index, name)  # (T, 1, H)
         out[name] = value[:, 0].to(torch.float64)  # (T, H)

@@ -2,7 +2,7 @@
 
 * :func:`run_masked`: run any layer made by :func:`rnnkit.training.models.build_rnn` on
   padded sequences with their lengths. rnnkit modules take ``lengths=``; torch.nn ones get
-  a PackedSequence; a Jordan stack runs layer by layer with ``lengths=``. Either way a
+  a PackedSequence. Either way a
   padded step never enters the state, bidirectional layers read each sequence backwards
   from its own last step, and outputs past a sequence's end are zero.
 * :func:`last_hidden`: the last layer's final state(s) at each sequence's own length.
@@ -17,34 +17,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..training.models import JordanStack
+from .. import networks
 from ..training.task import UsageError
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------
-def _is_rnnkit(rnn: nn.Module) -> bool:
-    return type(rnn).__module__.startswith("rnnkit.") and not type(rnn).__module__.startswith("rnnkit.training")
-
 
 def run_masked(rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor):
     """Run ``rnn`` on padded x (T, B, I) whose sequence b has ``lengths[b]`` steps.
 
     Returns (out (T, B, F) with zeros past each length, state tuple) where the state is
-    what :func:`rnnkit.training.models.run_rnn` returns: ``(h_n,)``, ``(h_n, c_n)``, or the
-    Jordan stack's ``(y_1, ..., y_L)``, each taken at the sequence's own last step.
+    what :func:`rnnkit.training.models.run_rnn` returns: ``(h_n,)``, ``(h_n, c_n)`` or
+    ``(y_n,)``, each taken at the sequence's own last step.
     """
     T = x.shape[0]
     lengths = lengths.to(torch.int64).cpu()
     mask = (torch.arange(T)[:, None] < lengths[None, :]).to(x.dtype).unsqueeze(-1)  # (T, B, 1)
-    if isinstance(rnn, JordanStack):
-        finals = []
-        for i, layer in enumerate(rnn):
-            if i > 0 and rnn.dropout > 0:
-                x = nn.functional.dropout(x, rnn.dropout, rnn.training)
-            x, y_n = layer(x, None, lengths=lengths)
-            finals.append(y_n)
-        return x * mask, tuple(finals)
-    if _is_rnnkit(rnn):
+    if networks.network_of(rnn, None) is not None:
         out, state = rnn(x, lengths=lengths)
     else:
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, enforce_sorted=False)
@@ -56,8 +45,6 @@ def run_masked(rnn: nn.Module, x: torch.Tensor, lengths: torch.Tensor):
 
 def last_hidden(rnn: nn.Module, state: Tuple[torch.Tensor, ...]) -> torch.Tensor:
     """(B, D*H): the last layer's final hidden state, both directions side by side."""
-    if isinstance(rnn, JordanStack):
-        return state[-1]
     h = state[0]                                       # (L*D, B, H)
     D = 2 if getattr(rnn, "bidirectional", False) else 1
     return torch.cat([h[-D + d] for d in range(D)], dim=-1)

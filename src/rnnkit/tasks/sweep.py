@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
+from ..training.models import ARCHS, arch_option
 from ..training.task import UsageError
 from .memory import AddingTask, CopyTask
 
@@ -77,7 +78,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                                             "lengths with the same budget; print which of them learn.")
     p.add_argument("task", choices=("adding", "copy"))
     p.add_argument("--lengths", type=int, nargs="+", default=[50, 100, 200], metavar="T")
-    p.add_argument("--archs", nargs="+", default=["rnn", "gru", "lstm"], choices=("rnn", "jordan", "gru", "lstm"))
+    p.add_argument("--archs", nargs="+", default=["rnn", "gru", "lstm"], type=arch_option, choices=ARCHS,
+                   help="networks to compare (rnnkit.networks)")
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=50)

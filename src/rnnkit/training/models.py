@@ -1,17 +1,15 @@
 """The one place that maps ``--arch`` / ``--backend`` to a recurrent module.
 
+``--arch`` takes the names of :mod:`rnnkit.networks` (rnn, jordan, lstm, gru, gru-rb).
 :func:`build_rnn` returns the recurrent layer itself (``rnnkit.LSTM`` or
 ``torch.nn.LSTM``, ...), so a model's parameters keep torch.nn's names
 (``rnn.weight_ih_l0``) and load into the matching torch.nn module unchanged.
-:func:`run_rnn` calls any of them with one convention for the carried state, a tuple of
-tensors: ``(h,)`` for rnn and gru, ``(h, c)`` for lstm, ``(y_1, ..., y_L)`` for a stack of
-Jordan layers (the fed-back outputs).
+:func:`run_rnn` calls any of them with one convention for the carried state: a tuple
+of the network's states, ``(h,)``, ``(h, c)`` for an LSTM, ``(y,)`` for a Jordan
+network, each (layers * directions, B, H).
 
-    arch    backend rnnkit                  backend torch
-    rnn     rnnkit.RNN(nonlinearity)        torch.nn.RNN (tanh, relu)
-    jordan  JordanStack of rnnkit.JordanRNN (none: torch.nn has no Jordan network)
-    lstm    rnnkit.LSTM                     torch.nn.LSTM
-    gru     rnnkit.GRU(reset_after)         torch.nn.GRU (reset after only)
+``--backend torch`` builds the torch.nn module that computes the same equations,
+where there is one (:attr:`rnnkit.networks.Network.torch_module`).
 """
 from __future__ import annotations
 
@@ -20,77 +18,67 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from .. import networks
+from ..functional import _NONLINEARITIES
 from .task import UsageError
 
-ARCHS = ("rnn", "jordan", "lstm", "gru")
+ARCHS = networks.names()
 BACKENDS = ("rnnkit", "torch")
-NONLINEARITIES = ("tanh", "relu", "identity")
+NONLINEARITIES = _NONLINEARITIES
+
+# The engine's Jordan layers emit y = tanh(W_hy h + b_hy), bounded like the other
+# networks' outputs, and of the hidden size (``--hidden``).
+_ENGINE_HYPER = {"output_nonlinearity": "tanh"}
 
 State = Tuple[torch.Tensor, ...]
 
 
-def rnnkit_available(arch: str = "lstm") -> bool:
-    """True when the C++-backed rnnkit module for ``arch`` can be imported."""
+def network_for(arch: str, gru_form: str = "after") -> networks.Network:
+    """The network that ``--arch`` names. ``gru_form='before'`` (the earlier
+    ``--gru-form`` option, still in old checkpoints) turns ``gru`` into ``gru-rb``."""
     try:
-        import rnnkit
-    except ImportError:  # pragma: no cover
-        return False
-    name = {"rnn": "RNN", "jordan": "JordanRNN", "lstm": "LSTM", "gru": "GRU"}[arch]
-    return hasattr(rnnkit, name)
+        spec = networks.get(arch)
+    except ValueError:
+        raise UsageError(f"--arch: expected one of {', '.join(ARCHS)}, got {arch!r}") from None
+    if spec.name == "gru" and gru_form == "before":
+        spec = networks.get("gru-rb")
+    return spec
 
 
-class JordanStack(nn.ModuleList):
-    """Stacked Jordan layers: each layer's output y (size H) is the next layer's input
-    and is fed back into its own recurrence (SPEC.md section 2).
+def arch_option(text: str) -> str:
+    """argparse type of ``--arch``: the canonical name (earlier spellings accepted)."""
+    import argparse
 
-    forward(x (T, B, I), y0 tuple of L tensors (B, H) or None) -> (out (T, B, H), (y_n,) * L)
-    """
+    try:
+        return networks.get(text).name
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e).replace("network: ", "")) from None
 
-    def __init__(self, input_size: int, hidden_size: int, num_layers: int, nonlinearity: str,
-                 dropout: float):
-        import rnnkit
 
-        layers = [rnnkit.JordanRNN(input_size if i == 0 else hidden_size, hidden_size, hidden_size,
-                                   nonlinearity=nonlinearity, output_nonlinearity="tanh")
-                  for i in range(num_layers)]
-        super().__init__(layers)
-        self.dropout = dropout
-        self.hidden_size = hidden_size
-
-    def forward(self, x: torch.Tensor, y0: Optional[State] = None):
-        finals = []
-        for i, layer in enumerate(self):
-            if i > 0 and self.dropout > 0:
-                x = nn.functional.dropout(x, self.dropout, self.training)
-            x, y_n = layer(x, None if y0 is None else y0[i])
-            finals.append(y_n)
-        return x, tuple(finals)
+def _hyper(spec: networks.Network, nonlinearity: str) -> dict:
+    """The network's hyper-parameters that the configuration chooses (its variant
+    options aside): ``nonlinearity``, and the Jordan output nonlinearity."""
+    values = {"nonlinearity": nonlinearity, **_ENGINE_HYPER}
+    return {k: values[k] for k in spec.hyper if k not in spec.options}
 
 
 def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
     """Reject option combinations that have no module, before any file is written."""
-    arch, backend = config["arch"], config["backend"]
-    if arch not in ARCHS:
-        raise UsageError(f"--arch: expected one of {', '.join(ARCHS)}, got {arch!r}")
+    spec = network_for(config["arch"], config.get("gru_form", "after"))
+    backend = config["backend"]
     if backend not in BACKENDS:
         raise UsageError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if config.get("bidirectional") and not allows_bidirectional:
         raise UsageError("--bidirectional: this task must not see the future; drop the option")
     if backend == "torch":
-        if arch == "jordan":
-            raise UsageError("--backend torch: torch.nn has no Jordan network; use --backend rnnkit")
-        if arch == "rnn" and config["nonlinearity"] == "identity":
-            raise UsageError("--nonlinearity identity: torch.nn.RNN supports tanh and relu; "
+        hyper = {**spec.options, **_hyper(spec, config["nonlinearity"])}
+        if spec.torch_module is None:
+            raise UsageError(f"--backend torch: torch.nn has no {spec.title} (--arch {spec.name}); "
                              "use --backend rnnkit")
-        if arch == "gru" and config["gru_form"] == "before":
-            raise UsageError("--gru-form before: torch.nn.GRU only has the reset-after form; "
-                             "use --backend rnnkit")
-    else:
-        if not rnnkit_available(arch):
-            raise UsageError(f"--backend rnnkit: this rnnkit build has no module for --arch {arch}; "
-                             "use --backend torch")
-        if arch == "jordan" and config.get("bidirectional"):
-            raise UsageError("--bidirectional: not available for --arch jordan")
+        for key, allowed in spec.torch_supports.items():
+            if hyper[key] not in allowed:
+                raise UsageError(f"--{key.replace('_', '-')} {hyper[key]}: torch.nn.{spec.torch_module} supports "
+                                 f"{', '.join(map(str, allowed))}; use --backend rnnkit")
 
 
 def build_rnn(arch: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
@@ -99,23 +87,14 @@ def build_rnn(arch: str, input_size: int, hidden_size: int, *, num_layers: int =
     """The recurrent layer for ``arch`` from ``backend``, sequence-first (T, B, I)."""
     check_model_config(dict(arch=arch, backend=backend, nonlinearity=nonlinearity,
                             gru_form=gru_form, bidirectional=bidirectional))
+    spec = network_for(arch, gru_form)
     common = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
                   bidirectional=bidirectional)
-    if backend == "torch":
-        if arch == "rnn":
-            return nn.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **common)
-        if arch == "lstm":
-            return nn.LSTM(input_size, hidden_size, **common)
-        return nn.GRU(input_size, hidden_size, **common)
-    import rnnkit
-
-    if arch == "rnn":
-        return rnnkit.RNN(input_size, hidden_size, nonlinearity=nonlinearity, **common)
-    if arch == "lstm":
-        return rnnkit.LSTM(input_size, hidden_size, **common)
-    if arch == "gru":
-        return rnnkit.GRU(input_size, hidden_size, reset_after=(gru_form == "after"), **common)
-    return JordanStack(input_size, hidden_size, num_layers, nonlinearity, dropout)
+    hyper = _hyper(spec, nonlinearity)
+    if backend == "torch":  # torch.nn takes the hyper-parameters it restricts (RNN's nonlinearity)
+        return spec.torch_class(input_size, hidden_size, **common,
+                                **{k: v for k, v in hyper.items() if k in spec.torch_supports})
+    return spec.make(input_size, hidden_size, **common, **hyper)
 
 
 def output_size(config: dict) -> int:
@@ -123,15 +102,18 @@ def output_size(config: dict) -> int:
     return config["hidden"] * (2 if config.get("bidirectional") else 1)
 
 
+def _state_count(rnn: nn.Module) -> int:
+    spec = networks.network_of(rnn, None)
+    if spec is not None:
+        return len(spec.states)
+    return 2 if isinstance(rnn, nn.LSTM) else 1
+
+
 def run_rnn(rnn: nn.Module, x: torch.Tensor, state: Optional[State]) -> Tuple[torch.Tensor, State]:
     """Run any module made by :func:`build_rnn` on x (T, B, I) with a tuple state."""
-    if isinstance(rnn, JordanStack):
-        return rnn(x, state)
-    if isinstance(rnn, nn.LSTM) or type(rnn).__name__ == "LSTM":
-        out, (h, c) = rnn(x, None if state is None else (state[0], state[1]))
-        return out, (h, c)
-    out, h = rnn(x, None if state is None else state[0])
-    return out, (h,)
+    several = _state_count(rnn) > 1
+    out, final = rnn(x, None if state is None else (tuple(state) if several else state[0]))
+    return out, (tuple(final) if several else (final,))
 
 
 def count_parameters(module: nn.Module) -> int:

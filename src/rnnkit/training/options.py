@@ -13,12 +13,12 @@ from typing import Any, Dict
 # ---- defaults -------------------------------------------------------------------------
 DEFAULTS: Dict[str, Any] = dict(
     # model (rnnkit.training.models.build_rnn)
-    arch="lstm",             # rnn | jordan | lstm | gru
+    arch="lstm",             # rnn | jordan | lstm | gru | gru-rb (rnnkit.networks)
     backend="rnnkit",        # rnnkit (C++ core) | torch (torch.nn, the reference)
     hidden=256,              # hidden units per layer and direction
     layers=1,                # stacked recurrent layers
     nonlinearity="tanh",     # rnn/jordan: tanh | relu | identity
-    gru_form="after",        # gru: after (torch.nn, cuDNN) | before (Cho et al., the seeds)
+    gru_form="after",        # earlier spelling: before = --arch gru-rb (kept for old checkpoints)
     dropout=0.0,             # between stacked layers and before the output head
     bidirectional=False,     # only for tasks that may see the whole sequence
     # optimisation
@@ -113,15 +113,17 @@ def probability(text: str) -> float:
 def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
                        allows_bidirectional: bool = True) -> None:
     """The model, optimisation and bookkeeping options every task has."""
-    from .models import ARCHS, BACKENDS, NONLINEARITIES
+    from .models import ARCHS, BACKENDS, NONLINEARITIES, arch_option
 
     m = parser.add_argument_group("model")
-    add_option(m, "--arch", defaults, "recurrent architecture", choices=ARCHS)
+    add_option(m, "--arch", defaults, "recurrent network (gru: torch.nn's reset-after GRU; gru-rb: the seeds' "
+               "reset-before GRU)", type=arch_option, choices=ARCHS)
     add_option(m, "--backend", defaults, "implementation of the recurrent layers", choices=BACKENDS)
     add_option(m, "--hidden", defaults, "hidden units per layer", type=positive_int, metavar="N")
     add_option(m, "--layers", defaults, "stacked recurrent layers", type=positive_int, metavar="N")
     add_option(m, "--nonlinearity", defaults, "rnn/jordan activation", choices=NONLINEARITIES)
-    add_option(m, "--gru-form", defaults, "GRU reset gate placement", choices=("after", "before"))
+    add_option(m, "--gru-form", defaults, "earlier spelling of the GRU form: --arch gru --gru-form before "
+               "is --arch gru-rb", choices=("after", "before"))
     add_option(m, "--dropout", defaults, "dropout between layers and before the head",
                type=probability, metavar="P")
     if allows_bidirectional:
