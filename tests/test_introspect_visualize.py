@@ -129,8 +129,9 @@ def test_page_renders_in_headless_chromium(tmp_path):
     page = tmp_path / "page.html"
     visualize_text(lm, TEXT, page, layer=0, unit=1, heatmaps=False)
 
-    # The initial selection (c, unit 1), then another one through the page's #fragment.
-    for fragment, name, unit in (("", "c", 1), ("#track=f&unit=4", "f", 4)):
+    # The initial selection (the first track of the menu, the output state h; unit 1), then
+    # another one through the page's #fragment.
+    for fragment, name, unit in (("", "h", 1), ("#track=f&unit=4", "f", 4)):
         parser = _Spans()
         parser.feed(chromium("--dump-dom", page.as_uri() + fragment))
         assert (parser.body.get("data-track"), parser.body.get("data-unit")) == (name, str(unit))
