@@ -11,6 +11,9 @@
     rnnkit explain                       SPEC's worked example, one LSTM and one GRU step, with numbers
     rnnkit visualize CHECKPOINT --text ...  an HTML page of a character model's cells and gates
 
+This module owns every parser and command of the command line; the libraries it calls
+(rnnkit.training, rnnkit.tasks, rnnkit.introspect) never import it.
+
 Bad input (a path, an option value, a checkpoint) ends with one line on stderr naming
 the file or option and what was expected, exit status 2, and no files left behind.
 An interrupted training run (Ctrl-C) saves a resumable checkpoint and exits with 130.
@@ -23,10 +26,9 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
+from .errors import UsageError
 from .training.options import DEFAULTS, RESUMABLE_OVERRIDES, add_common_options, add_option
-from .introspect.cli_commands import COMMANDS as INTROSPECT_COMMANDS
-from .introspect.cli_commands import add_subparsers as add_introspect_subparsers
-from .training.task import TASKS, UsageError, load_builtin_tasks
+from .training.task import TASKS, load_builtin_tasks
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -117,8 +119,58 @@ def build_parser() -> argparse.ArgumentParser:
                                "kernel paths rnnkit uses on this machine.")
     # `rnnkit bench ARGS` hands ARGS to rnnkit.bench.main unparsed (see main()).
     sub.add_parser("bench", help="speed benchmark against torch.nn (rnnkit.bench)", add_help=False)
-    add_introspect_subparsers(sub)  # gradflow, explain, visualize
+    _add_introspect_parsers(sub)
     return p
+
+
+def _add_introspect_parsers(sub) -> None:
+    """``gradflow``, ``explain`` and ``visualize``: the command line of :mod:`rnnkit.introspect`."""
+    from .introspect import explain, gradflow, visualize
+
+    p = sub.add_parser("gradflow", help="plot how the gradient decays back through time, per architecture",
+                       description=gradflow.__doc__, formatter_class=_Formatter)
+    p.add_argument("--arch", default=None,
+                   help="comma-separated fresh models to compare: rnn (tanh Elman), gru, lstm, jordan "
+                        "(default: rnn,gru,lstm without --checkpoint, none with it)")
+    p.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
+    p.add_argument("--hidden", type=int, default=64, help="hidden size of the fresh models (default 64)")
+    p.add_argument("--input-size", type=int, default=16, help="input size of the fresh models (default 16)")
+    p.add_argument("--layers", type=int, default=1, help="layers of the fresh models (default 1)")
+    p.add_argument("--batch", type=int, default=8, help="sequences averaged over (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                   help="a trained checkpoint to measure instead of / next to fresh models (repeatable); "
+                        "with --checkpoint, only the architectures named by an explicit --arch are added")
+    p.add_argument("--text", default=None,
+                   help="with --checkpoint: the text fed to a language model, repeated to --length "
+                        "(default: random characters of its vocabulary)")
+    p.add_argument("--no-jacobian", action="store_true", help="skip the step-Jacobian norms (faster)")
+    p.add_argument("--out", default="gradflow.png", help="PNG to write (default gradflow.png)")
+
+    p = sub.add_parser("explain", help="walk through the RNN, LSTM and GRU equations with numbers",
+                       description=explain.__doc__, formatter_class=_Formatter)
+    p.add_argument("--only", default=",".join(explain.PARTS), metavar="PARTS",
+                   help="comma-separated parts to show: rnn (the worked example), lstm, gru (default: all)")
+    p.add_argument("--digits", type=int, default=3, help="decimals shown (default 3)")
+    p.add_argument("--gru-form", choices=("after", "before"), default="after",
+                   help="GRU form: after (torch.nn, default) or before (the seeds, Cho et al.)")
+
+    p = sub.add_parser("visualize", help="colour a text by a language model's cells and gates (HTML, PNG)",
+                       description=visualize.__doc__, formatter_class=_Formatter)
+    p.add_argument("checkpoint", help="a checkpoint or run folder of `rnnkit train lm`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the text to read (characters of the model's vocabulary)")
+    src.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file")
+    p.add_argument("--layer", type=int, default=0, help="recurrent layer (default 0)")
+    p.add_argument("--unit", type=int, default=0, help="unit shown first (default 0; the page has a selector)")
+    p.add_argument("--track", default=None,
+                   help="quantity shown first: lstm c, h, i, f, o, g; gru h, z, r, n; rnn h, a; jordan y, h "
+                        "(default: the first)")
+    p.add_argument("--out", default="visualize.html",
+                   help="HTML page to write (default visualize.html); heatmaps go next to it as "
+                        "<stem>_<quantity>.png")
+    p.add_argument("--no-heatmaps", action="store_true", help="write only the HTML page")
+    p.add_argument("--max-units", type=int, default=64, help="units per heatmap (default 64)")
 
 
 def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
@@ -320,8 +372,48 @@ def cmd_bench(args: List[str]) -> int:
     return int(bench.main(args) or 0)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info}
-COMMANDS.update(INTROSPECT_COMMANDS)
+def cmd_gradflow(ns: argparse.Namespace, out) -> int:
+    from .introspect.gradflow import PLOT_SIZE_PX, compare, format_table, parse_archs, plot_gradient_flow, table_note
+
+    flows = compare(None if ns.arch is None else parse_archs(ns.arch), length=ns.length, hidden=ns.hidden,
+                    input_size=ns.input_size, layers=ns.layers, batch=ns.batch, seed=ns.seed,
+                    checkpoints=ns.checkpoint, text=ns.text, jacobian=not ns.no_jacobian)
+    print(format_table(flows), file=out)
+    print(table_note(), file=out)
+    plot_gradient_flow(flows, ns.out, title=f"Gradient flow back through time (T = {ns.length})")
+    print(f"wrote {ns.out} ({PLOT_SIZE_PX[0]}x{PLOT_SIZE_PX[1]} px)", file=out)
+    return 0
+
+
+def cmd_explain(ns: argparse.Namespace, out) -> int:
+    from .introspect.explain import explain_text
+
+    parts = [p.strip().lower() for p in ns.only.split(",") if p.strip()]
+    print(explain_text(parts, ns.digits, ns.gru_form), end="", file=out)
+    return 0
+
+
+def cmd_visualize(ns: argparse.Namespace, out) -> int:
+    from pathlib import Path
+
+    from .introspect.visualize import load_language_model, visualize_text
+
+    if ns.text_file is not None:
+        try:
+            text = Path(ns.text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--text-file: cannot read {ns.text_file} ({e})") from None
+    else:
+        text = ns.text
+    model = load_language_model(ns.checkpoint)
+    for path in visualize_text(model, text, ns.out, layer=ns.layer, unit=ns.unit, track=ns.track,
+                               heatmaps=not ns.no_heatmaps, max_units=ns.max_units):
+        print(f"wrote {path}", file=out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info,
+            "gradflow": cmd_gradflow, "explain": cmd_explain, "visualize": cmd_visualize}
 
 
 def main(argv: Optional[List[str]] = None, out=None) -> int:

@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import Optional, Sequence
 
-from ..training.task import UsageError
+from ..errors import UsageError
 
 SPLITS = ("train", "valid", "test")
 

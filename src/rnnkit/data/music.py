@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..training.task import UsageError
+from ..errors import UsageError
 
 LOWEST, KEYS = 21, 88
 Song = np.ndarray          # (T, 88) uint8

@@ -32,7 +32,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..training.task import UsageError
+from ..errors import UsageError
 from ._files import open_text, strip_compression
 
 Split = Tuple[List[np.ndarray], List[str]]        # (sequences (T_i, F) float32, labels)

@@ -23,7 +23,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..training.task import UsageError
+from ..errors import UsageError
 from ._files import open_text
 
 BUILTIN = {"sunspots": 11, "co2": 12}

@@ -30,7 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ..training.task import UsageError
+from ..errors import UsageError
 
 CORPORA = ("stdlib", "bible-kjv")
 MIN_FILES_FOR_FILE_SPLIT = 10

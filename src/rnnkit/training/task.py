@@ -81,15 +81,9 @@ from typing import Any, ClassVar, Dict, Iterator, Optional, Tuple, Type
 
 import torch
 
+from ..errors import UsageError  # re-exported: rnnkit.training.task.UsageError
+
 __all__ = ["Task", "Batch", "StepResult", "RunContext", "UsageError", "TASKS", "register", "get_task"]
-
-
-class UsageError(Exception):
-    """Bad input from the user (a path, an option value, a checkpoint).
-
-    The command line prints ``str(error)`` as one line and exits with status 2; the
-    message names the file or option, what was expected and what was received.
-    """
 
 
 @dataclass
