@@ -61,7 +61,7 @@ def test_csv_multivariate_with_horizon(tmp_path):
     assert rc == 0, err
     res = json.loads((run_dir / "summary.json").read_text())["valid"]
     assert res["rmse"] < untrained(run_dir)["rmse"]
-    assert "test" not in out.split("sample:")[1].split("plot:")[0]
+    assert "test" not in out.split("sample:")[1].split("run folder:")[0]
     rc, _, err = run_cli(["evaluate", run_dir, "--split", "test"])
     assert rc == 2 and "no test part" in err
     rc, out, err = run_cli(["evaluate", run_dir, "--data", csv, "--json"])

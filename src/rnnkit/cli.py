@@ -91,7 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "best.safetensors is used).")
     ev.add_argument("checkpoint", metavar="CHECKPOINT")
     ev.add_argument("--data", nargs="+", metavar="PATH",
-                    help="evaluate on these text files/folders instead of a split of the run's corpus")
+                    help="evaluate on these files instead of the run's data (a folder of split files, "
+                         "as `rnnkit train TASK --data` reads: its --split file; text folders: every file)")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"),
                     help="split of the run's corpus (default: test)")
     ev.add_argument("--limit", type=int, default=0, metavar="N", help="at most N items (default: 0, all)")

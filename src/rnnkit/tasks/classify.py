@@ -33,7 +33,7 @@ from ..training.models import output_size
 from ..training.options import add_option, probability
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
 from ..data._files import find_split_files
-from ._common import epoch_batches, last_hidden, recurrent_layer, run_masked
+from ._common import epoch_batches, last_hidden, recurrent_layer, run_masked, split_file
 
 DATASETS = ("japanese-vowels",)
 SUFFIXES = (".npz", ".csv", ".ts")
@@ -230,7 +230,7 @@ class ClassifyTask(Task):
         if data:
             seqs, labels = [], []
             for p in data:
-                s, l = read_sequences(Path(p))
+                s, l = read_sequences(split_file(p, split, SUFFIXES))
                 seqs += s
                 labels += l
             return seqs, labels
@@ -269,9 +269,5 @@ class ClassifyTask(Task):
         n = max(sums[2].item(), 1.0)
         return {"loss": sums[0].item() / n, "accuracy": sums[1].item() / n, "items": int(sums[2])}
 
-    def demo_sample(self, model) -> Optional[str]:
-        """The test split's accuracy when the data has one (the engine reports only valid)."""
-        if "test" not in self.splits:
-            return None
-        res = self.evaluate(model, "test", RunContext())
-        return f"test split: accuracy {res['accuracy']:.4f} (loss {res['loss']:.4f}) on {res['items']} sequences"
+    def reports_test(self) -> bool:
+        return "test" in self.splits

@@ -139,12 +139,6 @@ class ForecastTask(Task):
         if config["valid_fraction"] + config["test_fraction"] >= 0.9:
             raise UsageError("--valid-fraction + --test-fraction: must leave at least 10% of the series "
                              f"for training, got {config['valid_fraction'] + config['test_fraction']}")
-        if not config.get("out"):
-            # The run folder is fixed here (as the engine would name it) so that the forecast
-            # plot can be written into it at the end of training.
-            from ..training.engine import default_run_dir
-
-            config["out"] = str(default_run_dir(config))
 
     # --- data ----------------------------------------------------------------------------------------
     def _load(self) -> Series:
@@ -343,18 +337,18 @@ class ForecastTask(Task):
         plt.close(fig)
         return path
 
+    def reports_test(self) -> bool:
+        return bool(self._anchors("test", len(self.series.values)))
+
+    def write_artefacts(self, model, run_dir: Path) -> List[Path]:
+        png = self.plot(model, Path(run_dir) / "forecast.png")
+        return [] if png is None else [png]
+
     def demo_sample(self, model) -> Optional[str]:
-        """Validation and test metrics beside the baselines, and forecast.png in the run folder."""
-        lines = [f"{'split':<6} {'rmse':>10} {'mae':>10} {'naive rmse':>11} {'naive mae':>10} "
-                 f"{'snaive rmse':>12} {'snaive mae':>11}  (season {self.stats['season']})"]
-        for split in ("valid", "test"):
-            if not self._anchors(split, len(self.series.values)):
-                continue
-            r = self.evaluate(model, split, RunContext())
-            lines.append(f"{split:<6} {r['rmse']:>10.4g} {r['mae']:>10.4g} {r['naive_rmse']:>11.4g} "
-                         f"{r['naive_mae']:>10.4g} {r['snaive_rmse']:>12.4g} {r['snaive_mae']:>11.4g}")
-        if self.config.get("out"):
-            png = self.plot(model, Path(self.config["out"]) / "forecast.png")
-            if png is not None:
-                lines.append(f"plot: {png}")
-        return "\n".join(lines)
+        """The validation metrics of the last step's weights beside the baselines (the
+        engine reports the test split from the model selected on validation)."""
+        r = self.evaluate(model, "valid", RunContext())
+        return (f"{'split':<6} {'rmse':>10} {'mae':>10} {'naive rmse':>11} {'naive mae':>10} "
+                f"{'snaive rmse':>12} {'snaive mae':>11}  (season {self.stats['season']})\n"
+                f"{'valid':<6} {r['rmse']:>10.4g} {r['mae']:>10.4g} {r['naive_rmse']:>11.4g} "
+                f"{r['naive_mae']:>10.4g} {r['snaive_rmse']:>12.4g} {r['snaive_mae']:>11.4g}")

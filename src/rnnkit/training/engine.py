@@ -392,7 +392,7 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
 
     show = config["progress"] == "on" or (config["progress"] == "auto" and sys.stderr.isatty())
     bar = None
-    metric = cls.metric
+    metric = task.metric  # chosen by the task, which may look at its data (NER: entity F1)
     unit = cls.unit
     stopped: Optional[str] = None
     final_eval: Optional[Tuple[int, Dict[str, float]]] = None
@@ -458,7 +458,7 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                         final_eval = (step, res)
                     evaluated = True
                     value = res[metric]
-                    better = best is None or (value < best if cls.metric_mode == "min" else value > best)
+                    better = best is None or (value < best if task.metric_mode == "min" else value > best)
                     if better:
                         best, bad_evals = value, 0
                         save_best()
@@ -524,19 +524,43 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         say(f"done ({stopped}) at step {step}: valid {metric} {res[metric]:.4f} "
             f"(loss {res['loss']:.4f}) on {res.get('items', 0):,} {unit}; "
             f"{_fmt_time(elapsed)} training, {_fmt_rate(summary['throughput'])} {unit}/s")
+        selected, weights = _selected_model(task, model, run_dir, step)
+        if task.reports_test():
+            res = task.evaluate(selected, "test", ctx, limit=None)
+            summary["test"] = {**res, "weights": weights}
+            extra = "".join(f", {k} {v:.4f}" for k, v in res.items() if k not in (metric, "loss", "items"))
+            say(f"test split: {metric} {res[metric]:.4f} (loss {res['loss']:.4f}{extra}) on "
+                f"{res.get('items', 0):,} {unit}; weights of {weights}")
         if main:
             text = task.demo_sample(model)
             if text is not None:
                 summary["sample"] = text
                 say("sample:\n" + text)
+            summary["artefacts"] = [str(p) for p in task.write_artefacts(selected, run_dir)]
     if main:
         log.close()
         M.write_csv(run_dir)
         png = M.plot(run_dir, metric, title=f"{config['task']} {config['arch']}")
         write_atomic(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-        files = ", ".join(p.name for p in (run_dir / TRAIN_FILE, run_dir / BEST_FILE, png) if p and p.exists())
+        files = ", ".join(p.name for p in (run_dir / TRAIN_FILE, run_dir / BEST_FILE, png,
+                                           *map(Path, summary.get("artefacts", []))) if p and p.exists())
         say(f"run folder: {run_dir} ({files})")
     return summary
+
+
+def _selected_model(task: Task, model: torch.nn.Module, run_dir: Path, step: int) -> Tuple[torch.nn.Module, str]:
+    """(the model selected on validation, what it is): the weights of best.safetensors,
+    or ``model`` itself when they are its weights or no validation ever saved any."""
+    file = run_dir / BEST_FILE
+    if not file.is_file():
+        return model, f"the last step ({step}; no validation selected a model)"
+    tensors, meta = read_checkpoint(file)
+    if meta.get("step") == step:
+        return model, f"{BEST_FILE} (step {step}, the last)"
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten; leave the RNG be
+        selected = task.build_model()
+    load_weights(selected, prefixed(tensors, "model"), str(file))
+    return selected, f"{BEST_FILE} (step {meta.get('step')})"
 
 
 def _last_train(log: Optional[M.MetricsLog], metric: str) -> float:
@@ -552,7 +576,7 @@ def _last_train(log: Optional[M.MetricsLog], metric: str) -> float:
             except ValueError:
                 continue
             if r.get("split") == "train":
-                return r.get(metric, r["loss"])
+                return r.get(metric, float("nan"))
     except OSError:
         pass
     return float("nan")

@@ -20,6 +20,9 @@ What a task supplies, and when the engine calls it::
     task.evaluate(model, "valid", ctx, limit=...)  # {"loss": ..., task.metric: ...}; limit is
                                                    # config["eval_limit"] between steps, None at the end
     task.sample(model, prime=..., ...)             # text for `rnnkit sample` (optional)
+    # at the end of training, with the model selected on validation (best.safetensors):
+    task.evaluate(best, "test", ctx)               # when task.reports_test(): summary.json "test"
+    task.write_artefacts(best, run_dir)            # e.g. forecast.png (optional)
     task.demo_sample(model)                        # a line or two printed after training (optional)
 
 Checkpoints store ``config`` and ``task.state_dict()`` (JSON-able: a vocabulary, label
@@ -81,7 +84,8 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Iterator, Optional, Tuple, Type
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple, Type
 
 import torch
 
@@ -154,7 +158,9 @@ class Task:
 
     name:        the word after ``rnnkit train``
     summary:     one line for ``rnnkit train --help``
-    metric:      validation metric used for early stopping and the best checkpoint
+    metric:      validation metric used for early stopping and the best checkpoint; a task
+                 may set ``self.metric`` in ``setup`` / ``load_state_dict`` when it depends
+                 on the data (the tagger: entity F1 for BIO tags, else accuracy)
     metric_mode: ``"min"`` or ``"max"``
     unit:        what ``Batch.size`` counts, for the throughput figure (``"chars"``)
     defaults:    task-specific option defaults; may override engine/model defaults
@@ -234,6 +240,17 @@ class Task:
         raise NotImplementedError
 
     # --- after training -----------------------------------------------------------
+    def reports_test(self) -> bool:
+        """True when training ends by evaluating the test split, on the model selected on
+        validation (best.safetensors), into ``summary.json["test"]`` and a ``test split:``
+        line: tasks whose data has a held-out test split say so after ``setup``."""
+        return False
+
+    def write_artefacts(self, model: torch.nn.Module, run_dir: Path) -> List[Path]:
+        """Write the task's own files into the run folder at the end of training (e.g.
+        ``forecast.png``), from the model selected on validation; returns their paths."""
+        return []
+
     def sample(self, model: torch.nn.Module, *, prime: Optional[str], length: int,
                temperature: float, top_k: int, generator: torch.Generator) -> str:
         """Generate from the model (``rnnkit sample``); tasks that cannot, raise UsageError."""
