@@ -526,11 +526,11 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
             f"{_fmt_time(elapsed)} training, {_fmt_rate(summary['throughput'])} {unit}/s")
         selected, weights = _selected_model(task, model, run_dir, step)
         if task.reports_test():
-            res = task.evaluate(selected, "test", ctx, limit=None)
-            summary["test"] = {**res, "weights": weights}
-            extra = "".join(f", {k} {v:.4f}" for k, v in res.items() if k not in (metric, "loss", "items"))
-            say(f"test split: {metric} {res[metric]:.4f} (loss {res['loss']:.4f}{extra}) on "
-                f"{res.get('items', 0):,} {unit}; weights of {weights}")
+            test = task.evaluate(selected, "test", ctx, limit=None)
+            summary["test"] = {**test, "weights": weights}
+            extra = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in (metric, "loss", "items"))
+            say(f"test split: {metric} {test[metric]:.4f} (loss {test['loss']:.4f}{extra}) on "
+                f"{test.get('items', 0):,} {unit}; weights of {weights}")
         if main:
             text = task.demo_sample(model)
             if text is not None:

@@ -20,10 +20,10 @@ What a task supplies, and when the engine calls it::
     task.evaluate(model, "valid", ctx, limit=...)  # {"loss": ..., task.metric: ...}; limit is
                                                    # config["eval_limit"] between steps, None at the end
     task.sample(model, prime=..., ...)             # text for `rnnkit sample` (optional)
-    # at the end of training, with the model selected on validation (best.safetensors):
+    # at the end of training; best: the model selected on validation (best.safetensors)
     task.evaluate(best, "test", ctx)               # when task.reports_test(): summary.json "test"
+    task.demo_sample(model)                        # a line or two about the last weights (optional)
     task.write_artefacts(best, run_dir)            # e.g. forecast.png (optional)
-    task.demo_sample(model)                        # a line or two printed after training (optional)
 
 Checkpoints store ``config`` and ``task.state_dict()`` (JSON-able: a vocabulary, label
 names, a data fingerprint) next to the weights; ``rnnkit.load`` and ``rnnkit evaluate``
