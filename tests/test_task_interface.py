@@ -206,6 +206,7 @@ def test_ner_run_reports_entity_f1_and_its_test_split(ner_run):
     assert "best_f1" in summary and "best_accuracy" not in summary
     assert {"f1", "precision", "recall", "accuracy", "weights"} <= set(summary["test"])
     assert "valid f1 " in out and "test split: f1 " in out
+    assert "train loss " in out  # training computes no entity F1: the line shows the training loss
 
 
 def test_evaluate_data_accepts_the_folder_that_train_read(ner_run):

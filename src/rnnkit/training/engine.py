@@ -468,8 +468,7 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                         log.write({"step": step, "split": "valid", **res})
                         M.plot(run_dir, metric, title=f"{config['task']} {config['arch']}")
                     say(f"step {step:>6}/{config['steps']}  valid {metric} {value:.4f}"
-                        f"{' *' if better else '  '}  train {metric} "
-                        f"{_last_train(log, metric) if main else float('nan'):.4f}  "
+                        f"{' *' if better else '  '}  train {_last_train(log, metric)}  "
                         f"{_fmt_rate(items_done / max(elapsed, 1e-9))} {unit}/s  {_fmt_time(elapsed)}")
                     if config["patience"] and bad_evals >= config["patience"]:
                         stopped = "early_stop"
@@ -563,9 +562,11 @@ def _selected_model(task: Task, model: torch.nn.Module, run_dir: Path, step: int
     return selected, f"{BEST_FILE} (step {meta.get('step')})"
 
 
-def _last_train(log: Optional[M.MetricsLog], metric: str) -> float:
+def _last_train(log: Optional[M.MetricsLog], metric: str) -> str:
+    """``METRIC VALUE`` of the last training record, or its loss when training does not
+    compute the metric (the tagger's entity F1 is a validation metric)."""
     if log is None:
-        return float("nan")
+        return f"{metric} nan"
     try:
         with open(log.path, "rb") as f:
             f.seek(max(0, os.path.getsize(log.path) - 4096))
@@ -576,7 +577,7 @@ def _last_train(log: Optional[M.MetricsLog], metric: str) -> float:
             except ValueError:
                 continue
             if r.get("split") == "train":
-                return r.get(metric, float("nan"))
+                return f"{metric} {r[metric]:.4f}" if metric in r else f"loss {r['loss']:.4f}"
     except OSError:
         pass
-    return float("nan")
+    return f"{metric} nan"
