@@ -35,8 +35,8 @@ def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[in
     return build_rnn(config["arch"], input_size, config["hidden"] if hidden is None else hidden,
                      num_layers=config["layers"] if num_layers is None else num_layers,
                      nonlinearity=config["nonlinearity"], dropout=config["dropout"],
-                     bidirectional=bool(config.get("bidirectional")), gru_form=config["gru_form"],
-                     backend=config["backend"])
+                     bidirectional=bool(config.get("bidirectional")),
+                     gru_form=config.get("gru_form", "after"), backend=config["backend"])
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------
