@@ -110,7 +110,7 @@ def test_bad_unit_track_layer_and_text_are_clear_errors(tmp_path):
     lm = char_lm("lstm")
     with pytest.raises(IntrospectError, match=r"--unit: expected a unit index in 0\.\.5 .* got 6"):
         visualize_text(lm, TEXT, tmp_path / "p.html", unit=6)
-    with pytest.raises(IntrospectError, match=r"--track: expected one of h, c, i, f, o, g .* got 'z'"):
+    with pytest.raises(IntrospectError, match=r"--track: expected one of c, h, i, f, o, g .* got 'z'"):
         visualize_text(lm, TEXT, tmp_path / "p.html", track="z")
     with pytest.raises(IntrospectError, match=r"--layer: expected 0\.\.1, got 2"):
         visualize_text(lm, TEXT, tmp_path / "p.html", layer=2)

@@ -34,8 +34,10 @@ __all__ = ["TRACKS", "HEATMAP_SIZE_PX", "text_activations", "activation_page", "
            "visualize_text", "load_language_model"]
 
 def _tracks(spec) -> Dict[str, Tuple[str, str]]:
-    """The layer's output state, then its recorded internals: name -> (description, kind)."""
-    names = (spec.states[0],) + tuple(n for n in spec.internals if n != spec.states[0])
+    """Menu order: the recorded states (the LSTM's cell state c), the layer's output state
+    (h; y for Jordan), then the other internals: name -> (description, kind)."""
+    recorded_states = tuple(n for n in spec.internals if n in spec.states)
+    names = recorded_states + (spec.states[0],) + tuple(n for n in spec.internals if n not in spec.states)
     return {n: (spec.descriptions[n], "gate" if n in spec.unit_interval else "signed") for n in names}
 
 
