@@ -23,7 +23,8 @@ import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from .training.options import DEFAULTS, RESUMABLE_OVERRIDES, add_common_options, add_option
+from .training.options import (DEFAULTS, MAX_SAMPLE_LENGTH, RESUMABLE_OVERRIDES, add_common_options, add_option,
+                               int_range, nonneg_float, nonneg_int, seed_value)
 from .introspect.cli_commands import COMMANDS as INTROSPECT_COMMANDS
 from .introspect.cli_commands import add_subparsers as add_introspect_subparsers
 from .training.task import TASKS, UsageError, load_builtin_tasks
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="evaluate on these text files/folders instead of a split of the run's corpus")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"),
                     help="split of the run's corpus (default: test)")
-    ev.add_argument("--limit", type=int, default=0, metavar="N", help="at most N items (default: 0, all)")
+    ev.add_argument("--limit", type=nonneg_int, default=0, metavar="N", help="at most N items (default: 0, all)")
     ev.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation "
                     "(default: the one it was trained with)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -103,12 +104,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("checkpoint", metavar="CHECKPOINT")
     sa.add_argument("--prime", default=None, metavar="TEXT",
                     help="text to start from (default: the corpus's prime, e.g. 'def ')")
-    sa.add_argument("--length", type=int, default=300, metavar="N", help="characters to generate (default: 300)")
-    sa.add_argument("--temperature", type=float, default=0.8, metavar="T",
+    sa.add_argument("--length", type=int_range(0, MAX_SAMPLE_LENGTH), default=300, metavar="N",
+                    help=f"characters to generate, at most {MAX_SAMPLE_LENGTH:,} (default: 300)")
+    sa.add_argument("--temperature", type=nonneg_float, default=0.8, metavar="T",
                     help="softmax temperature; 0 picks the most likely character (default: 0.8)")
-    sa.add_argument("--top-k", type=int, default=0, metavar="K",
+    sa.add_argument("--top-k", type=nonneg_int, default=0, metavar="K",
                     help="sample among the K most likely characters, 0 for all (default: 0)")
-    sa.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    sa.add_argument("--seed", type=seed_value, default=0, metavar="S", help="random seed (default: 0)")
     sa.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation")
 
     sub.add_parser("info", help="version, CPU features, threads, active kernel paths",
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
-    from .training.options import nonneg_float, nonneg_int, positive_int
+    from .training.options import nonneg_float, nonneg_int, positive_int, thread_count
 
     g = parser.add_argument_group("options that may change on --resume")
     add_option(g, "--steps", DEFAULTS, "optimiser steps in total", type=positive_int, metavar="N")
@@ -131,7 +133,7 @@ def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
     add_option(g, "--save-every", DEFAULTS, "checkpoint every N steps", type=positive_int, metavar="N")
     add_option(g, "--log-every", DEFAULTS, "training record every N steps", type=positive_int, metavar="N")
     add_option(g, "--patience", DEFAULTS, "early-stopping patience", type=nonneg_int, metavar="N")
-    add_option(g, "--threads", DEFAULTS, "torch threads", type=nonneg_int, metavar="N")
+    add_option(g, "--threads", DEFAULTS, "torch threads", type=thread_count, metavar="N")
     add_option(g, "--progress", DEFAULTS, "progress bar", choices=("auto", "on", "off"))
     add_option(g, "--tensorboard", DEFAULTS, "TensorBoard event files", choices=("auto", "on", "off"))
 
@@ -183,9 +185,6 @@ def cmd_train(ns: argparse.Namespace, out) -> int:
         summary = train(config, out=out)
     if summary["stopped"] == "interrupted":
         return EXIT_INTERRUPTED
-    if summary["stopped"] == "diverged":
-        print("rnnkit: error: the loss became inf/nan; lower --lr or set --clip", file=sys.stderr)
-        return 1
     return 0
 
 
@@ -215,12 +214,6 @@ def cmd_evaluate(ns: argparse.Namespace, out) -> int:
 def cmd_sample(ns: argparse.Namespace, out) -> int:
     import torch
 
-    if ns.length < 0:
-        raise UsageError(f"--length: expected an integer >= 0, got {ns.length}")
-    if ns.temperature < 0:
-        raise UsageError(f"--temperature: expected a number >= 0, got {ns.temperature}")
-    if ns.top_k < 0:
-        raise UsageError(f"--top-k: expected an integer >= 0, got {ns.top_k}")
     _, task, model = _open_checkpoint(ns.checkpoint, ns.backend)
     g = torch.Generator().manual_seed(ns.seed)
     text = task.sample(model, prime=ns.prime, length=ns.length, temperature=ns.temperature,
@@ -343,11 +336,17 @@ def main(argv: Optional[List[str]] = None, out=None) -> int:
     except UsageError as e:
         print(f"rnnkit {ns.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `rnnkit sample ... | head`
+        return 0
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file the user named or a folder the run writes to (full disk, no permission)
+        print(f"rnnkit {ns.command}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"rnnkit {ns.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `rnnkit sample ... | head`
-        return 0
 
 
 def console_main() -> None:  # pragma: no cover

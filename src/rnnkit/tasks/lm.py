@@ -89,11 +89,15 @@ class CharLM(nn.Module):
 
         Each character is drawn from softmax(logits / temperature) restricted to the
         ``top_k`` most likely ones (0: all); temperature 0 picks the most likely one.
-        The unknown-character id is never drawn.
+        The unknown-character id is never drawn. An empty prime starts after a line
+        break (or from the UNK id when the vocabulary has no line break).
         """
         was_training = self.training
         self.eval()
-        ids = self.encode(prime if prime else "\n")
+        if prime:
+            ids = self.encode(prime)
+        else:  # no context: a line break, or the UNK id when the text had none
+            ids = self.encode("\n") if "\n" in self._vocab.index else torch.tensor([Vocab.UNK])
         logits, state = self(ids.view(-1, 1))
         last = logits[-1, 0]
         out: List[int] = []
