@@ -208,6 +208,9 @@ def cmd_evaluate(ns: argparse.Namespace, out) -> int:
         where = "--data " + " ".join(ns.data) if ns.data else f"{ns.split} split"
         print(f"{file}: {where}: {task.metric} {res[task.metric]:.4f} (loss {res['loss']:.4f}) "
               f"on {res.get('items', 0):,} {task.unit}", file=out)
+    if res.get("unknown_chars"):
+        print(f"rnnkit evaluate: note: {res['unknown_chars']:,} of {res.get('items', 0):,} characters are not in "
+              "the checkpoint's vocabulary and were scored as UNK", file=sys.stderr)
     return 0
 
 

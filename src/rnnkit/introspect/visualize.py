@@ -18,6 +18,7 @@ the whole text.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import html
 import json
 import sys
@@ -364,6 +365,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, stream=None) -> List[Path]:
     stream = stream or sys.stdout
     if args.text_file is not None:
+        if Path(args.text_file).exists() and not Path(args.text_file).is_file():
+            raise IntrospectError(f"--text-file: {args.text_file} is not a regular file; expected a UTF-8 file")
         try:
             text = Path(args.text_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
@@ -372,9 +375,18 @@ def run(args: argparse.Namespace, stream=None) -> List[Path]:
         text = args.text
     if args.max_units < 1:
         raise IntrospectError(f"--max-units: expected a positive integer, got {args.max_units}")
+    out = Path(args.out)
+    if out.is_dir() or not out.parent.is_dir():
+        raise IntrospectError(f"--out {out}: " + ("is a folder; expected the HTML file to write" if out.is_dir()
+                              else f"folder {out.parent} does not exist; create it first"))
+    heatmaps = not args.no_heatmaps
+    if heatmaps and importlib.util.find_spec("matplotlib") is None:
+        print("rnnkit visualize: note: matplotlib is not installed, so no heatmaps; writing the page only "
+              "(pip install matplotlib for the PNGs)", file=sys.stderr)
+        heatmaps = False
     model = load_language_model(args.checkpoint)
-    paths = visualize_text(model, text, args.out, layer=args.layer, unit=args.unit, track=args.track,
-                           heatmaps=not args.no_heatmaps, max_units=args.max_units)
+    paths = visualize_text(model, text, out, layer=args.layer, unit=args.unit, track=args.track,
+                           heatmaps=heatmaps, max_units=args.max_units)
     for p in paths:
         print(f"wrote {p}", file=stream)
     return paths

@@ -274,6 +274,11 @@ class LanguageModel(Task):
             if data:
                 corpus = load_corpus("", data, self.config.get("data_glob", "*"))
                 text = corpus.train + corpus.valid + corpus.test
+                encoded = self.vocab.encode(text)
+                if not (encoded != Vocab.UNK).any():
+                    raise UsageError(f"--data {' '.join(map(str, data))}: none of its {len(encoded):,} characters "
+                                     f"is in the checkpoint's vocabulary ({len(self.vocab) - 1} characters); "
+                                     "expected text like the training text")
             else:
                 if self.corpus is None:
                     src = self.source or {}
@@ -283,8 +288,8 @@ class LanguageModel(Task):
                                               src.get("data_glob", self.config.get("data_glob", "*")))
                 if split not in ("train", "valid", "test"):
                     raise UsageError(f"--split: expected train, valid or test, got {split!r}")
-                text = self.corpus.split(split)
-            self._eval_cache[key] = torch.from_numpy(self.vocab.encode(text))
+                encoded = self.vocab.encode(self.corpus.split(split))
+            self._eval_cache[key] = torch.from_numpy(encoded)
         return self._eval_cache[key]
 
     @torch.no_grad()
@@ -293,6 +298,9 @@ class LanguageModel(Task):
         ids = self._eval_ids(split, data)
         if limit:
             ids = ids[:limit + 1]
+        extra = {}
+        if data:  # characters the model never saw are scored as UNK: say how many
+            extra["unknown_chars"] = int((ids[1:] == Vocab.UNK).sum())
         W = ctx.world_size
         # the streams do not depend on the number of processes, which share them out
         S = max(1, min(self.config["eval_batch"], (len(ids) - 1) // 32))
@@ -316,7 +324,7 @@ class LanguageModel(Task):
         model.train(was_training)
         ctx.all_reduce_sum(nll)
         loss = (nll[0] / nll[1]).item()
-        return {"loss": loss, "bpc": loss / LN2, "items": int(nll[1])}
+        return {"loss": loss, "bpc": loss / LN2, "items": int(nll[1]), **extra}
 
     # --- sampling ------------------------------------------------------------------------
     def default_prime(self) -> str:

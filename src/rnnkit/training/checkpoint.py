@@ -41,6 +41,7 @@ Writing goes to a temporary file in the same folder, fsync, then ``os.replace``:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -377,6 +378,31 @@ def check_trainer(trainer: Any, where: str) -> Dict[str, Any]:
 _REBUILD_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
 
 
+@contextlib.contextmanager
+def _rebuilding(where: str):
+    """Errors of rebuilding a task or model from a checkpoint as one CheckpointError line."""
+    try:
+        yield
+    except _REBUILD_ERRORS as e:
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise CheckpointError(f"{where}: task_state or config do not describe a model ({type(e).__name__}: "
+                              f"{first}); the file was edited or damaged") from None
+    except CheckpointError:
+        raise
+    except UsageError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def restore_task(cls, config: Dict[str, Any], meta: Dict[str, Any], where: str):
+    """``cls(config)`` with the checkpoint's task state loaded and the model's size checked
+    against the budget (on the meta device); every failure one CheckpointError line."""
+    task = cls(config)
+    with _rebuilding(where):
+        task.load_state_dict(meta.get("task_state") or {})
+        check_model_size(task, f"{where}: config")
+    return task
+
+
 def model_from_checkpoint(tensors, meta, where: str, backend: Optional[str] = None,
                           arch: Optional[str] = None):
     """(task, model) rebuilt from a read checkpoint; model in eval mode."""
@@ -388,17 +414,9 @@ def model_from_checkpoint(tensors, meta, where: str, backend: Optional[str] = No
     if backend is not None:
         config["backend"] = backend
     check_model_config(config, cls.allows_bidirectional)
-    task = cls(config)
-    try:
-        task.load_state_dict(meta.get("task_state") or {})
-        check_model_size(task, f"{where}: config")
+    task = restore_task(cls, config, meta, where)
+    with _rebuilding(where):
         model = task.build_model()
-    except _REBUILD_ERRORS as e:
-        raise CheckpointError(f"{where}: task_state or config do not describe a model "
-                              f"({type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}); "
-                              "the file was edited or damaged") from None
-    except UsageError as e:
-        raise CheckpointError(str(e)) from None
     load_weights(model, prefixed(tensors, "model"), where)
     model.eval()
     return task, model

@@ -39,7 +39,7 @@ import torch
 from . import metrics as M
 from .checkpoint import (BEST_FILE, TRAIN_FILE, CheckpointError, check_model_size, check_trainer,
                          checkpoint_config, load_optimizer_state, load_weights, optimizer_state, prefixed,
-                         read_checkpoint, save_checkpoint, write_atomic)
+                         read_checkpoint, restore_task, save_checkpoint, write_atomic)
 from .models import check_model_config, count_parameters
 from .task import RunContext, Task, UsageError, get_task
 
@@ -472,15 +472,17 @@ def _train(config: Dict[str, Any], resume: Optional[Path], overrides: Optional[D
         run_dir = Path(_broadcast_str(ctx, str(Path(config["out"]) if config["out"]
                                                 else default_run_dir(config))))
         _agree(ctx, _check_run_dir(run_dir, config["overwrite"]))
-    task = cls(config)
     if resume is not None:
-        task.load_state_dict(task_state)
+        task = restore_task(cls, config, meta, f"--resume {resume / TRAIN_FILE}")
+    else:
+        task = cls(config)
     problem = None
     try:
         task.setup(ctx)
         if resume is not None:
             task.check_resume(task_state)
-        check_model_size(task, "model")
+        else:
+            check_model_size(task, "model")
     except UsageError as e:
         problem = e
     _agree(ctx, problem)
