@@ -201,6 +201,9 @@ class LanguageModel(Task):
                        "chars": {s: len(c.split(s)) for s in ("train", "valid", "test")}}
         if self.vocab is None:
             self.vocab = Vocab.build(c.train, cfg["min_count"])
+            if len(self.vocab) < 2:
+                raise UsageError(f"--min-count {cfg['min_count']}: no character occurs that often in the "
+                                 f"training text ({len(c.train):,} characters); lower it")
         ids = self.vocab.encode(c.train)
         self.fingerprint = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
         self.train_ids = torch.from_numpy(ids)
@@ -275,10 +278,10 @@ class LanguageModel(Task):
                 corpus = load_corpus("", data, self.config.get("data_glob", "*"))
                 text = corpus.train + corpus.valid + corpus.test
                 encoded = self.vocab.encode(text)
-                if not (encoded != Vocab.UNK).any():
+                if not any(c in self.vocab.index for c in set(text) if not c.isspace()):
                     raise UsageError(f"--data {' '.join(map(str, data))}: none of its {len(encoded):,} characters "
-                                     f"is in the checkpoint's vocabulary ({len(self.vocab) - 1} characters); "
-                                     "expected text like the training text")
+                                     f"(besides white space) is in the checkpoint's vocabulary "
+                                     f"({len(self.vocab) - 1} characters); expected text like the training text")
             else:
                 if self.corpus is None:
                     src = self.source or {}
@@ -298,15 +301,15 @@ class LanguageModel(Task):
         ids = self._eval_ids(split, data)
         if limit:
             ids = ids[:limit + 1]
-        extra = {}
-        if data:  # characters the model never saw are scored as UNK: say how many
-            extra["unknown_chars"] = int((ids[1:] == Vocab.UNK).sum())
         W = ctx.world_size
         # the streams do not depend on the number of processes, which share them out
         S = max(1, min(self.config["eval_batch"], (len(ids) - 1) // 32))
         L = (len(ids) - 1) // S
         if L < 1:
             raise UsageError(f"evaluation text of {len(ids)} characters is too short")
+        extra = {}
+        if data:  # characters the model never saw are scored as UNK: say how many
+            extra["unknown_chars"] = int((ids[1:S * L + 1] == Vocab.UNK).sum())
         x_all = ids[:S * L].view(S, L)[ctx.rank::W]             # (S / W, L)
         y_all = ids[1:S * L + 1].view(S, L)[ctx.rank::W]
         was_training = model.training
