@@ -105,3 +105,21 @@ def _one_line(rc, err, *needles):
     assert len(lines) == 1, err
     for n in needles:
         assert str(n) in lines[0], (n, lines[0])
+
+
+def test_a_file_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch):
+    from rnnkit import cli
+
+    def missing(ns, out):
+        raise FileNotFoundError(2, "No such file or directory", "/data/notes.txt")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", missing)
+    rc, out, err = run_cli(["info"])
+    _one_line(rc, err, "/data/notes.txt", "No such file or directory")
+
+    def bug(ns, out):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setitem(cli.COMMANDS, "info", bug)
+    with pytest.raises(ZeroDivisionError):
+        run_cli(["info"])
