@@ -71,6 +71,12 @@ OTHER = [
     (["train", "--resume", "RUN", "--max-time", "nan"], ["--max-time", "finite"]),
     (["visualize", "RUN", "--text", "def f", "--out", "MISSING/page.html"], ["--out", "does not exist"]),
     (["visualize", "RUN", "--text", "def f", "--out", "RUN"], ["--out", "is a folder"]),
+    (["visualize", "RUN", "--text", "def f", "--max-units", "0"], ["--max-units", ">= 1"]),
+    (["visualize", "RUN", "--text", "def f", "--layer", "-1"], ["--layer", ">= 0"]),
+    (["gradflow", "--hidden", "100000000"], ["--hidden", "<= 4096"]),
+    (["gradflow", "--seed", HUGE], ["--seed", "<= 4294967295"]),
+    (["gradflow", "--length", str(10 ** 9)], ["--length", "<= 100000"]),
+    (["explain", "--digits", "100000"], ["--digits", "<= 17"]),
 ]
 
 

@@ -280,7 +280,9 @@ def explain_text(parts: Sequence[str] = PARTS, digits: int = 3, gru_form: str = 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
                         help="comma-separated parts to show: rnn (the worked example), lstm, gru (default: all)")
-    parser.add_argument("--digits", type=int, default=3, help="decimals shown (default 3)")
+    from ..training.options import int_range
+
+    parser.add_argument("--digits", type=int_range(0, 17), default=3, help="decimals shown (default 3)")
     parser.add_argument("--gru-form", choices=("after", "before"), default="after",
                         help="GRU form: after (torch.nn, default) or before (the seeds, Cho et al.)")
 

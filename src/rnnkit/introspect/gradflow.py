@@ -366,15 +366,17 @@ def checkpoint_gradient_flow(path, length: int, batch: int = 8, seed: int = 0, *
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..training.options import int_range, seed_value
+
     parser.add_argument("--arch", default=None,
                         help="comma-separated fresh models to compare: rnn (tanh Elman), gru, lstm, jordan "
                              "(default: rnn,gru,lstm without --checkpoint, none with it)")
-    parser.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size of the fresh models (default 64)")
-    parser.add_argument("--input-size", type=int, default=16, help="input size of the fresh models (default 16)")
-    parser.add_argument("--layers", type=int, default=1, help="layers of the fresh models (default 1)")
-    parser.add_argument("--batch", type=int, default=8, help="sequences averaged over (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
+    parser.add_argument("--length", type=int_range(1, 100_000), default=200, help="sequence length T (default 200)")
+    parser.add_argument("--hidden", type=int_range(1, 4096), default=64, help="hidden size of the fresh models (default 64)")
+    parser.add_argument("--input-size", type=int_range(1, 4096), default=16, help="input size of the fresh models (default 16)")
+    parser.add_argument("--layers", type=int_range(1, 64), default=1, help="layers of the fresh models (default 1)")
+    parser.add_argument("--batch", type=int_range(1, 4096), default=8, help="sequences averaged over (default 8)")
+    parser.add_argument("--seed", type=seed_value, default=0, help="seed for weights and inputs (default 0)")
     parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                         help="a trained checkpoint to measure instead of / next to fresh models (repeatable); "
                              "with --checkpoint, only the architectures named by an explicit --arch are added")

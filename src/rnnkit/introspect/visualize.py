@@ -346,12 +346,14 @@ def load_language_model(path) -> nn.Module:
 
 # ----------------------------------------------------------------------------- command line
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from ..training.options import MAX_LAYERS, int_range, nonneg_int
+
     parser.add_argument("checkpoint", help="a checkpoint or run folder of `rnnkit train lm`")
     src = parser.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the text to read (characters of the model's vocabulary)")
     src.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file")
-    parser.add_argument("--layer", type=int, default=0, help="recurrent layer (default 0)")
-    parser.add_argument("--unit", type=int, default=0, help="unit shown first (default 0; the page has a selector)")
+    parser.add_argument("--layer", type=int_range(0, MAX_LAYERS - 1), default=0, help="recurrent layer (default 0)")
+    parser.add_argument("--unit", type=nonneg_int, default=0, help="unit shown first (default 0; the page has a selector)")
     parser.add_argument("--track", default=None,
                         help="quantity shown first: lstm c, h, i, f, o, g; gru h, z, r, n; rnn h, a; jordan y, h "
                              "(default: the first)")
@@ -359,7 +361,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="HTML page to write (default visualize.html); heatmaps go next to it as "
                              "<stem>_<quantity>.png")
     parser.add_argument("--no-heatmaps", action="store_true", help="write only the HTML page")
-    parser.add_argument("--max-units", type=int, default=64, help="units per heatmap (default 64)")
+    parser.add_argument("--max-units", type=int_range(1, 4096), default=64, help="units per heatmap (default 64)")
 
 
 def run(args: argparse.Namespace, stream=None) -> List[Path]:
