@@ -94,6 +94,8 @@ def test_a_killed_overwrite_keeps_the_old_run_and_says_where(done_run, tmp_path)
     assert (done_run.parent / left[0] / "checkpoint.safetensors").read_bytes() == old_ckpt
     rc, out, err, _ = train_tiny(tmp_path, "--overwrite")
     _one_line(rc, err, "--out", left[0], "interrupted")
+    rc, out, err = run_cli(["train", "--resume", done_run])
+    _one_line(rc, err, "--resume", left[0], "interrupted")
 
 
 def test_two_resumes_of_one_run_folder_cannot_run_at_once(done_run):

@@ -315,15 +315,21 @@ def remove_leftover_tmp(folder: Path) -> List[str]:
     return removed
 
 
-def _prepare_run_dir(run_dir: Path, locks: List[int]) -> Tuple[Optional[Path], bool]:
+def _prepare_run_dir(run_dir: Path, overwrite: bool, locks: List[int]) -> Tuple[Optional[Path], bool]:
     """Create (or take over) a new run's folder and lock it. An existing run folder
     (--overwrite, already checked by :func:`_check_run_dir`) is renamed aside, to be
     deleted once the new run has saved its first checkpoint. Returns (aside, existed)."""
     aside = None
     existed = run_dir.is_dir()
     if existed and any(run_dir.iterdir()):
+        problem = _check_run_dir(run_dir, overwrite)  # it may have changed since the first check
+        if problem is not None:
+            raise problem
         old = lock_run_dir(run_dir, "--out")   # refuses a folder that a running process uses
         try:
+            problem = _check_run_dir(run_dir, overwrite)   # and again, now that no one else writes it
+            if problem is not None:
+                raise problem
             aside = run_dir.with_name(f"{_aside_name(run_dir)}{os.getpid()}")
             os.replace(run_dir, aside)
         finally:
@@ -432,8 +438,10 @@ def _train(config: Dict[str, Any], resume: Optional[Path], overrides: Optional[D
         resume = Path(resume)
         file = resume / TRAIN_FILE
         if not file.is_file():
-            raise UsageError(f"--resume {resume}: no {TRAIN_FILE} there; expected the folder of a "
-                             "run started by `rnnkit train`")
+            left = sorted(resume.parent.glob(_aside_name(resume) + "*")) if resume.parent.is_dir() else []
+            raise UsageError(f"--resume {resume}: no {TRAIN_FILE} there; " + (
+                f"an --overwrite of it was interrupted and the previous run is in {left[0]}" if left
+                else "expected the folder of a run started by `rnnkit train`"))
         ckpt_tensors, meta = read_checkpoint(file)
         if meta["kind"] != "train":
             raise UsageError(f"--resume {file}: a weights-only checkpoint cannot be resumed")
@@ -533,7 +541,7 @@ def _train(config: Dict[str, Any], resume: Optional[Path], overrides: Optional[D
     problem = None
     if main and resume is None:
         try:
-            aside, existed = _prepare_run_dir(run_dir, locks)
+            aside, existed = _prepare_run_dir(run_dir, config["overwrite"], locks)
             created = True
         except UsageError as e:
             problem = e
