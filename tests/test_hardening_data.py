@@ -284,3 +284,19 @@ def test_min_count_above_every_count_is_one_line(tmp_path):
     rc, out, err, run_dir = train_tiny(tmp_path, "--min-count", "1000000")
     assert rc == 2 and "--min-count 1000000" in err and len(err.strip().splitlines()) == 1, err
     assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("args, needles", [
+    (["evaluate", "RUN", "--data", "/dev/zero"], ["/dev/zero", "not a regular file"]),
+    (["visualize", "RUN", "--text-file", "/dev/zero", "--out", "OUT/p.html"], ["/dev/zero", "not a regular file"]),
+    (["evaluate", "RUN", "--data", "MISSING"], ["MISSING", "no such file"]),
+])
+def test_other_commands_refuse_devices_and_missing_files(lm_run, tmp_path, args, needles):
+    args = [str(lm_run) if a == "RUN" else a.replace("OUT", str(tmp_path)).replace("MISSING", str(tmp_path / "nope.txt"))
+            for a in args]
+    needles = [n.replace("MISSING", "nope.txt") for n in needles]
+    rc, out, err = run_cli(args)
+    assert rc == 2 and "Traceback" not in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    for n in needles:
+        assert n in err, (n, err)
