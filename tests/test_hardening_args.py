@@ -19,7 +19,7 @@ TRAIN = [
     (["--embed", str(2 ** 31 - 1)], ["parameters", "budget"]),
     (["--threads", "100000"], ["--threads", "<= 1024"]),
     (["--seed", HUGE], ["--seed", "<= 4294967295"]),
-    (["--seed", "-1"], ["--seed", ">= 0"]),
+    (["--seed", "-" + HUGE], ["--seed", ">= -4294967295"]),
     (["--lr", "inf"], ["--lr", "finite"]),
     (["--lr", "nan"], ["--lr", "finite"]),
     (["--lr", "-1"], ["--lr", ">= 0"]),
@@ -129,3 +129,12 @@ def test_a_file_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setitem(cli.COMMANDS, "info", bug)
     with pytest.raises(ZeroDivisionError):
         run_cli(["info"])
+
+
+def test_negative_seeds_still_train_and_load(tmp_path):
+    """Seeds were always allowed to be negative; checkpoints with one must still load."""
+    rc, out, err, run_dir = train_tiny(tmp_path, "--seed", "-7", "--steps", "4", "--eval-every", "4",
+                                       "--sample-length", "0")
+    assert rc == 0, err
+    rc, out, err = run_cli(["sample", run_dir, "--length", "5", "--seed", "-3"])
+    assert rc == 0, err

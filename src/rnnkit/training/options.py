@@ -135,7 +135,7 @@ probability = float_range(0.0, 1.0, hi_open=True)
 hidden_size = int_range(1, MAX_HIDDEN)
 layer_count = int_range(1, MAX_LAYERS)
 thread_count = int_range(0, MAX_THREADS)
-seed_value = int_range(0, MAX_SEED)
+seed_value = int_range(-MAX_SEED, MAX_SEED)   # negative seeds were always accepted
 
 
 def option_parser(cls, defaults: Optional[Dict[str, Any]] = None) -> argparse.ArgumentParser:
