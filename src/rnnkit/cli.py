@@ -21,13 +21,15 @@ An interrupted training run (Ctrl-C) saves a resumable checkpoint and exits with
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
 
 from .errors import UsageError
-from .training.options import DEFAULTS, RESUMABLE_OVERRIDES, add_common_options, add_option
+from .training.options import (DEFAULTS, MAX_SAMPLE_LENGTH, RESUMABLE_OVERRIDES, add_common_options, add_option,
+                               MAX_LAYERS, int_range, nonneg_float, nonneg_int, seed_value)
 from .training.task import TASKS, load_builtin_tasks
 
 EXIT_USAGE = 2
@@ -95,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "as `rnnkit train TASK --data` reads: its --split file; text folders: every file)")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"),
                     help="split of the run's corpus (default: test)")
-    ev.add_argument("--limit", type=int, default=0, metavar="N", help="at most N items (default: 0, all)")
+    ev.add_argument("--limit", type=nonneg_int, default=0, metavar="N", help="at most N items (default: 0, all)")
     ev.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation "
                     "(default: the one it was trained with)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -106,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("checkpoint", metavar="CHECKPOINT")
     sa.add_argument("--prime", default=None, metavar="TEXT",
                     help="text to start from (default: the corpus's prime, e.g. 'def ')")
-    sa.add_argument("--length", type=int, default=300, metavar="N", help="characters to generate (default: 300)")
-    sa.add_argument("--temperature", type=float, default=0.8, metavar="T",
+    sa.add_argument("--length", type=int_range(0, MAX_SAMPLE_LENGTH), default=300, metavar="N",
+                    help=f"characters to generate, at most {MAX_SAMPLE_LENGTH:,} (default: 300)")
+    sa.add_argument("--temperature", type=nonneg_float, default=0.8, metavar="T",
                     help="softmax temperature; 0 picks the most likely character (default: 0.8)")
-    sa.add_argument("--top-k", type=int, default=0, metavar="K",
+    sa.add_argument("--top-k", type=nonneg_int, default=0, metavar="K",
                     help="sample among the K most likely characters, 0 for all (default: 0)")
-    sa.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    sa.add_argument("--seed", type=seed_value, default=0, metavar="S", help="random seed (default: 0)")
     sa.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation")
 
     sub.add_parser("info", help="version, CPU features, threads, active kernel paths",
@@ -133,12 +136,13 @@ def _add_introspect_parsers(sub) -> None:
     p.add_argument("--arch", default=None,
                    help="comma-separated fresh models to compare: rnn (tanh Elman), gru, lstm, jordan "
                         "(default: rnn,gru,lstm without --checkpoint, none with it)")
-    p.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
-    p.add_argument("--hidden", type=int, default=64, help="hidden size of the fresh models (default 64)")
-    p.add_argument("--input-size", type=int, default=16, help="input size of the fresh models (default 16)")
-    p.add_argument("--layers", type=int, default=1, help="layers of the fresh models (default 1)")
-    p.add_argument("--batch", type=int, default=8, help="sequences averaged over (default 8)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
+    p.add_argument("--length", type=int_range(1, 100_000), default=200, help="sequence length T (default 200)")
+    p.add_argument("--hidden", type=int_range(1, 4096), default=64, help="hidden size of the fresh models (default 64)")
+    p.add_argument("--input-size", type=int_range(1, 4096), default=16,
+                   help="input size of the fresh models (default 16)")
+    p.add_argument("--layers", type=int_range(1, 64), default=1, help="layers of the fresh models (default 1)")
+    p.add_argument("--batch", type=int_range(1, 4096), default=8, help="sequences averaged over (default 8)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed for weights and inputs (default 0)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                    help="a trained checkpoint to measure instead of / next to fresh models (repeatable); "
                         "with --checkpoint, only the architectures named by an explicit --arch are added")
@@ -152,7 +156,7 @@ def _add_introspect_parsers(sub) -> None:
                        description=explain.__doc__, formatter_class=_Formatter)
     p.add_argument("--only", default=",".join(explain.PARTS), metavar="PARTS",
                    help="comma-separated parts to show: rnn (the worked example), lstm, gru (default: all)")
-    p.add_argument("--digits", type=int, default=3, help="decimals shown (default 3)")
+    p.add_argument("--digits", type=int_range(0, 17), default=3, help="decimals shown (default 3)")
     p.add_argument("--gru-form", choices=("after", "before"), default="after",
                    help="GRU form: after (torch.nn, default) or before (the seeds, Cho et al.)")
 
@@ -162,8 +166,8 @@ def _add_introspect_parsers(sub) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the text to read (characters of the model's vocabulary)")
     src.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file")
-    p.add_argument("--layer", type=int, default=0, help="recurrent layer (default 0)")
-    p.add_argument("--unit", type=int, default=0, help="unit shown first (default 0; the page has a selector)")
+    p.add_argument("--layer", type=int_range(0, MAX_LAYERS - 1), default=0, help="recurrent layer (default 0)")
+    p.add_argument("--unit", type=nonneg_int, default=0, help="unit shown first (default 0; the page has a selector)")
     p.add_argument("--track", default=None,
                    help="quantity shown first: lstm c, h, i, f, o, g; gru h, z, r, n; rnn h, a; jordan y, h "
                         "(default: the first)")
@@ -171,11 +175,11 @@ def _add_introspect_parsers(sub) -> None:
                    help="HTML page to write (default visualize.html); heatmaps go next to it as "
                         "<stem>_<quantity>.png")
     p.add_argument("--no-heatmaps", action="store_true", help="write only the HTML page")
-    p.add_argument("--max-units", type=int, default=64, help="units per heatmap (default 64)")
+    p.add_argument("--max-units", type=int_range(1, 4096), default=64, help="units per heatmap (default 64)")
 
 
 def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
-    from .training.options import nonneg_float, nonneg_int, positive_int
+    from .training.options import nonneg_float, nonneg_int, positive_int, thread_count
 
     g = parser.add_argument_group("options that may change on --resume")
     add_option(g, "--steps", DEFAULTS, "optimiser steps in total", type=positive_int, metavar="N")
@@ -184,7 +188,7 @@ def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
     add_option(g, "--save-every", DEFAULTS, "checkpoint every N steps", type=positive_int, metavar="N")
     add_option(g, "--log-every", DEFAULTS, "training record every N steps", type=positive_int, metavar="N")
     add_option(g, "--patience", DEFAULTS, "early-stopping patience", type=nonneg_int, metavar="N")
-    add_option(g, "--threads", DEFAULTS, "torch threads", type=nonneg_int, metavar="N")
+    add_option(g, "--threads", DEFAULTS, "torch threads", type=thread_count, metavar="N")
     add_option(g, "--progress", DEFAULTS, "progress bar", choices=("auto", "on", "off"))
     add_option(g, "--tensorboard", DEFAULTS, "TensorBoard event files", choices=("auto", "on", "off"))
 
@@ -236,9 +240,6 @@ def cmd_train(ns: argparse.Namespace, out) -> int:
         summary = train(config, out=out)
     if summary["stopped"] == "interrupted":
         return EXIT_INTERRUPTED
-    if summary["stopped"] == "diverged":
-        print("rnnkit: error: the loss became inf/nan; lower --lr or set --clip", file=sys.stderr)
-        return 1
     return 0
 
 
@@ -262,18 +263,15 @@ def cmd_evaluate(ns: argparse.Namespace, out) -> int:
         where = "--data " + " ".join(ns.data) if ns.data else f"{ns.split} split"
         print(f"{file}: {where}: {task.metric} {res[task.metric]:.4f} (loss {res['loss']:.4f}) "
               f"on {res.get('items', 0):,} {task.unit}", file=out)
+    if res.get("unknown_chars"):
+        print(f"rnnkit evaluate: note: {res['unknown_chars']:,} of {res.get('items', 0):,} characters are not in "
+              "the checkpoint's vocabulary and were scored as UNK", file=sys.stderr)
     return 0
 
 
 def cmd_sample(ns: argparse.Namespace, out) -> int:
     import torch
 
-    if ns.length < 0:
-        raise UsageError(f"--length: expected an integer >= 0, got {ns.length}")
-    if ns.temperature < 0:
-        raise UsageError(f"--temperature: expected a number >= 0, got {ns.temperature}")
-    if ns.top_k < 0:
-        raise UsageError(f"--top-k: expected an integer >= 0, got {ns.top_k}")
     _, task, model = _open_checkpoint(ns.checkpoint, ns.backend)
     g = torch.Generator().manual_seed(ns.seed)
     text = task.sample(model, prime=ns.prime, length=ns.length, temperature=ns.temperature,
@@ -392,15 +390,26 @@ def cmd_visualize(ns: argparse.Namespace, out) -> int:
     from .introspect.visualize import load_language_model, visualize_text
 
     if ns.text_file is not None:
+        if Path(ns.text_file).exists() and not Path(ns.text_file).is_file():
+            raise UsageError(f"--text-file: {ns.text_file} is not a regular file; expected a UTF-8 file")
         try:
             text = Path(ns.text_file).read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise UsageError(f"--text-file: cannot read {ns.text_file} ({e})") from None
     else:
         text = ns.text
+    page = Path(ns.out)
+    if page.is_dir() or not page.parent.is_dir():
+        raise UsageError(f"--out {page}: " + ("is a folder; expected the HTML file to write" if page.is_dir()
+                         else f"folder {page.parent} does not exist; create it first"))
+    heatmaps = not ns.no_heatmaps
+    if heatmaps and importlib.util.find_spec("matplotlib") is None:
+        print("rnnkit visualize: note: matplotlib is not installed, so no heatmaps; writing the page only "
+              "(pip install matplotlib for the PNGs)", file=sys.stderr)
+        heatmaps = False
     model = load_language_model(ns.checkpoint)
-    for path in visualize_text(model, text, ns.out, layer=ns.layer, unit=ns.unit, track=ns.track,
-                               heatmaps=not ns.no_heatmaps, max_units=ns.max_units):
+    for path in visualize_text(model, text, page, layer=ns.layer, unit=ns.unit, track=ns.track,
+                               heatmaps=heatmaps, max_units=ns.max_units):
         print(f"wrote {path}", file=out)
     return 0
 
@@ -429,11 +438,17 @@ def main(argv: Optional[List[str]] = None, out=None) -> int:
     except UsageError as e:
         print(f"rnnkit {ns.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `rnnkit sample ... | head`
+        return 0
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file the user named or a folder the run writes to (full disk, no permission)
+        print(f"rnnkit {ns.command}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"rnnkit {ns.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `rnnkit sample ... | head`
-        return 0
 
 
 def console_main() -> None:  # pragma: no cover
