@@ -6,7 +6,6 @@ stepped by hand with a zero "probe" added to every step's state: dL/dprobe_t is 
 total gradient dL/ds_t.
 """
 
-import argparse
 import io
 import struct
 
@@ -16,11 +15,11 @@ import torch
 import rnnkit
 from rnnkit import reference
 from rnnkit.introspect._recording import recording
-from rnnkit.introspect.gradflow import (PLOT_SIZE_PX, format_table, gradient_flow, parse_archs, run, verdict)
+from rnnkit.introspect.gradflow import PLOT_SIZE_PX, compare, format_table, gradient_flow, parse_archs, verdict
 from rnnkit.introspect.jacobian import layer_states, step_jacobian_norms
 from rnnkit.introspect.saturation import gate_saturation
-from rnnkit.introspect import cli_commands
-from rnnkit.introspect._errors import IntrospectError
+from rnnkit import cli
+from rnnkit.errors import IntrospectError
 
 D64 = torch.float64
 T, B, I, H = 6, 3, 3, 4
@@ -294,19 +293,11 @@ def test_gate_saturation_counts_active_steps_only():
         gate_saturation(rnnkit.RNN(I, H).double(), data[:1])
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="rnnkit")
-    sub = parser.add_subparsers(dest="command")
-    cli_commands.add_subparsers(sub)
-    return parser.parse_args(argv)
-
-
 def test_gradflow_command_writes_the_png_and_prints_the_table(tmp_path):
     out = tmp_path / "flow.png"
-    ns = _parse(["gradflow", "--arch", "rnn,gru,lstm", "--length", "40", "--hidden", "8", "--batch", "2",
-                 "--out", str(out)])
     text = io.StringIO()
-    assert cli_commands.COMMANDS[ns.command](ns, text) == 0
+    assert cli.main(["gradflow", "--arch", "rnn,gru,lstm", "--length", "40", "--hidden", "8", "--batch", "2",
+                     "--out", str(out)], out=text) == 0
     table = text.getvalue()
     for name in ("rnn (fresh)", "gru (fresh)", "lstm (fresh)"):
         assert name in table
@@ -317,9 +308,8 @@ def test_gradflow_command_writes_the_png_and_prints_the_table(tmp_path):
 def test_gradflow_bad_input_is_a_clear_error():
     with pytest.raises(IntrospectError, match=r"--arch: unknown architecture 'transformer'"):
         parse_archs("rnn,transformer")
-    ns = _parse(["gradflow", "--arch", "lstm", "--length", "1"])
     with pytest.raises(IntrospectError, match="--length: expected at least 2"):
-        run(ns, io.StringIO())
+        compare(["lstm"], length=1)
     with pytest.raises(ValueError, match="exactly one rnnkit"):
         gradient_flow(torch.nn.Linear(2, 2), torch.zeros(2, 2))
     assert verdict(float("nan")) == "undetermined"
@@ -340,17 +330,7 @@ def test_packed_sequence_input_equals_lengths():
     torch.testing.assert_close(a.layers[0].jacobian, b.layers[0].jacobian, equal_nan=True)
 
 
-def test_commands_plug_into_the_rnnkit_cli(monkeypatch, capsys):
-    """What the two wiring lines in rnnkit.cli do, done here from outside."""
-    from rnnkit import cli
-
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "gradflow" not in sub.choices:  # not wired yet
-        cli_commands.add_subparsers(sub)
-        monkeypatch.setattr(cli, "build_parser", lambda: parser)
-        for name, fn in cli_commands.COMMANDS.items():
-            monkeypatch.setitem(cli.COMMANDS, name, fn)
+def test_introspect_commands_run_through_the_rnnkit_cli(capsys):
     out = io.StringIO()
     assert cli.main(["explain", "--only", "rnn"], out=out) == 0
     assert "[32, 32]" in out.getvalue()

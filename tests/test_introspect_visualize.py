@@ -3,7 +3,6 @@
 Chromium comes from ``tests/setup_chromium.sh``; without it the browser tests skip.
 """
 
-import argparse
 import html.parser
 import io
 import re
@@ -17,8 +16,8 @@ import pytest
 import torch
 
 import rnnkit
-from rnnkit.introspect import cli_commands
-from rnnkit.introspect._errors import IntrospectError
+from rnnkit import cli
+from rnnkit.errors import IntrospectError
 from rnnkit.introspect.explain import explain_text
 from rnnkit.introspect.visualize import (HEATMAP_SIZE_PX, TRACKS, activation_page, load_language_model,
                                          text_activations, visualize_text)
@@ -111,7 +110,7 @@ def test_bad_unit_track_layer_and_text_are_clear_errors(tmp_path):
     lm = char_lm("lstm")
     with pytest.raises(IntrospectError, match=r"--unit: expected a unit index in 0\.\.5 .* got 6"):
         visualize_text(lm, TEXT, tmp_path / "p.html", unit=6)
-    with pytest.raises(IntrospectError, match=r"--track: expected one of h, c, i, f, o, g .* got 'z'"):
+    with pytest.raises(IntrospectError, match=r"--track: expected one of c, h, i, f, o, g .* got 'z'"):
         visualize_text(lm, TEXT, tmp_path / "p.html", track="z")
     with pytest.raises(IntrospectError, match=r"--layer: expected 0\.\.1, got 2"):
         visualize_text(lm, TEXT, tmp_path / "p.html", layer=2)
@@ -129,9 +128,8 @@ def test_page_renders_in_headless_chromium(tmp_path):
     page = tmp_path / "page.html"
     visualize_text(lm, TEXT, page, layer=0, unit=1, heatmaps=False)
 
-    # The initial selection (the first track of the menu, the output state h; unit 1), then
-    # another one through the page's #fragment.
-    for fragment, name, unit in (("", "h", 1), ("#track=f&unit=4", "f", 4)):
+    # The initial selection (c, unit 1), then another one through the page's #fragment.
+    for fragment, name, unit in (("", "c", 1), ("#track=f&unit=4", "f", 4)):
         parser = _Spans()
         parser.feed(chromium("--dump-dom", page.as_uri() + fragment))
         assert (parser.body.get("data-track"), parser.body.get("data-unit")) == (name, str(unit))
@@ -172,32 +170,22 @@ def lm_run(tmp_path_factory):
     return root / "run"
 
 
-def _parse(argv):
-    parser = argparse.ArgumentParser(prog="rnnkit")
-    sub = parser.add_subparsers(dest="command")
-    cli_commands.add_subparsers(sub)
-    return parser.parse_args(argv)
-
-
 def test_visualize_command_on_a_checkpoint(lm_run, tmp_path):
-    ns = _parse(["visualize", str(lm_run), "--text", "def f(x):\n    return x", "--unit", "3",
-                 "--out", str(tmp_path / "v.html")])
     out = io.StringIO()
-    assert cli_commands.COMMANDS["visualize"](ns, out) == 0
+    assert cli.main(["visualize", str(lm_run), "--text", "def f(x):\n    return x", "--unit", "3",
+                     "--out", str(tmp_path / "v.html")], out=out) == 0
     assert "v.html" in out.getvalue() and (tmp_path / "v_f.png").exists()
     assert png_size(tmp_path / "v_c.png") == HEATMAP_SIZE_PX
     model = load_language_model(lm_run)
     H = model.rnn.hidden_size
-    ns = _parse(["visualize", str(lm_run), "--text", "def", "--unit", str(H), "--out", str(tmp_path / "w.html")])
     with pytest.raises(UsageError, match=rf"--unit: expected a unit index in 0\.\.{H - 1}"):
-        cli_commands.COMMANDS["visualize"](ns, out)
+        visualize_text(model, "def", tmp_path / "w.html", unit=H)
 
 
 def test_gradflow_command_on_a_checkpoint(lm_run, tmp_path):
-    ns = _parse(["gradflow", "--checkpoint", str(lm_run), "--length", "30", "--batch", "2", "--no-jacobian",
-                 "--out", str(tmp_path / "g.png")])
     out = io.StringIO()
-    assert cli_commands.COMMANDS["gradflow"](ns, out) == 0
+    assert cli.main(["gradflow", "--checkpoint", str(lm_run), "--length", "30", "--batch", "2", "--no-jacobian",
+                     "--out", str(tmp_path / "g.png")], out=out) == 0
     assert "lstm (run)" in out.getvalue() and (tmp_path / "g.png").exists()
 
 
@@ -210,7 +198,7 @@ def test_checkpoint_that_is_not_a_language_model_is_a_clear_error(tmp_path):
         load_language_model(other)
     junk = tmp_path / "junk.safetensors"
     junk.write_bytes(b"not a checkpoint at all")
-    res = subprocess.run([sys.executable, "-m", "rnnkit.introspect.visualize", str(junk), "--text", "a",
+    res = subprocess.run([sys.executable, "-m", "rnnkit", "visualize", str(junk), "--text", "a",
                           "--out", str(tmp_path / "x.html")], capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert res.stderr.startswith("rnnkit visualize: error: ") and "junk.safetensors" in res.stderr
@@ -245,5 +233,5 @@ def test_explain_walks_the_worked_example_and_both_gated_cells():
     with pytest.raises(IntrospectError, match="--only: unknown part 'cnn'"):
         explain_text(["cnn"])
     out = io.StringIO()
-    assert cli_commands.COMMANDS["explain"](_parse(["explain", "--only", "rnn"]), out) == 0
+    assert cli.main(["explain", "--only", "rnn"], out=out) == 0
     assert "[16, 16]" in out.getvalue() and "LSTM" not in out.getvalue()

@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from cli_support import run_cli
+from cli_support import TINY as FAST, run_cli
 
 from rnnkit.data.sequences import japanese_vowels_dir, read_csv, read_npz, read_sequences, read_ts
 from rnnkit.tasks.classify import SequenceClassifier, pad, stratified_holdout
 from rnnkit.training.task import RunContext, UsageError, get_task
 
-FAST = ["--preset", "tiny", "--threads", "1", "--progress", "off", "--tensorboard", "off"]
 VOWELS = japanese_vowels_dir()
 needs_vowels = pytest.mark.skipif(VOWELS is None, reason="neither sktime nor aeon is installed")
 

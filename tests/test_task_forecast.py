@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from cli_support import run_cli
+from cli_support import TINY as FAST, run_cli
 
 from rnnkit.data.series import estimate_season, read_csv_series
 from rnnkit.training.task import RunContext, UsageError, get_task
 
-FAST = ["--preset", "tiny", "--threads", "1", "--progress", "off", "--tensorboard", "off"]
 needs_statsmodels = pytest.mark.skipif(importlib.util.find_spec("statsmodels") is None,
                                        reason="statsmodels is not installed")
 
@@ -62,7 +61,7 @@ def test_csv_multivariate_with_horizon(tmp_path):
     assert rc == 0, err
     res = json.loads((run_dir / "summary.json").read_text())["valid"]
     assert res["rmse"] < untrained(run_dir)["rmse"]
-    assert "test" not in out.split("sample:")[1].split("plot:")[0]
+    assert "test" not in out.split("sample:")[1].split("run folder:")[0]
     rc, _, err = run_cli(["evaluate", run_dir, "--split", "test"])
     assert rc == 2 and "no test part" in err
     rc, out, err = run_cli(["evaluate", run_dir, "--data", csv, "--json"])

@@ -7,13 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_support import run_cli
+from cli_support import TINY as FAST, run_cli
 
 from rnnkit.tasks.memory import COPY_N, MARKER, adding_batch, copy_batch
 from rnnkit.tasks.sweep import main as sweep_main
 from rnnkit.training.task import RunContext, get_task
-
-FAST = ["--preset", "tiny", "--threads", "1", "--progress", "off", "--tensorboard", "off"]
 
 
 def untrained(run_dir: Path, split: str = "valid"):

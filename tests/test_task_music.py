@@ -10,14 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from cli_support import run_cli
+from cli_support import TINY as FAST, run_cli
 from conftest import SHARED
 
 from rnnkit.data.music import load_piano_rolls
 from rnnkit.training.task import RunContext, UsageError, get_task
 
 JSB = Path(SHARED) / "data" / "jsb-chorales"
-FAST = ["--preset", "tiny", "--threads", "1", "--progress", "off", "--tensorboard", "off"]
 
 pytestmark = pytest.mark.skipif(not JSB.is_dir(), reason="shared/data/jsb-chorales is not there")
 

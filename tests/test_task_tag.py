@@ -9,14 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from cli_support import run_cli
+from cli_support import TINY as FAST, run_cli
 from conftest import SHARED
 
 from rnnkit.data.conll import entities, entity_counts, is_bio, prf, read_conll, read_conllu
 from rnnkit.training.task import RunContext, UsageError, get_task
 
 EWT = Path(SHARED) / "data" / "ud-english-ewt"
-FAST = ["--preset", "tiny", "--threads", "1", "--progress", "off", "--tensorboard", "off"]
 
 pytestmark = pytest.mark.skipif(not (EWT / "en_ewt-ud-train.conllu.xz").is_file(),
                                 reason="shared/data/ud-english-ewt is not there")

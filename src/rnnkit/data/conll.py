@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Sequence, Set, Tuple
 
 from ._files import open_text, strip_compression
-from ..training.task import UsageError
+from ..errors import UsageError
 
 Sentence = Tuple[List[str], List[str]]          # (words, tags)
 

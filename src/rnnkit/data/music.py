@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import pickle
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
 
-from ..training.task import UsageError
+from ..errors import UsageError
+from ._files import check_regular_file
 
 LOWEST, KEYS = 21, 88
 Song = np.ndarray          # (T, 88) uint8
@@ -36,7 +38,10 @@ class _SafeUnpickler(pickle.Unpickler):
 
 
 def _load_container(path: Path) -> dict:
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UsageError(f"{path}: cannot read ({e.strerror or e})") from None
     if path.suffix.lower() in (".pickle", ".pkl"):
         try:
             data = _SafeUnpickler(io.BytesIO(raw), encoding="latin1").load()
@@ -51,6 +56,9 @@ def _load_container(path: Path) -> dict:
             raise UsageError(f"{path}: not UTF-8 JSON ({e.reason} at byte {e.start})") from None
         except json.JSONDecodeError as e:
             raise UsageError(f"{path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+        except RecursionError:
+            raise UsageError(f"{path}: JSON nested too deeply; expected splits of songs of time steps "
+                             "of pitches") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected an object with keys train, valid [, test], "
                          f"got {type(data).__name__}")
@@ -67,7 +75,8 @@ def _roll(song, where: str) -> Song:
         if not isinstance(step, (list, tuple)):
             raise UsageError(f"{where} step {t}: expected a list of MIDI pitches, got {str(step)[:40]}")
         for p in step:
-            if isinstance(p, bool) or not isinstance(p, (int, float)) or p != int(p):
+            if (isinstance(p, bool) or not isinstance(p, (int, float)) or not math.isfinite(p)
+                    or p != int(p)):
                 raise UsageError(f"{where} step {t}: expected integer MIDI pitches, got {p!r}")
             k = int(p) - LOWEST
             if not 0 <= k < KEYS:
@@ -90,8 +99,7 @@ def load_piano_rolls(path: Path) -> Dict[str, List[Song]]:
                              f"folder, found {len(files)}" + (f" ({', '.join(p.name for p in files)})"
                                                              if files else ""))
         path = files[0]
-    if not path.is_file():
-        raise UsageError(f"--data {path}: no such file")
+    check_regular_file(path, "--data")
     data = _load_container(path)
     out: Dict[str, List[Song]] = {}
     for split in ("train", "valid", "test"):

@@ -32,8 +32,8 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..training.task import UsageError
-from ._files import open_text, strip_compression
+from ..errors import UsageError
+from ._files import check_regular_file, open_text, strip_compression
 
 Split = Tuple[List[np.ndarray], List[str]]        # (sequences (T_i, F) float32, labels)
 
@@ -64,7 +64,11 @@ def read_ts(path: Path) -> Split:
                 if line.lower().startswith("@data"):
                     in_data = True
                 elif line.lower().startswith("@dimensions"):
-                    dims = int(line.split()[1])
+                    value = line.split()[1] if len(line.split()) > 1 else ""
+                    if not value.isdigit() or int(value) < 1:
+                        raise UsageError(f"{where}: expected '@dimensions N' with an integer N >= 1, "
+                                         f"got {line[:60]!r}")
+                    dims = int(value)
                 elif not line.startswith("@"):
                     raise UsageError(f"{where}: expected an @ header line or @data before the data")
                 continue
@@ -88,39 +92,46 @@ def read_ts(path: Path) -> Split:
 
 def read_csv(path: Path) -> Split:
     """Sequences and labels of a long-format CSV (id, label, features...)."""
-    seqs: List[np.ndarray] = []
-    labels: List[str] = []
     with open_text(path) as f:
         reader = csv.reader(f)
         try:
-            header = next(reader)
-        except StopIteration:
-            raise UsageError(f"{path}: empty file") from None
-        if len(header) < 3 or header[0].strip().lower() != "id" or header[1].strip().lower() != "label":
-            raise UsageError(f"{path}:1: expected the header id,label,<feature>,...; got {','.join(header)[:60]!r}")
-        nf = len(header) - 2
-        cur_id, cur_label, rows = None, None, []
-        for lineno, row in enumerate(reader, 2):
-            if not row or not any(c.strip() for c in row):
-                continue
-            where = f"{path}:{lineno}"
-            if len(row) != nf + 2:
-                raise UsageError(f"{where}: expected {nf + 2} comma-separated fields like the header, "
-                                 f"got {len(row)}")
-            sid, label = row[0].strip(), row[1].strip()
-            values = [_number(v, f"{where}, column {header[i + 2]!r}") for i, v in enumerate(row[2:])]
-            if sid != cur_id:
-                if rows:
-                    seqs.append(np.array(rows, dtype=np.float32))
-                    labels.append(cur_label)
-                cur_id, cur_label, rows = sid, label, []
-            elif label != cur_label:
-                raise UsageError(f"{where}: sequence {sid!r} has label {label!r} here and {cur_label!r} "
-                                 "on its earlier rows")
-            rows.append(values)
-        if rows:
-            seqs.append(np.array(rows, dtype=np.float32))
-            labels.append(cur_label)
+            return _read_csv_rows(path, reader)
+        except csv.Error as e:  # a NUL byte, a field over csv.field_size_limit(), ...
+            raise UsageError(f"{path}:{reader.line_num}: not readable as CSV ({e})") from None
+
+
+def _read_csv_rows(path: Path, reader) -> Split:
+    seqs: List[np.ndarray] = []
+    labels: List[str] = []
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise UsageError(f"{path}: empty file") from None
+    if len(header) < 3 or header[0].strip().lower() != "id" or header[1].strip().lower() != "label":
+        raise UsageError(f"{path}:1: expected the header id,label,<feature>,...; got {','.join(header)[:60]!r}")
+    nf = len(header) - 2
+    cur_id, cur_label, rows = None, None, []
+    for lineno, row in enumerate(reader, 2):
+        if not row or not any(c.strip() for c in row):
+            continue
+        where = f"{path}:{lineno}"
+        if len(row) != nf + 2:
+            raise UsageError(f"{where}: expected {nf + 2} comma-separated fields like the header, "
+                             f"got {len(row)}")
+        sid, label = row[0].strip(), row[1].strip()
+        values = [_number(v, f"{where}, column {header[i + 2]!r}") for i, v in enumerate(row[2:])]
+        if sid != cur_id:
+            if rows:
+                seqs.append(np.array(rows, dtype=np.float32))
+                labels.append(cur_label)
+            cur_id, cur_label, rows = sid, label, []
+        elif label != cur_label:
+            raise UsageError(f"{where}: sequence {sid!r} has label {label!r} here and {cur_label!r} "
+                             "on its earlier rows")
+        rows.append(values)
+    if rows:
+        seqs.append(np.array(rows, dtype=np.float32))
+        labels.append(cur_label)
     return seqs, labels
 
 
@@ -145,10 +156,16 @@ def read_npz(path: Path) -> Split:
     lengths = np.asarray(lengths)
     if lengths.ndim != 1 or not np.issubdtype(lengths.dtype, np.integer) or (lengths < 1).any():
         raise UsageError(f"{path}: 'lengths' must be a 1-D array of integers >= 1")
+    if np.ndim(y) != 1:
+        raise UsageError(f"{path}: 'y' must be a 1-D array of labels, got shape {np.shape(y)}")
     if len(y) != len(lengths):
         raise UsageError(f"{path}: 'y' has {len(y)} labels, 'lengths' {len(lengths)} entries")
-    if not np.issubdtype(x.dtype, np.number):
-        raise UsageError(f"{path}: 'x' must be numeric, got dtype {x.dtype}")
+    if len(lengths) == 0:
+        raise UsageError(f"{path}: no sequences ('lengths' is empty)")
+    if not (np.issubdtype(x.dtype, np.integer) or np.issubdtype(x.dtype, np.floating)):
+        raise UsageError(f"{path}: 'x' must hold real numbers (integers or floats), got dtype {x.dtype}")
+    if x.ndim in (2, 3) and x.shape[-1] == 0:
+        raise UsageError(f"{path}: 'x' has 0 features (shape {x.shape}); expected at least one")
     if x.ndim == 3:
         if x.shape[0] != len(lengths) or lengths.max() > x.shape[1]:
             raise UsageError(f"{path}: 'x' {x.shape} (N, T_max, F) does not fit 'lengths' "
@@ -169,9 +186,7 @@ def read_npz(path: Path) -> Split:
 
 def read_sequences(path: Path) -> Split:
     """A split file of any supported format; UsageError when empty or ragged in F."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"{path}: no such file")
+    path = check_regular_file(path)
     name = strip_compression(path.name).lower()
     if name.endswith(".ts"):
         seqs, labels = read_ts(path)

@@ -23,8 +23,8 @@ from typing import List, Optional
 
 import numpy as np
 
-from ..training.task import UsageError
-from ._files import open_text
+from ..errors import UsageError
+from ._files import check_regular_file, open_text
 
 BUILTIN = {"sunspots": 11, "co2": 12}
 TIME_NAMES = ("date", "time", "datetime", "timestamp", "year", "month", "week", "day", "period", "index", "t")
@@ -44,16 +44,16 @@ class Series:
 
 def read_csv_series(path: Path, columns: Optional[List[str]] = None) -> Series:
     """The selected (default: all numeric) columns of a CSV file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UsageError(f"--data {path}: no such file")
+    path = check_regular_file(path, "--data")
     with open_text(path) as f:
         reader = csv.reader(f)
         try:
             header = [h.strip() for h in next(reader)]
+            rows = [(n, r) for n, r in enumerate(reader, 2) if r and any(c.strip() for c in r)]
         except StopIteration:
             raise UsageError(f"{path}: empty file; expected a header row of column names") from None
-        rows = [(n, r) for n, r in enumerate(reader, 2) if r and any(c.strip() for c in r)]
+        except csv.Error as e:
+            raise UsageError(f"{path}:{reader.line_num}: not readable as CSV ({e})") from None
     if not rows:
         raise UsageError(f"{path}: no data rows after the header")
     if columns:

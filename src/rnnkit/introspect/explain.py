@@ -8,23 +8,20 @@ Three parts, every number computed by rnnkit's native kernels (through
 2. one LSTM step (SPEC section 3) with every gate's pre-activation and value;
 3. one GRU step (SPEC section 4), torch's "reset after" form or the seeds' form.
 
-``explain_text()`` returns the walk-through as a string;
-``python -m rnnkit.introspect.explain`` (or ``rnnkit explain``) prints it.
+``explain_text()`` returns the walk-through as a string; ``rnnkit explain`` prints it.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
 from torch import Tensor
 
 from .. import GRU, LSTM, RNN
-from ._errors import IntrospectError
+from ..errors import IntrospectError
 
-__all__ = ["explain_text", "worked_example", "lstm_step", "gru_step", "main"]
+__all__ = ["explain_text", "worked_example", "lstm_step", "gru_step", "PARTS"]
 
 PARTS = ("rnn", "lstm", "gru")
 
@@ -274,30 +271,3 @@ def explain_text(parts: Sequence[str] = PARTS, digits: int = 3, gru_form: str = 
     blocks = {"rnn": lambda: worked_example(digits), "lstm": lambda: lstm_step(digits),
               "gru": lambda: gru_step(digits, gru_form)}
     return "\n\n".join(blocks[p]() for p in PARTS if p in parts) + "\n"
-
-
-# ----------------------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--only", default=",".join(PARTS), metavar="PARTS",
-                        help="comma-separated parts to show: rnn (the worked example), lstm, gru (default: all)")
-    parser.add_argument("--digits", type=int, default=3, help="decimals shown (default 3)")
-    parser.add_argument("--gru-form", choices=("after", "before"), default="after",
-                        help="GRU form: after (torch.nn, default) or before (the seeds, Cho et al.)")
-
-
-def run(args: argparse.Namespace, stream=None) -> str:
-    parts = [p.strip().lower() for p in args.only.split(",") if p.strip()]
-    text = explain_text(parts, args.digits, args.gru_form)
-    print(text, end="", file=stream or sys.stdout)
-    return text
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m rnnkit.introspect.explain ARGS`` is ``rnnkit explain ARGS``."""
-    from ..cli import main as cli_main
-
-    return cli_main(["explain", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -15,27 +15,26 @@ optionally with the norm of the one-step Jacobian ``||ds_t/ds_{t-1}||``
     decay > +tolerance   exploding
     otherwise            stable
 
-Run as a program (``python -m rnnkit.introspect.gradflow`` or ``rnnkit gradflow``)
-it compares architectures in one PNG and prints the table behind it.
+:func:`compare` measures several models at once; ``rnnkit gradflow`` draws them in one
+PNG (:func:`plot_gradient_flow`) and prints the table behind it (:func:`format_table`).
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
-from ._errors import IntrospectError
 from .. import networks
+from ..errors import IntrospectError
 from ._recording import arch_of, find_recurrent, recording
 from .jacobian import step_jacobian_norms
 
-__all__ = ["LayerFlow", "GradientFlow", "gradient_flow", "verdict", "plot_gradient_flow", "main"]
+__all__ = ["LayerFlow", "GradientFlow", "gradient_flow", "verdict", "format_table", "table_note", "plot_gradient_flow",
+           "compare", "checkpoint_gradient_flow", "parse_archs"]
 
 DEFAULT_TOLERANCE = 0.01  # log10 per step: a factor of 10 over 100 steps
 PLOT_SIZE_PX = (900, 540)  # width, height of the gradflow PNG
@@ -303,7 +302,7 @@ def plot_gradient_flow(flows: Sequence[GradientFlow], path, title: Optional[str]
     fig.savefig(path, dpi=_PLOT_DPI)
 
 
-# ----------------------------------------------------------------------------- command line
+# ----------------------------------------------------------------------------- several models
 ARCHS = networks.names()
 
 
@@ -359,64 +358,35 @@ def checkpoint_gradient_flow(path, length: int, batch: int = 8, seed: int = 0, *
     return gradient_flow(model, x, module=rnn, jacobian=jacobian, label=f"{arch_of(rnn)} ({name})")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--arch", default=None,
-                        help="comma-separated fresh models to compare: rnn (tanh Elman), gru, lstm, jordan "
-                             "(default: rnn,gru,lstm without --checkpoint, none with it)")
-    parser.add_argument("--length", type=int, default=200, help="sequence length T (default 200)")
-    parser.add_argument("--hidden", type=int, default=64, help="hidden size of the fresh models (default 64)")
-    parser.add_argument("--input-size", type=int, default=16, help="input size of the fresh models (default 16)")
-    parser.add_argument("--layers", type=int, default=1, help="layers of the fresh models (default 1)")
-    parser.add_argument("--batch", type=int, default=8, help="sequences averaged over (default 8)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for weights and inputs (default 0)")
-    parser.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
-                        help="a trained checkpoint to measure instead of / next to fresh models (repeatable); "
-                             "with --checkpoint, only the architectures named by an explicit --arch are added")
-    parser.add_argument("--text", default=None,
-                        help="with --checkpoint: the text fed to a language model, repeated to --length "
-                             "(default: random characters of its vocabulary)")
-    parser.add_argument("--no-jacobian", action="store_true", help="skip the step-Jacobian norms (faster)")
-    parser.add_argument("--out", default="gradflow.png", help="PNG to write (default gradflow.png)")
-
-
-def run(args: argparse.Namespace, stream=None) -> List[GradientFlow]:
-    """The ``gradflow`` command: measure, print the table, write the PNG."""
-    stream = stream or sys.stdout
-    if args.length < 2:
-        raise IntrospectError(f"--length: expected at least 2 steps, got {args.length}")
-    for name in ("hidden", "input_size", "layers", "batch"):
-        if getattr(args, name) < 1:
-            raise IntrospectError(f"--{name.replace('_', '-')}: expected a positive integer, got {getattr(args, name)}")
-    if args.arch is None:
-        archs = [] if args.checkpoint else ["rnn", "gru", "lstm"]
-    else:
-        archs = parse_archs(args.arch)
+def compare(archs: Optional[Sequence[str]] = None, *, length: int = 200, hidden: int = 64, input_size: int = 16,
+            layers: int = 1, batch: int = 8, seed: int = 0, checkpoints: Sequence = (), text: Optional[str] = None,
+            jacobian: bool = True) -> List[GradientFlow]:
+    """What ``rnnkit gradflow`` measures: one :class:`GradientFlow` per freshly initialised
+    model in ``archs`` (default: rnn, gru, lstm without ``checkpoints``, none with them), all
+    fed the same ``batch`` random sequences of ``length`` steps, then one per checkpoint
+    (:func:`checkpoint_gradient_flow`)."""
+    if length < 2:
+        raise IntrospectError(f"--length: expected at least 2 steps, got {length}")
+    for name, value in (("hidden", hidden), ("input-size", input_size), ("layers", layers), ("batch", batch)):
+        if value < 1:
+            raise IntrospectError(f"--{name}: expected a positive integer, got {value}")
+    if archs is None:
+        archs = [] if checkpoints else ["rnn", "gru", "lstm"]
     flows = []
-    generator = torch.Generator().manual_seed(args.seed)
-    x = torch.randn(args.length, args.batch, args.input_size, generator=generator, dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(length, batch, input_size, generator=generator, dtype=torch.float64)
     for arch in archs:
-        torch.manual_seed(args.seed)
-        model = fresh_model(arch, args.input_size, args.hidden, args.layers)
-        flows.append(gradient_flow(model, x, jacobian=not args.no_jacobian, label=f"{arch} (fresh)"))
-    for path in args.checkpoint:
-        flows.append(checkpoint_gradient_flow(path, args.length, args.batch, args.seed,
-                                              jacobian=not args.no_jacobian, text=args.text))
-    print(format_table(flows), file=stream)
-    print("log10|g|: log10 ||dL/ds_k|| at lag 0 and at the longest lag (geometric mean over the batch); "
-          "decay/step: its average\nchange per step (x/step = 10^decay); log10|J|: mean log10 of the "
-          "one-step Jacobian's spectral norm\n(LSTM: of the (h, c) state); verdict: decay below "
-          f"-{DEFAULT_TOLERANCE:g} vanishing, above +{DEFAULT_TOLERANCE:g} exploding.", file=stream)
-    plot_gradient_flow(flows, args.out, title=f"Gradient flow back through time (T = {args.length})")
-    print(f"wrote {args.out} ({PLOT_SIZE_PX[0]}x{PLOT_SIZE_PX[1]} px)", file=stream)
+        torch.manual_seed(seed)
+        model = fresh_model(arch, input_size, hidden, layers)
+        flows.append(gradient_flow(model, x, jacobian=jacobian, label=f"{arch} (fresh)"))
+    for path in checkpoints:
+        flows.append(checkpoint_gradient_flow(path, length, batch, seed, jacobian=jacobian, text=text))
     return flows
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m rnnkit.introspect.gradflow ARGS`` is ``rnnkit gradflow ARGS``."""
-    from ..cli import main as cli_main
-
-    return cli_main(["gradflow", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def table_note() -> str:
+    """What the columns of :func:`format_table` mean."""
+    return ("log10|g|: log10 ||dL/ds_k|| at lag 0 and at the longest lag (geometric mean over the batch); "
+            "decay/step: its average\nchange per step (x/step = 10^decay); log10|J|: mean log10 of the "
+            "one-step Jacobian's spectral norm\n(LSTM: of the (h, c) state); verdict: decay below "
+            f"-{DEFAULT_TOLERANCE:g} vanishing, above +{DEFAULT_TOLERANCE:g} exploding.")

@@ -17,27 +17,27 @@ the whole text.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
-import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .. import networks
-from ._errors import IntrospectError
+from ..errors import IntrospectError
 from ._recording import arch_of, recording
 from .jacobian import layer_states
 
 __all__ = ["TRACKS", "HEATMAP_SIZE_PX", "text_activations", "activation_page", "write_heatmaps",
-           "visualize_text", "load_language_model", "main"]
+           "visualize_text", "load_language_model"]
 
 def _tracks(spec) -> Dict[str, Tuple[str, str]]:
-    """The layer's output state, then its recorded internals: name -> (description, kind)."""
-    names = (spec.states[0],) + tuple(n for n in spec.internals if n != spec.states[0])
+    """Menu order: the recorded states (the LSTM's cell state c), the layer's output state
+    (h; y for Jordan), then the other internals: name -> (description, kind)."""
+    recorded_states = tuple(n for n in spec.internals if n in spec.states)
+    names = recorded_states + (spec.states[0],) + tuple(n for n in spec.internals if n not in spec.states)
     return {n: (spec.descriptions[n], "gate" if n in spec.unit_interval else "signed") for n in names}
 
 
@@ -303,6 +303,8 @@ def visualize_text(model: nn.Module, text: str, out, *, layer: int = 0, unit: in
 
     Returns the paths written, the page first.
     """
+    if max_units < 1:
+        raise IntrospectError(f"--max-units: expected a positive integer, got {max_units}")
     rnn, _ = _recurrent_of(model, layer)
     arch = arch_of(rnn)
     if track is not None and track not in TRACKS[arch]:
@@ -336,51 +338,3 @@ def load_language_model(path) -> nn.Module:
     if not hasattr(model, "encode"):
         raise IntrospectError(f"{file}: the model has no character vocabulary; expected a character language model")
     return model
-
-
-# ----------------------------------------------------------------------------- command line
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="a checkpoint or run folder of `rnnkit train lm`")
-    src = parser.add_mutually_exclusive_group(required=True)
-    src.add_argument("--text", help="the text to read (characters of the model's vocabulary)")
-    src.add_argument("--text-file", metavar="PATH", help="read the text from a UTF-8 file")
-    parser.add_argument("--layer", type=int, default=0, help="recurrent layer (default 0)")
-    parser.add_argument("--unit", type=int, default=0, help="unit shown first (default 0; the page has a selector)")
-    parser.add_argument("--track", default=None,
-                        help="quantity shown first: lstm c, h, i, f, o, g; gru h, z, r, n; rnn h, a; jordan y, h "
-                             "(default: the first)")
-    parser.add_argument("--out", default="visualize.html",
-                        help="HTML page to write (default visualize.html); heatmaps go next to it as "
-                             "<stem>_<quantity>.png")
-    parser.add_argument("--no-heatmaps", action="store_true", help="write only the HTML page")
-    parser.add_argument("--max-units", type=int, default=64, help="units per heatmap (default 64)")
-
-
-def run(args: argparse.Namespace, stream=None) -> List[Path]:
-    stream = stream or sys.stdout
-    if args.text_file is not None:
-        try:
-            text = Path(args.text_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            raise IntrospectError(f"--text-file: cannot read {args.text_file} ({e})") from None
-    else:
-        text = args.text
-    if args.max_units < 1:
-        raise IntrospectError(f"--max-units: expected a positive integer, got {args.max_units}")
-    model = load_language_model(args.checkpoint)
-    paths = visualize_text(model, text, args.out, layer=args.layer, unit=args.unit, track=args.track,
-                           heatmaps=not args.no_heatmaps, max_units=args.max_units)
-    for p in paths:
-        print(f"wrote {p}", file=stream)
-    return paths
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """``python -m rnnkit.introspect.visualize ARGS`` is ``rnnkit visualize ARGS``."""
-    from ..cli import main as cli_main
-
-    return cli_main(["visualize", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,8 @@
-"""Built-in training tasks; each module registers its Task in rnnkit.training.task.TASKS."""
+"""The built-in training tasks of ``rnnkit train``.
 
-# Importing this package registers every built-in task (the engine imports rnnkit.tasks.lm,
-# which imports this package first).
-from . import classify, forecast, memory, music, tag  # noqa: E402,F401
+Each module decorates its :class:`rnnkit.training.task.Task` subclass with ``@register``;
+importing this package imports them all, which is how they get into
+:data:`rnnkit.training.task.TASKS` (:func:`rnnkit.training.task.load_builtin_tasks`).
+A new built-in task is a new module here and one more name in the import below.
+"""
+from . import classify, forecast, lm, memory, music, tag  # noqa: F401

@@ -1,24 +1,42 @@
-"""Pieces shared by the sequence tasks (tag, music, classify, forecast, adding, copy).
+"""Pieces shared by the built-in tasks (lm, tag, music, classify, forecast, adding, copy).
 
+* :func:`recurrent_layer`: the recurrent layer that the model options of a run ask for.
 * :func:`run_masked`: run any layer made by :func:`rnnkit.training.models.build_rnn` on
   padded sequences with their lengths. rnnkit modules take ``lengths=``; torch.nn ones get
   a PackedSequence. Either way a
   padded step never enters the state, bidirectional layers read each sequence backwards
   from its own last step, and outputs past a sequence's end are zero.
 * :func:`last_hidden`: the last layer's final state(s) at each sequence's own length.
+* :func:`split_file`: an evaluation ``--data`` path, a file or a folder of split files.
 * :func:`epoch_order` / :func:`epoch_batches`: seeded, resumable batch order over a list
   of items, with positions ``{"epoch": e, "batch": b}`` and length bucketing.
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Optional, Sequence, Tuple
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from .. import networks
-from ..training.task import UsageError
+from ..data._files import find_split_files
+from ..errors import UsageError
+from ..training.models import build_rnn
+
+
+def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[int] = None,
+                    num_layers: Optional[int] = None) -> nn.Module:
+    """:func:`rnnkit.training.models.build_rnn` with the run's model options: ``--arch``,
+    ``--backend``, ``--hidden``, ``--layers``, ``--nonlinearity``, ``--dropout``,
+    ``--bidirectional`` and ``--gru-form`` (``hidden`` and ``num_layers`` override
+    the options, e.g. for the tagger's one-layer character encoder)."""
+    return build_rnn(config["arch"], input_size, config["hidden"] if hidden is None else hidden,
+                     num_layers=config["layers"] if num_layers is None else num_layers,
+                     nonlinearity=config["nonlinearity"], dropout=config["dropout"],
+                     bidirectional=bool(config.get("bidirectional")),
+                     gru_form=config.get("gru_form", "after"), backend=config["backend"])
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------
@@ -53,6 +71,21 @@ def last_hidden(rnn: nn.Module, state: Tuple[torch.Tensor, ...]) -> torch.Tensor
 def length_mask(lengths: torch.Tensor, T: int) -> torch.Tensor:
     """(T, B) bool: True on real steps."""
     return torch.arange(T)[:, None] < lengths.cpu()[None, :]
+
+
+# ---- evaluation data ---------------------------------------------------------------------
+def split_file(path, split: str, suffixes: Sequence[str]) -> Path:
+    """``rnnkit evaluate --data PATH``: a file as it is, or the ``split`` file of a folder
+    whose file names say their split (the folders that ``rnnkit train --data`` reads)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    files = find_split_files(path, suffixes)
+    if split not in files:
+        named = {"train": "*train*", "valid": "*dev* or *valid*", "test": "*test*"}.get(split, split)
+        raise UsageError(f"--data {path}: no {split} file ({named} with suffix {', '.join(suffixes)}); "
+                         f"it has {', '.join(sorted(files)) or 'none'} (choose with --split)")
+    return files[split]
 
 
 # ---- batch order ---------------------------------------------------------------------------

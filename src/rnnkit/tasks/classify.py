@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.sequences import japanese_vowels_dir, read_sequences
-from ..training.models import build_rnn, output_size
+from ..training.models import output_size
 from ..training.options import add_option, probability
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
 from ..data._files import find_split_files
-from ._common import epoch_batches, last_hidden, run_masked
+from ._common import epoch_batches, last_hidden, recurrent_layer, run_masked, split_file
 
 DATASETS = ("japanese-vowels",)
 SUFFIXES = (".npz", ".csv", ".ts")
@@ -56,10 +56,7 @@ class SequenceClassifier(nn.Module):
         super().__init__()
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
-        self.rnn = build_rnn(config["arch"], n_features, config["hidden"], num_layers=config["layers"],
-                             nonlinearity=config["nonlinearity"], dropout=config["dropout"],
-                             bidirectional=bool(config.get("bidirectional")), gru_form=config["gru_form"],
-                             backend=config["backend"])
+        self.rnn = recurrent_layer(config, n_features)
         self.drop = nn.Dropout(config["dropout"])
         self.head = nn.Linear(output_size(config), n_classes)
 
@@ -120,7 +117,6 @@ class ClassifyTask(Task):
         self.mean: List[float] = []
         self.std: List[float] = []
         self.source: Dict[str, Any] = {}
-        self.fingerprint = ""
         self.splits: Dict[str, Tuple[List[np.ndarray], List[str]]] = {}
         self.rank, self.world = 0, 1
 
@@ -203,12 +199,6 @@ class ClassifyTask(Task):
             if key in state:
                 setattr(self, key, state[key])
 
-    def check_resume(self, state: Dict[str, Any]) -> None:
-        old = state.get("fingerprint")
-        if old and old != self.fingerprint:
-            raise UsageError(f"--resume: the training data changed since the checkpoint (fingerprint "
-                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
-
     def build_model(self) -> SequenceClassifier:
         m = SequenceClassifier(self.n_features, len(self.classes), self.config)
         m.mean.copy_(torch.tensor(self.mean))
@@ -240,7 +230,7 @@ class ClassifyTask(Task):
         if data:
             seqs, labels = [], []
             for p in data:
-                s, l = read_sequences(Path(p))
+                s, l = read_sequences(split_file(p, split, SUFFIXES))
                 seqs += s
                 labels += l
             return seqs, labels
@@ -279,9 +269,5 @@ class ClassifyTask(Task):
         n = max(sums[2].item(), 1.0)
         return {"loss": sums[0].item() / n, "accuracy": sums[1].item() / n, "items": int(sums[2])}
 
-    def demo_sample(self, model) -> Optional[str]:
-        """The test split's accuracy when the data has one (the engine reports only valid)."""
-        if "test" not in self.splits:
-            return None
-        res = self.evaluate(model, "test", RunContext())
-        return f"test split: accuracy {res['accuracy']:.4f} (loss {res['loss']:.4f}) on {res['items']} sequences"
+    def reports_test(self) -> bool:
+        return "test" in self.splits

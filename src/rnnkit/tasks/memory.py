@@ -43,9 +43,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..training.models import build_rnn, output_size, run_rnn
+from ..training.models import output_size, run_rnn
 from ..training.options import add_option, nonneg_float, positive_int
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
+from ._common import recurrent_layer
 
 BLANK, MARKER, SYMBOLS, COPY_N = 0, 9, 8, 10
 VALID_SEED, TEST_SEED = 1_000_003, 2_000_029
@@ -86,9 +87,7 @@ class MemoryModel(nn.Module):
         super().__init__()
         self.kind = kind
         n_in = 2 if kind == "adding" else SYMBOLS + 2
-        self.rnn = build_rnn(config["arch"], n_in, config["hidden"], num_layers=config["layers"],
-                             nonlinearity=config["nonlinearity"], dropout=config["dropout"],
-                             gru_form=config["gru_form"], backend=config["backend"])
+        self.rnn = recurrent_layer(config, n_in)
         self.head = nn.Linear(output_size(config), 1 if kind == "adding" else SYMBOLS + 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.music import KEYS, load_piano_rolls
-from ..training.models import build_rnn, output_size
+from ..training.models import output_size
 from ..training.options import add_option, positive_int
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
 from ..data._files import missing_data, shared_data
-from ._common import epoch_batches, length_mask, run_masked
+from ._common import epoch_batches, length_mask, recurrent_layer, run_masked
 
 
 class MusicModel(nn.Module):
@@ -51,9 +51,7 @@ class MusicModel(nn.Module):
 
     def __init__(self, config: Dict[str, Any]):
         super().__init__()
-        self.rnn = build_rnn(config["arch"], KEYS, config["hidden"], num_layers=config["layers"],
-                             nonlinearity=config["nonlinearity"], dropout=config["dropout"],
-                             gru_form=config["gru_form"], backend=config["backend"])
+        self.rnn = recurrent_layer(config, KEYS)
         self.drop = nn.Dropout(config["dropout"])
         self.head = nn.Linear(output_size(config), KEYS)
 
@@ -88,6 +86,7 @@ class MusicTask(Task):
     metric = "nll"
     metric_mode = "min"
     unit = "frames"
+    data_name = "training songs"
     allows_bidirectional = False
     defaults = dict(
         data="",                 # JSON/pickle of piano rolls or a folder with one (empty: shared JSB)
@@ -111,7 +110,6 @@ class MusicTask(Task):
         super().__init__(config)
         self.rolls: Dict[str, List[np.ndarray]] = {}
         self.source: Dict[str, Any] = {}
-        self.fingerprint = ""
         self.rank, self.world = 0, 1
 
     @classmethod
@@ -151,12 +149,6 @@ class MusicTask(Task):
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         self.source = state.get("source", {})
         self.fingerprint = state.get("fingerprint", "")
-
-    def check_resume(self, state: Dict[str, Any]) -> None:
-        old = state.get("fingerprint")
-        if old and old != self.fingerprint:
-            raise UsageError(f"--resume: the training songs changed since the checkpoint (fingerprint "
-                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
 
     def build_model(self) -> MusicModel:
         return MusicModel(self.config)
@@ -212,9 +204,5 @@ class MusicTask(Task):
         nll = sums[0].item() / max(sums[1].item(), 1.0)
         return {"loss": nll, "nll": nll, "items": int(sums[1])}
 
-    def demo_sample(self, model) -> Optional[str]:
-        """The test split's NLL when the file has one (the engine reports only valid)."""
-        if "test" not in self.rolls:
-            return None
-        res = self.evaluate(model, "test", RunContext())
-        return f"test split: nll {res['nll']:.4f} on {res['items']:,} frames"
+    def reports_test(self) -> bool:
+        return "test" in self.rolls

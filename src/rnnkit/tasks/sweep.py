@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from ..training.models import ARCHS, arch_option
-from ..training.task import UsageError
+from ..errors import UsageError
 from .memory import AddingTask, CopyTask
 
 

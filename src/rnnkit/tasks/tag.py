@@ -35,11 +35,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data.conll import Sentence, entity_counts, is_bio, prf, read_tagged
-from ..training.models import build_rnn, output_size
+from ..training.models import output_size
 from ..training.options import add_option, nonneg_float, nonneg_int, positive_int
 from ..training.task import Batch, RunContext, StepResult, Task, UsageError, register
 from ..data._files import find_split_files, missing_data, shared_data
-from ._common import epoch_batches, last_hidden, run_masked
+from ._common import epoch_batches, last_hidden, recurrent_layer, run_masked, split_file
 
 SUFFIXES = (".conllu", ".conll", ".txt", ".bio", ".iob", ".iob2", ".tsv")
 PAD, UNK = 0, 1            # word and character ids
@@ -74,14 +74,9 @@ class Tagger(nn.Module):
         bi = bool(config.get("bidirectional"))
         self.word_embed = nn.Embedding(n_words, config["embed"], padding_idx=PAD)
         self.char_embed = nn.Embedding(n_chars, config["char_embed"], padding_idx=PAD)
-        self.char_rnn = build_rnn(config["arch"], config["char_embed"], config["char_hidden"],
-                                  nonlinearity=config["nonlinearity"], gru_form=config["gru_form"],
-                                  bidirectional=bi, backend=config["backend"])
+        self.char_rnn = recurrent_layer(config, config["char_embed"], config["char_hidden"], num_layers=1)
         char_out = config["char_hidden"] * (2 if bi else 1)
-        self.rnn = build_rnn(config["arch"], config["embed"] + char_out, config["hidden"],
-                             num_layers=config["layers"], nonlinearity=config["nonlinearity"],
-                             dropout=config["dropout"], bidirectional=bi, gru_form=config["gru_form"],
-                             backend=config["backend"])
+        self.rnn = recurrent_layer(config, config["embed"] + char_out)
         self.drop = nn.Dropout(config["dropout"])
         self.head = nn.Linear(output_size(config), n_tags)
 
@@ -97,9 +92,10 @@ class Tagger(nn.Module):
 class TagTask(Task):
     name = "tag"
     summary = "sequence labelling: POS tags (CoNLL-U) or BIO entities (token accuracy, entity F1)"
-    metric = "accuracy"
+    metric = "accuracy"      # entity "f1" when the tags are BIO (set in _build_index)
     metric_mode = "max"
     unit = "words"
+    data_name = "training file"
     defaults = dict(
         data="",                 # folder with *train* / *dev* [/ *test*] files (empty: shared EWT)
         tag_column="upos",       # CoNLL-U column: upos | xpos
@@ -131,7 +127,6 @@ class TagTask(Task):
         self.tags: List[str] = []
         self.word_count: Dict[str, int] = {}
         self.source: Dict[str, Any] = {}
-        self.fingerprint = ""
         self.files: Dict[str, Path] = {}
         self.data: Dict[str, List[Sentence]] = {}
         self._index: Dict[str, Dict[str, int]] = {}
@@ -209,6 +204,7 @@ class TagTask(Task):
         self._build_index()
 
     def _build_index(self) -> None:
+        self.metric = "f1" if is_bio(self.tags) else "accuracy"
         self._index = {"words": {w: i for i, w in enumerate(self.words)},
                        "chars": {c: i for i, c in enumerate(self.chars)},
                        "tags": {t: i for i, t in enumerate(self.tags)}}
@@ -229,12 +225,6 @@ class TagTask(Task):
             if key in state:
                 setattr(self, key, state[key])
         self._build_index()
-
-    def check_resume(self, state: Dict[str, Any]) -> None:
-        old = state.get("fingerprint")
-        if old and old != self.fingerprint:
-            raise UsageError(f"--resume: the training file changed since the checkpoint (fingerprint "
-                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
 
     def build_model(self) -> Tagger:
         return Tagger(len(self.words), len(self.chars), len(self.tags), self.config)
@@ -294,7 +284,7 @@ class TagTask(Task):
         if data:
             out: List[Sentence] = []
             for p in data:
-                out += self._read(Path(p))
+                out += self._read(split_file(p, split, SUFFIXES))
             return out
         if split not in ("train", "valid", "test"):
             raise UsageError(f"--split: expected train, valid or test, got {split!r}")
@@ -342,9 +332,11 @@ class TagTask(Task):
             res.update(prf(*sums[3:6].tolist()))
         return res
 
+    def reports_test(self) -> bool:
+        return "test" in self.files
+
     def demo_sample(self, model) -> Optional[str]:
-        """The tagged first validation sentence and, when the data has a test file, the
-        test metrics (the engine reports only the validation split)."""
+        """The first validation sentence, tagged."""
         sents = self.data.get("valid") or []
         if not sents:
             return None
@@ -355,9 +347,4 @@ class TagTask(Task):
         with torch.no_grad():
             pred = model(enc[0], *enc[2:]).argmax(-1)[:, 0].tolist()
         model.train(was)
-        lines = [" ".join(f"{w}/{self.tags[p]}" for w, p in zip(words, pred))]
-        if "test" in self.files:
-            res = self.evaluate(model, "test", RunContext())
-            lines.append("test split: " + ", ".join(f"{k} {v:.4f}" for k, v in res.items() if k != "items")
-                         + f" on {res['items']:,} words")
-        return "\n".join(lines)
+        return " ".join(f"{w}/{self.tags[p]}" for w, p in zip(words, pred))

@@ -17,7 +17,17 @@ and its string metadata holds JSON documents:
     task_state              what the task needs to rebuild the model (the vocabulary)
     trainer                 step, data position, scheduler, early-stopping and optimiser
                             hyper-parameters, metrics-log offset ("train" only)
-    sha256                  digest of the tensor bytes: a flipped or missing byte is caught
+    sha256                  digest of the whole file but this field: the header (every
+                            tensor's name, dtype, shape and offsets, every metadata field)
+                            and the tensor bytes, so a flipped, missing or relabelled byte
+                            anywhere is caught (format version 1 covered the tensor bytes
+                            only; such files still load, with that weaker check)
+
+Reading validates everything before building anything: the header's structure, the
+digest, the configuration (types and ranges of every option, as ``rnnkit train`` would
+accept them, and a parameter budget checked on the ``meta`` device before any memory is
+allocated) and the trainer state. Any failure is one :class:`CheckpointError` line naming
+the file and the field.
 
 Writing goes to a temporary file in the same folder, fsync, then ``os.replace``: a reader
 (or a run killed mid-write) sees the old file or the new one, never a torn one.
@@ -31,6 +41,7 @@ Writing goes to a temporary file in the same folder, fsync, then ``os.replace``:
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -43,11 +54,14 @@ import torch
 
 from .task import UsageError
 
-__all__ = ["load", "save_checkpoint", "read_checkpoint", "resolve_checkpoint", "CheckpointError",
-           "FORMAT", "FORMAT_VERSION", "TRAIN_FILE", "BEST_FILE"]
+__all__ = ["load", "save_checkpoint", "read_checkpoint", "resolve_checkpoint", "checkpoint_config",
+           "check_trainer", "check_model_size", "CheckpointError", "FORMAT", "FORMAT_VERSION",
+           "MAX_PARAMETERS", "TRAIN_FILE", "BEST_FILE"]
 
 FORMAT = "rnnkit.checkpoint"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = ("1", "2")           # 1: the digest covers the tensor bytes only
+MAX_PARAMETERS = 2 ** 30                 # refuse models above this before allocating them
 TRAIN_FILE = "checkpoint.safetensors"   # latest resumable state of a run folder
 BEST_FILE = "best.safetensors"          # weights with the best validation metric
 
@@ -104,6 +118,42 @@ def _serialize(tensors: Dict[str, torch.Tensor], metadata: Dict[str, str]) -> by
     return save(tensors, metadata=metadata)
 
 
+def _digest(header: dict, body: bytes) -> str:
+    """SHA-256 of a canonical form of the header without its ``sha256`` field, then the
+    tensor bytes (format version 2)."""
+    header = dict(header)
+    header["__metadata__"] = {k: v for k, v in (header.get("__metadata__") or {}).items() if k != "sha256"}
+    canon = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    h = hashlib.sha256(struct.pack("<Q", len(canon)))
+    h.update(canon)
+    h.update(body)
+    return h.hexdigest()
+
+
+_DTYPES = {"BOOL", "U8", "I8", "I16", "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64",
+           "F8_E4M3", "F8_E5M2"}
+
+
+def _check_entries(header: dict, body_len: int, where: str) -> int:
+    """Validate every tensor entry of a safetensors header; the end of the tensor bytes."""
+    end = 0
+    for name, v in header.items():
+        if name == "__metadata__":
+            if not isinstance(v, dict) or not all(isinstance(x, str) for x in v.values()):
+                raise CheckpointError(f"{where}: header field __metadata__ must map names to strings")
+            continue
+        ok = (isinstance(v, dict) and v.get("dtype") in _DTYPES and isinstance(v.get("shape"), list)
+              and all(type(d) is int and d >= 0 for d in v["shape"])
+              and isinstance(v.get("data_offsets"), list) and len(v["data_offsets"]) == 2
+              and all(type(o) is int and o >= 0 for o in v["data_offsets"])
+              and v["data_offsets"][0] <= v["data_offsets"][1])
+        if not ok:
+            raise CheckpointError(f"{where}: header entry of tensor {name!r} is malformed (expected dtype, "
+                                  "shape and data_offsets); the file is damaged")
+        end = max(end, v["data_offsets"][1])
+    return end
+
+
 def _split_header(data: bytes, where: str) -> Tuple[dict, int]:
     """(header dict, offset of the tensor bytes); CheckpointError if malformed."""
     if len(data) < 8:
@@ -117,11 +167,10 @@ def _split_header(data: bytes, where: str) -> Tuple[dict, int]:
         header = json.loads(data[8:8 + n])
         if not isinstance(header, dict):
             raise ValueError
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CheckpointError(f"{where}: not a safetensors file (unreadable header); expected an "
                               "rnnkit checkpoint") from None
-    end = max((v["data_offsets"][1] for k, v in header.items()
-               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    end = _check_entries(header, len(data) - 8 - n, where)
     if 8 + n + end > len(data):
         raise CheckpointError(f"{where}: truncated ({len(data)} bytes, expected {8 + n + end}); the "
                               "file was cut short, use an earlier checkpoint")
@@ -135,9 +184,13 @@ def save_checkpoint(path: PathLike, tensors: Dict[str, torch.Tensor], meta: Dict
     for key, value in meta.items():
         metadata[key] = value if isinstance(value, str) else json.dumps(value)
     first = _serialize(tensors, metadata)
-    _, start = _split_header(first, str(path))
-    metadata["sha256"] = hashlib.sha256(first[start:]).hexdigest()
-    write_atomic(path, _serialize(tensors, metadata))
+    header, start = _split_header(first, str(path))
+    metadata["sha256"] = _digest(header, first[start:])
+    data = _serialize(tensors, metadata)
+    final, start2 = _split_header(data, str(path))
+    if _digest(final, data[start2:]) != metadata["sha256"]:  # pragma: no cover - a safetensors change
+        raise RuntimeError("safetensors laid the tensors out differently on the second write")
+    write_atomic(path, data)
 
 
 def resolve_checkpoint(path: PathLike, prefer: str = BEST_FILE) -> Path:
@@ -151,6 +204,8 @@ def resolve_checkpoint(path: PathLike, prefer: str = BEST_FILE) -> Path:
                               "folder written by `rnnkit train`")
     if not p.exists():
         raise CheckpointError(f"{p}: no such file or folder; expected a checkpoint or a run folder")
+    if not p.is_file():
+        raise CheckpointError(f"{p}: not a regular file; expected a checkpoint (.safetensors) or a run folder")
     return p
 
 
@@ -158,6 +213,8 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
     """(tensors, meta) of a checkpoint, every check done; never unpickles anything."""
     path = Path(path)
     where = str(path)
+    if path.exists() and not path.is_file():
+        raise CheckpointError(f"{where}: not a regular file; expected a checkpoint (.safetensors)")
     try:
         data = path.read_bytes()
     except OSError as e:
@@ -168,19 +225,22 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         raise CheckpointError(f"{where}: not an rnnkit checkpoint (format {raw.get('format')!r}, "
                               f"expected {FORMAT!r})")
     version = raw.get("format_version")
-    if version != str(FORMAT_VERSION):
+    if version not in READABLE_VERSIONS:
         raise CheckpointError(f"{where}: checkpoint format version {version}, but this rnnkit "
-                              f"({_version()}) reads version {FORMAT_VERSION}")
-    digest = hashlib.sha256(data[start:]).hexdigest()
+                              f"({_version()}) reads versions {', '.join(READABLE_VERSIONS)}")
+    if version == "1":  # written before the digest covered the header
+        digest = hashlib.sha256(data[start:]).hexdigest()
+    else:
+        digest = _digest(header, data[start:])
     if raw.get("sha256") != digest:
-        raise CheckpointError(f"{where}: corrupt (checksum mismatch); the tensor data was changed "
-                              "or damaged, use an earlier checkpoint")
+        raise CheckpointError(f"{where}: corrupt (checksum mismatch); the file was changed or damaged "
+                              "(header or tensor data), use an earlier checkpoint")
     from safetensors.torch import load as st_load
 
     try:
         tensors = st_load(data)
-    except Exception as e:  # pragma: no cover - caught by the checks above
-        raise CheckpointError(f"{where}: unreadable tensors ({e})") from None
+    except Exception as e:  # a version-1 file whose header lies about its tensors
+        raise CheckpointError(f"{where}: unreadable tensors ({str(e).splitlines()[0][:200]})") from None
     meta: Dict[str, Any] = {}
     for key, value in raw.items():
         if key in ("format", "format_version", "rnnkit_version", "kind", "task", "sha256"):
@@ -188,11 +248,20 @@ def read_checkpoint(path: PathLike) -> Tuple[Dict[str, torch.Tensor], Dict[str, 
         else:
             try:
                 meta[key] = json.loads(value)
-            except ValueError:
-                raise CheckpointError(f"{where}: metadata field {key!r} is not valid JSON") from None
+            except (ValueError, RecursionError):
+                raise CheckpointError(f"{where}: metadata field {key!r} is not valid JSON (or nested "
+                                      "too deeply)") from None
     for key in ("task", "config", "kind"):
         if key not in meta:
             raise CheckpointError(f"{where}: metadata has no {key!r}; not written by `rnnkit train`")
+    if meta["kind"] not in ("train", "model"):
+        raise CheckpointError(f"{where}: kind: expected 'train' or 'model', got {meta['kind']!r}")
+    if not isinstance(meta["config"], dict):
+        raise CheckpointError(f"{where}: config: expected an object of options, got "
+                              f"{type(meta['config']).__name__}")
+    if "task_state" in meta and not isinstance(meta["task_state"], (dict, type(None))):
+        raise CheckpointError(f"{where}: task_state: expected an object, got "
+                              f"{type(meta['task_state']).__name__}")
     return tensors, meta
 
 
@@ -212,6 +281,9 @@ def load_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor], where
         raise CheckpointError(f"{where}: weights do not match the model its configuration describes "
                               f"({what}); the file is damaged or from another architecture")
     for key, value in weights.items():
+        if own[key].dtype != value.dtype:
+            raise CheckpointError(f"{where}: tensor model.{key} has dtype {value.dtype}, expected "
+                                  f"{own[key].dtype}; the file is damaged")
         if own[key].shape != value.shape:
             raise CheckpointError(f"{where}: weights do not match the model its configuration describes "
                                   f"({key} has shape {tuple(value.shape)}, expected {tuple(own[key].shape)}); "
@@ -219,32 +291,132 @@ def load_weights(model: torch.nn.Module, weights: Dict[str, torch.Tensor], where
     model.load_state_dict(weights)
 
 
-def model_from_checkpoint(tensors, meta, where: str, backend: Optional[str] = None,
-                          arch: Optional[str] = None):
-    """(task, model) rebuilt from a read checkpoint; model in eval mode."""
-    from .models import ARCHS, check_model_config
+def checkpoint_config(meta: Dict[str, Any], where: str, overrides: Optional[Dict[str, Any]] = None):
+    """(task class, configuration) of a read checkpoint, every option validated.
+
+    Options added to rnnkit after the checkpoint was written take their defaults; the
+    checkpoint's ``task`` decides the task (its ``config["task"]`` must agree); every
+    value must be one that ``rnnkit train`` accepts (type, range, choice). ``overrides``
+    (the options that may change on ``--resume``) replace stored values.
+    """
+    from .models import ARCHS
+    from .options import DEFAULTS, check_config_values
     from .task import get_task
 
+    name = meta["task"]
     try:
-        cls = get_task(meta["task"])
+        cls = get_task(name)
     except UsageError:
-        raise CheckpointError(f"{where}: written for task {meta['task']!r}, which this rnnkit "
-                              "does not have") from None
-    from .options import DEFAULTS
-
-    # options added after the checkpoint was written take their defaults
-    config = {**DEFAULTS, **cls.defaults, **meta["config"]}
+        raise CheckpointError(f"{where}: written for task {name!r}, which this rnnkit does not have") from None
+    stored = meta["config"]
+    if stored.get("task", name) != name:
+        raise CheckpointError(f"{where}: config.task {stored.get('task')!r} differs from the checkpoint's "
+                              f"task {name!r}; the file was edited or damaged")
+    config = {**DEFAULTS, **cls.defaults, **stored, **(overrides or {}), "task": name}
     if config.get("arch") not in ARCHS:
         raise CheckpointError(f"{where}: architecture {config.get('arch')!r} is not one of "
                               f"{', '.join(ARCHS)}")
+    problem = check_config_values(cls, config)
+    if problem:
+        raise CheckpointError(f"{where}: config.{problem}")
+    return cls, config
+
+
+def check_model_size(task, where: str) -> int:
+    """The number of parameters of ``task.build_model()``, counted on the ``meta`` device
+    (nothing allocated); UsageError above :data:`MAX_PARAMETERS`."""
+    with torch.device("meta"):
+        model = task.build_model()
+    n = sum(p.numel() for p in model.parameters())
+    if n > MAX_PARAMETERS:
+        raise UsageError(f"{where}: the model would have {n:,} parameters ({4 * n / 2 ** 30:,.1f} GiB as "
+                         f"float32), more than the budget of {MAX_PARAMETERS:,}; lower --hidden, --layers "
+                         "or --embed")
+    return n
+
+
+def _is_int(v: Any, lo: int = 0) -> bool:
+    return type(v) is int and v >= lo
+
+
+def _is_number(v: Any) -> bool:
+    import math
+
+    return type(v) in (int, float) and math.isfinite(v)
+
+
+def check_trainer(trainer: Any, where: str) -> Dict[str, Any]:
+    """The ``trainer`` state of a resumable checkpoint, each field's type and range checked."""
+    if not isinstance(trainer, dict):
+        raise CheckpointError(f"{where}: trainer: expected the training state (an object), got "
+                              f"{type(trainer).__name__}; a weights-only file cannot be resumed")
+    checks = {
+        "step": (lambda v: _is_int(v), "an integer >= 0"),
+        "world_size": (lambda v: _is_int(v, 1), "an integer >= 1"),
+        "carry": (lambda v: _is_int(v), "an integer >= 0"),
+        "bad_evals": (lambda v: _is_int(v), "an integer >= 0"),
+        "items": (lambda v: _is_int(v), "an integer >= 0"),
+        "metrics_offset": (lambda v: v is None or _is_int(v), "an integer >= 0 or null"),
+        "elapsed": (lambda v: _is_number(v) and v >= 0, "a number >= 0"),
+        "best": (lambda v: v is None or _is_number(v), "a number or null"),
+        "position": (lambda v: v is None or isinstance(v, dict), "an object or null"),
+        "stopped": (lambda v: v is None or isinstance(v, str), "a string or null"),
+        "window_keys": (lambda v: isinstance(v, list) and all(isinstance(k, str) for k in v), "a list of names"),
+        "optimizer": (lambda v: isinstance(v, dict) and isinstance(v.get("param_groups"), list)
+                      and isinstance(v.get("state"), dict), "an object with param_groups and state"),
+    }
+    for key, (ok, what) in checks.items():
+        if key in trainer and not ok(trainer[key]):
+            raise CheckpointError(f"{where}: trainer.{key}: expected {what}, got {trainer[key]!r:.60}")
+    for key in ("step", "optimizer"):
+        if key not in trainer:
+            raise CheckpointError(f"{where}: trainer has no {key!r}; the file was edited or damaged")
+    return trainer
+
+
+# what a damaged configuration or task state can raise while a model is rebuilt from it
+_REBUILD_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError)
+
+
+@contextlib.contextmanager
+def _rebuilding(where: str):
+    """Errors of rebuilding a task or model from a checkpoint as one CheckpointError line."""
+    try:
+        yield
+    except _REBUILD_ERRORS as e:
+        first = str(e).splitlines()[0][:200] if str(e) else ""
+        raise CheckpointError(f"{where}: task_state or config do not describe a model ({type(e).__name__}: "
+                              f"{first}); the file was edited or damaged") from None
+    except CheckpointError:
+        raise
+    except UsageError as e:
+        raise CheckpointError(str(e)) from None
+
+
+def restore_task(cls, config: Dict[str, Any], meta: Dict[str, Any], where: str):
+    """``cls(config)`` with the checkpoint's task state loaded and the model's size checked
+    against the budget (on the meta device); every failure one CheckpointError line."""
+    task = cls(config)
+    with _rebuilding(where):
+        task.load_state_dict(meta.get("task_state") or {})
+        check_model_size(task, f"{where}: config")
+    return task
+
+
+def model_from_checkpoint(tensors, meta, where: str, backend: Optional[str] = None,
+                          arch: Optional[str] = None):
+    """(task, model) rebuilt from a read checkpoint; model in eval mode."""
+    from .models import check_model_config
+
+    cls, config = checkpoint_config(meta, where)
     if arch is not None and arch != config["arch"]:
         raise CheckpointError(f"{where}: checkpoint holds a {config['arch']} model, expected {arch}")
     if backend is not None:
         config["backend"] = backend
     check_model_config(config, cls.allows_bidirectional)
-    task = cls(config)
-    task.load_state_dict(meta.get("task_state") or {})
-    model = task.build_model()
+    task = restore_task(cls, config, meta, where)
+    with _rebuilding(where):
+        model = task.build_model()
     load_weights(model, prefixed(tensors, "model"), where)
     model.eval()
     return task, model

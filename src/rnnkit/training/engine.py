@@ -37,8 +37,9 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 
 from . import metrics as M
-from .checkpoint import (BEST_FILE, TRAIN_FILE, load_optimizer_state, load_weights, optimizer_state,
-                         prefixed, read_checkpoint, save_checkpoint, write_atomic)
+from .checkpoint import (BEST_FILE, TRAIN_FILE, CheckpointError, check_model_size, check_trainer,
+                         checkpoint_config, load_optimizer_state, load_weights, optimizer_state, prefixed,
+                         read_checkpoint, restore_task, save_checkpoint, write_atomic)
 from .models import check_model_config, count_parameters
 from .task import RunContext, Task, UsageError, get_task
 
@@ -194,13 +195,175 @@ def default_run_dir(config: Dict[str, Any]) -> Path:
     return Path("runs") / f"{config['task']}-{config['arch']}-{stamp}"
 
 
+# ---- run folders --------------------------------------------------------------------------
+# A run folder holds only what the engine writes; that is how --overwrite tells a run
+# folder (which it may replace) from any other folder (which it never touches).
+LOCK_FILE = ".lock"
+RUN_ENTRIES = frozenset({TRAIN_FILE, BEST_FILE, "config.json", "summary.json", M.JSONL, M.CSV, M.PNG,
+                         "tensorboard", LOCK_FILE})
+
+
+def _is_leftover_tmp(name: str) -> bool:
+    """A temporary file of :func:`write_atomic` for one of the run's files."""
+    return name.endswith(".tmp") and any(name.startswith(f".{entry}.") for entry in RUN_ENTRIES)
+
+
+def foreign_entries(folder: Path) -> List[str]:
+    """Names in ``folder`` that no rnnkit run writes (sorted)."""
+    foreign = []
+    for p in sorted(folder.iterdir()):
+        if p.name == "tensorboard" and p.is_dir() and not p.is_symlink():
+            foreign += [f"tensorboard/{q.name}" for q in sorted(p.iterdir())
+                        if not (q.is_file() and q.name.startswith("events.out.tfevents."))]
+        elif not ((p.name in RUN_ENTRIES and p.is_file() and not p.is_symlink()) or _is_leftover_tmp(p.name)):
+            foreign.append(p.name)
+    return foreign
+
+
+def is_run_folder(folder: Path) -> bool:
+    """True for a folder written by ``rnnkit train``: its config.json and nothing foreign."""
+    try:
+        config = json.loads((folder / "config.json").read_text("utf-8"))
+        return isinstance(config, dict) and "task" in config and not foreign_entries(folder)
+    except (OSError, ValueError):
+        return False
+
+
+def _aside_name(run_dir: Path) -> str:
+    return f".{run_dir.name}.replaced-"
+
+
 def _check_run_dir(path: Path, overwrite: bool) -> Optional[UsageError]:
     if path.exists() and not path.is_dir():
         return UsageError(f"--out {path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
-        return UsageError(f"--out {path}: folder exists and is not empty; pass --overwrite to replace "
-                          f"it, or resume it with `rnnkit train --resume {path}`")
+    parent = path
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        return UsageError(f"--out {path}: {parent} is a file, not a folder; choose another --out")
+    if path.parent.is_dir():
+        left = sorted(p.name for p in path.parent.iterdir() if p.name.startswith(_aside_name(path)))
+        if left:
+            return UsageError(f"--out {path}: an earlier --overwrite of this folder was interrupted and the "
+                              f"previous run is still in {path.parent / left[0]}; move it back or delete it")
+    if path.is_dir() and any(path.iterdir()):
+        if not overwrite:
+            return UsageError(f"--out {path}: folder exists and is not empty; pass --overwrite to replace "
+                              f"it, or resume it with `rnnkit train --resume {path}`")
+        if not is_run_folder(path):
+            foreign = foreign_entries(path)
+            what = (f"it holds {foreign[0]!r}" + (f" and {len(foreign) - 1} more" if len(foreign) > 1 else "")
+                    + ", which rnnkit did not write") if foreign else "it has no config.json of a run"
+            return UsageError(f"--out {path}: --overwrite replaces only a run folder written by `rnnkit "
+                              f"train`, and {what}; choose another --out")
     return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def lock_run_dir(folder: Path, option: str) -> int:
+    """Lock ``folder/.lock`` for this process (released when the descriptor is closed or
+    the process dies, so a lock left by a killed run is stale and taken over); UsageError
+    when another process holds it."""
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise UsageError(f"{option} {folder}: cannot create {LOCK_FILE} ({e.strerror})") from None
+
+    def holder() -> str:
+        try:
+            return os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    try:
+        import fcntl
+
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = holder()
+        os.close(fd)
+        raise UsageError(f"{option} {folder}: the run folder is in use by another rnnkit process (pid {pid}); "
+                         "wait for it to end or stop it") from None
+    except (ImportError, OSError):  # no flock here: fall back to the recorded process id
+        pid = holder()
+        if pid.isdigit() and int(pid) != os.getpid() and _pid_alive(int(pid)):
+            os.close(fd)
+            raise UsageError(f"{option} {folder}: the run folder is in use by another rnnkit process "
+                             f"(pid {pid}); wait for it to end or stop it") from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def remove_leftover_tmp(folder: Path) -> List[str]:
+    """Delete the temporary files a killed run left in ``folder`` (call with the lock held)."""
+    removed = []
+    for p in folder.iterdir():
+        if _is_leftover_tmp(p.name) and p.is_file():
+            p.unlink()
+            removed.append(p.name)
+    return removed
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool, locks: List[int]) -> Tuple[Optional[Path], bool]:
+    """Create (or take over) a new run's folder and lock it. An existing run folder
+    (--overwrite, already checked by :func:`_check_run_dir`) is renamed aside, to be
+    deleted once the new run has saved its first checkpoint. Returns (aside, existed)."""
+    aside = None
+    existed = run_dir.is_dir()
+    if existed and any(run_dir.iterdir()):
+        problem = _check_run_dir(run_dir, overwrite)  # it may have changed since the first check
+        if problem is not None:
+            raise problem
+        old = lock_run_dir(run_dir, "--out")   # refuses a folder that a running process uses
+        try:
+            problem = _check_run_dir(run_dir, overwrite)   # and again, now that no one else writes it
+            if problem is not None:
+                raise problem
+            aside = run_dir.with_name(f"{_aside_name(run_dir)}{os.getpid()}")
+            os.replace(run_dir, aside)
+        finally:
+            os.close(old)
+        existed = False
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        if aside is not None:
+            os.replace(aside, run_dir)
+        raise UsageError(f"--out {run_dir}: cannot create the folder ({e.strerror})") from None
+    try:
+        locks.append(lock_run_dir(run_dir, "--out"))
+    except UsageError:
+        if aside is not None:
+            os.replace(aside, run_dir)
+        raise
+    remove_leftover_tmp(run_dir)
+    return aside, existed
+
+
+def _discard_new_run(run_dir: Path, aside: Optional[Path], existed: bool, locks: List[int]) -> None:
+    """Undo a new run that saved nothing: remove what it wrote, put back the run it was
+    replacing (or keep the empty folder the user gave)."""
+    while locks:
+        os.close(locks.pop())
+    if existed:
+        for p in run_dir.iterdir():
+            if p.name in RUN_ENTRIES or _is_leftover_tmp(p.name):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+    else:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    if aside is not None:
+        os.replace(aside, run_dir)
 
 
 class _Window:
@@ -252,30 +415,39 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         out: where result lines go (the progress bar goes to stderr).
 
     ``summary["stopped"]`` says why training ended: ``"steps"``, ``"early_stop"``,
-    ``"max_time"`` or ``"interrupted"`` (the CLI then exits with status 130).
+    ``"max_time"`` or ``"interrupted"`` (the CLI then exits with status 130). A run whose
+    loss becomes inf/nan raises UsageError; its folder keeps the last finite checkpoint.
+
+    The run folder is locked for the run (``.lock``): a second ``--resume`` of it fails
+    at once. ``--overwrite`` replaces only a folder that ``rnnkit train`` wrote, and
+    deletes the old run only after the new one has saved its first checkpoint.
     """
+    locks: List[int] = []   # the run folder's lock (main process), released on return
+    try:
+        return _train(config, resume, overrides, out, locks)
+    finally:
+        for fd in locks:
+            os.close(fd)
+
+
+def _train(config: Dict[str, Any], resume: Optional[Path], overrides: Optional[Dict[str, Any]], out,
+           locks: List[int]) -> Dict[str, Any]:
     ckpt_tensors: Dict[str, torch.Tensor] = {}
     trainer: Dict[str, Any] = {}
     if resume is not None:
         resume = Path(resume)
         file = resume / TRAIN_FILE
         if not file.is_file():
-            raise UsageError(f"--resume {resume}: no {TRAIN_FILE} there; expected the folder of a "
-                             "run started by `rnnkit train`")
+            left = sorted(resume.parent.glob(_aside_name(resume) + "*")) if resume.parent.is_dir() else []
+            raise UsageError(f"--resume {resume}: no {TRAIN_FILE} there; " + (
+                f"an --overwrite of it was interrupted and the previous run is in {left[0]}" if left
+                else "expected the folder of a run started by `rnnkit train`"))
         ckpt_tensors, meta = read_checkpoint(file)
         if meta["kind"] != "train":
             raise UsageError(f"--resume {file}: a weights-only checkpoint cannot be resumed")
-        from .options import DEFAULTS
-
-        stored = meta["config"]
-        try:
-            task_defaults = get_task(stored.get("task", "")).defaults
-        except UsageError:
-            raise UsageError(f"--resume {file}: written for task {stored.get('task')!r}, which this "
-                             "rnnkit does not have") from None
         # options added after the checkpoint was written take their defaults
-        config = {**DEFAULTS, **task_defaults, **stored, **(overrides or {})}
-        trainer = meta["trainer"]
+        _, config = checkpoint_config(meta, f"--resume {file}", overrides)
+        trainer = check_trainer(meta.get("trainer"), f"--resume {file}")
         task_state = meta.get("task_state") or {}
     config = dict(config)
     cls = get_task(config["task"])
@@ -283,6 +455,20 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
     config_threads = configure_threads(config["threads"])
 
     # --- every check before any file is written ---
+    if resume is not None:
+        problem: Optional[UsageError] = None
+        if ctx.is_main:
+            try:
+                locks.append(lock_run_dir(resume, "--resume"))
+                remove_leftover_tmp(resume)
+            except UsageError as e:
+                problem = e
+        _agree(ctx, problem)
+        jsonl = resume / M.JSONL
+        offset = trainer.get("metrics_offset")
+        if offset is not None and jsonl.exists() and jsonl.stat().st_size < offset:
+            raise UsageError(f"--resume {resume}: {M.JSONL} has {jsonl.stat().st_size:,} bytes but the "
+                             f"checkpoint was saved after {offset:,}; the log was edited, restore it")
     if resume is not None and trainer.get("world_size", 1) != ctx.world_size:
         raise UsageError(f"--resume {resume}: the run used {trainer['world_size']} processes, this "
                          f"launch has {ctx.world_size}; resume with the same --nproc_per_node")
@@ -294,14 +480,17 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         run_dir = Path(_broadcast_str(ctx, str(Path(config["out"]) if config["out"]
                                                 else default_run_dir(config))))
         _agree(ctx, _check_run_dir(run_dir, config["overwrite"]))
-    task = cls(config)
     if resume is not None:
-        task.load_state_dict(task_state)
-    problem: Optional[UsageError] = None
+        task = restore_task(cls, config, meta, f"--resume {resume / TRAIN_FILE}")
+    else:
+        task = cls(config)
+    problem = None
     try:
         task.setup(ctx)
         if resume is not None:
             task.check_resume(task_state)
+        else:
+            check_model_size(task, "model")
     except UsageError as e:
         problem = e
     _agree(ctx, problem)
@@ -314,12 +503,17 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
     if resume is not None:
         where = str(resume / TRAIN_FILE)
         load_weights(model, prefixed(ckpt_tensors, "model"), where)
-        load_optimizer_state(optimizer, ckpt_tensors, trainer["optimizer"])
-        rank_state = prefixed(ckpt_tensors, "rank")
-        torch.set_rng_state(rank_state["rng"][ctx.rank].clone())
-        n_carry = trainer.get("carry", 0)
-        if n_carry:
-            carry = tuple(rank_state[f"carry.{i}"][ctx.rank].clone() for i in range(n_carry))
+        try:
+            load_optimizer_state(optimizer, ckpt_tensors, trainer["optimizer"])
+            rank_state = prefixed(ckpt_tensors, "rank")
+            torch.set_rng_state(rank_state["rng"][ctx.rank].clone())
+            n_carry = trainer.get("carry", 0)
+            if n_carry:
+                carry = tuple(rank_state[f"carry.{i}"][ctx.rank].clone() for i in range(n_carry))
+        except (ValueError, TypeError, KeyError, IndexError, RuntimeError) as e:
+            raise CheckpointError(f"{where}: the optimiser, RNG or carried state does not fit the model "
+                                  f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+                                  "the file was edited or damaged") from None
     else:
         torch.manual_seed(config["seed"] * 1000 + ctx.rank)  # dropout differs across processes
 
@@ -342,19 +536,21 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
     main = ctx.is_main
     log: Optional[M.MetricsLog] = None
     created = False
-    if main:
-        if resume is None:
-            if run_dir.exists() and config["overwrite"]:
-                shutil.rmtree(run_dir)
-            run_dir.mkdir(parents=True, exist_ok=True)
+    aside: Optional[Path] = None        # the run that --overwrite replaces, until our first save
+    existed = False
+    problem = None
+    if main and resume is None:
+        try:
+            aside, existed = _prepare_run_dir(run_dir, config["overwrite"], locks)
             created = True
-            write_atomic(run_dir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
-        log = M.MetricsLog(run_dir, truncate_at=trainer.get("metrics_offset"),
-                           tensorboard=config["tensorboard"])
+        except UsageError as e:
+            problem = e
+    _agree(ctx, problem)
     saved_once = resume is not None
+    last_saved = trainer.get("step", 0)
 
     def save(stop_reason: Optional[str] = None) -> None:
-        nonlocal saved_once
+        nonlocal saved_once, aside, last_saved
         rank_tensors = {"rng": torch.get_rng_state(), "window": window.v}
         if carry is not None:
             for i, t in enumerate(carry):
@@ -375,7 +571,10 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                         {"kind": "train", "task": config["task"], "config": config,
                          "task_state": task.state_dict(), "trainer": state})
         M.write_csv(run_dir)
-        saved_once = True
+        saved_once, last_saved = True, step
+        if aside is not None:  # the new run is safe on disk: now the replaced one may go
+            shutil.rmtree(aside, ignore_errors=True)
+            aside = None
 
     def save_best() -> None:
         if main:
@@ -392,12 +591,16 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
 
     show = config["progress"] == "on" or (config["progress"] == "auto" and sys.stderr.isatty())
     bar = None
-    metric = cls.metric
+    metric = task.metric  # chosen by the task, which may look at its data (NER: entity F1)
     unit = cls.unit
     stopped: Optional[str] = None
     final_eval: Optional[Tuple[int, Dict[str, float]]] = None
     try:
         if main:
+            if resume is None:
+                write_atomic(run_dir / "config.json", (json.dumps(config, indent=2) + "\n").encode())
+            log = M.MetricsLog(run_dir, truncate_at=trainer.get("metrics_offset"),
+                               tensorboard=config["tensorboard"])
             say(f"{config['task']}: {config['arch']} ({config['backend']}), {n_params:,} parameters, "
                 f"{ctx.world_size} process(es) x {config_threads} thread(s) -> {run_dir}")
             about = task.describe()
@@ -458,7 +661,8 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                         final_eval = (step, res)
                     evaluated = True
                     value = res[metric]
-                    better = best is None or (value < best if cls.metric_mode == "min" else value > best)
+                    better = math.isfinite(value) and (best is None or (value < best if task.metric_mode == "min"
+                                                                        else value > best))
                     if better:
                         best, bad_evals = value, 0
                         save_best()
@@ -468,8 +672,7 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                         log.write({"step": step, "split": "valid", **res})
                         M.plot(run_dir, metric, title=f"{config['task']} {config['arch']}")
                     say(f"step {step:>6}/{config['steps']}  valid {metric} {value:.4f}"
-                        f"{' *' if better else '  '}  train {metric} "
-                        f"{_last_train(log, metric) if main else float('nan'):.4f}  "
+                        f"{' *' if better else '  '}  train {_last_train(log, metric)}  "
                         f"{_fmt_rate(items_done / max(elapsed, 1e-9))} {unit}/s  {_fmt_time(elapsed)}")
                     if config["patience"] and bad_evals >= config["patience"]:
                         stopped = "early_stop"
@@ -485,6 +688,11 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
                     stopped = "interrupted"
                 elif stopped is None and votes[2]:
                     stopped = "max_time"
+                if stopped == "diverged":  # keep the last finite checkpoint; save nothing
+                    raise UsageError(
+                        f"--lr: the loss became inf/nan at step {step}; lower --lr or set --clip ("
+                        + (f"{run_dir} keeps the checkpoint of step {last_saved})" if saved_once
+                           else "nothing was saved)"))
                 if evaluated or step % config["save_every"] == 0 or stopped or step == config["steps"]:
                     save(stopped or ("steps" if step >= config["steps"] else None))
             if stopped is None:
@@ -492,10 +700,10 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
     except BaseException:
         if bar is not None:
             bar.close()
+        if log is not None:
+            log.close()
         if main and created and not saved_once:
-            if log is not None:
-                log.close()
-            shutil.rmtree(run_dir, ignore_errors=True)
+            _discard_new_run(run_dir, aside, existed, locks)
         raise
     if bar is not None:
         bar.close()
@@ -524,24 +732,54 @@ def train(config: Dict[str, Any], resume: Optional[Path] = None,
         say(f"done ({stopped}) at step {step}: valid {metric} {res[metric]:.4f} "
             f"(loss {res['loss']:.4f}) on {res.get('items', 0):,} {unit}; "
             f"{_fmt_time(elapsed)} training, {_fmt_rate(summary['throughput'])} {unit}/s")
+        selected, weights = _selected_model(task, model, run_dir, step)
+        if task.reports_test():
+            test = task.evaluate(selected, "test", ctx, limit=None)
+            summary["test"] = {**test, "weights": weights}
+            extra = "".join(f", {k} {v:.4f}" for k, v in test.items() if k not in (metric, "loss", "items"))
+            say(f"test split: {metric} {test[metric]:.4f} (loss {test['loss']:.4f}{extra}) on "
+                f"{test.get('items', 0):,} {unit}; weights of {weights}")
         if main:
-            text = task.demo_sample(model)
+            try:
+                text = task.demo_sample(model)
+            except UsageError as e:  # the run is saved; a sample it cannot draw is only a note
+                text = None
+                say(f"sample: skipped ({e})")
             if text is not None:
                 summary["sample"] = text
                 say("sample:\n" + text)
+            summary["artefacts"] = [str(p) for p in task.write_artefacts(selected, run_dir)]
     if main:
         log.close()
         M.write_csv(run_dir)
         png = M.plot(run_dir, metric, title=f"{config['task']} {config['arch']}")
         write_atomic(run_dir / "summary.json", (json.dumps(summary, indent=2) + "\n").encode())
-        files = ", ".join(p.name for p in (run_dir / TRAIN_FILE, run_dir / BEST_FILE, png) if p and p.exists())
+        files = ", ".join(p.name for p in (run_dir / TRAIN_FILE, run_dir / BEST_FILE, png,
+                                           *map(Path, summary.get("artefacts", []))) if p and p.exists())
         say(f"run folder: {run_dir} ({files})")
     return summary
 
 
-def _last_train(log: Optional[M.MetricsLog], metric: str) -> float:
+def _selected_model(task: Task, model: torch.nn.Module, run_dir: Path, step: int) -> Tuple[torch.nn.Module, str]:
+    """(the model selected on validation, what it is): the weights of best.safetensors,
+    or ``model`` itself when they are its weights or no validation ever saved any."""
+    file = run_dir / BEST_FILE
+    if not file.is_file():
+        return model, f"the last step ({step}; no validation selected a model)"
+    tensors, meta = read_checkpoint(file)
+    if meta.get("step") == step:
+        return model, f"{BEST_FILE} (step {step}, the last)"
+    with torch.random.fork_rng(devices=[]):  # the initial weights are overwritten; leave the RNG be
+        selected = task.build_model()
+    load_weights(selected, prefixed(tensors, "model"), str(file))
+    return selected, f"{BEST_FILE} (step {meta.get('step')})"
+
+
+def _last_train(log: Optional[M.MetricsLog], metric: str) -> str:
+    """``METRIC VALUE`` of the last training record, or its loss when training does not
+    compute the metric (the tagger's entity F1 is a validation metric)."""
     if log is None:
-        return float("nan")
+        return f"{metric} nan"
     try:
         with open(log.path, "rb") as f:
             f.seek(max(0, os.path.getsize(log.path) - 4096))
@@ -552,7 +790,7 @@ def _last_train(log: Optional[M.MetricsLog], metric: str) -> float:
             except ValueError:
                 continue
             if r.get("split") == "train":
-                return r.get(metric, r["loss"])
+                return f"{metric} {r[metric]:.4f}" if metric in r else f"loss {r['loss']:.4f}"
     except OSError:
         pass
-    return float("nan")
+    return f"{metric} nan"

@@ -8,7 +8,8 @@ prints the fully resolved configuration without training.
 from __future__ import annotations
 
 import argparse
-from typing import Any, Dict
+import math
+from typing import Any, Dict, Optional
 
 # ---- defaults -------------------------------------------------------------------------
 DEFAULTS: Dict[str, Any] = dict(
@@ -79,35 +80,120 @@ def add_option(parser: argparse.ArgumentParser, flag: str, defaults: Dict[str, A
                         help=f"{help} (default: {_fmt(default)})", **kwargs)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
+# ---- bounded option types ---------------------------------------------------------------
+# Every numeric option has bounds, checked by argparse on the command line and by
+# :func:`check_config_values` on the configuration stored in a checkpoint.
+MAX_COUNT = 2 ** 31 - 1      # upper bound of any count (steps, sizes, lengths)
+MAX_HIDDEN = 65_536          # hidden units per layer (the parameter budget applies as well)
+MAX_LAYERS = 256
+MAX_THREADS = 1024
+MAX_SEED = 2 ** 32 - 1
+MAX_SAMPLE_LENGTH = 100_000  # characters of one `rnnkit sample`
 
 
-def nonneg_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+def int_range(lo: int, hi: int = MAX_COUNT):
+    """An argparse type: an integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {lo}" + (f" and <= {hi}" if hi != MAX_COUNT
+                                                                               else "") + f", got {text}")
+        return value
+
+    parse.__name__ = f"int_range_{lo}_{hi}"
+    return parse
 
 
-def nonneg_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
-    return value
+def float_range(lo: float, hi: float = float("inf"), hi_open: bool = False):
+    """An argparse type: a finite number in [lo, hi] (or [lo, hi) when ``hi_open``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text}")
+        if not (lo <= value and (value < hi if hi_open else value <= hi)):
+            upper = "" if hi == float("inf") else f", {hi:g}{')' if hi_open else ']'}"
+            raise argparse.ArgumentTypeError(f"expected a number in [{lo:g}{upper}, got {text}"
+                                             if upper else f"expected a number >= {lo:g}, got {text}")
+        return value
+
+    parse.__name__ = f"float_range_{lo}_{hi}"
+    return parse
 
 
-def probability(text: str) -> float:
-    value = nonneg_float(text)
-    if value >= 1:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
+positive_int = int_range(1)
+nonneg_int = int_range(0)
+nonneg_float = float_range(0.0)
+probability = float_range(0.0, 1.0, hi_open=True)
+hidden_size = int_range(1, MAX_HIDDEN)
+layer_count = int_range(1, MAX_LAYERS)
+thread_count = int_range(0, MAX_THREADS)
+seed_value = int_range(-MAX_SEED, MAX_SEED)   # negative seeds were always accepted
+
+
+def option_parser(cls, defaults: Optional[Dict[str, Any]] = None) -> argparse.ArgumentParser:
+    """A parser with every option of task ``cls`` (its own and the common ones)."""
+    defaults = {**DEFAULTS, **cls.defaults} if defaults is None else defaults
+    parser = argparse.ArgumentParser(add_help=False)
+    cls.add_arguments(parser, defaults)
+    add_common_options(parser, defaults, cls.allows_bidirectional)
+    return parser
+
+
+def check_config_values(cls, config: Dict[str, Any]) -> Optional[str]:
+    """None when every option of ``config`` is a value ``rnnkit train`` accepts for task
+    ``cls`` (type, range, choice), else ``"name: what was expected, got what"``.
+
+    Values equal to the defaults are accepted as they are."""
+    defaults = {**DEFAULTS, **cls.defaults}
+    for action in option_parser(cls, defaults)._actions:
+        key = action.dest
+        if key not in config or (key in defaults and config[key] == defaults[key]
+                                 and type(config[key]) is type(defaults[key])):
+            continue
+        value = config[key]
+        if isinstance(action, argparse.BooleanOptionalAction):
+            if not isinstance(value, bool):
+                return f"{key}: expected true or false, got {value!r:.60}"
+            continue
+        if action.nargs in ("+", "*"):
+            if not isinstance(value, list):
+                return f"{key}: expected a list, got {value!r:.60}"
+            items = value
+        else:
+            items = [value]
+        for item in items:
+            problem = _check_value(action, item)
+            if problem:
+                return f"{key}: {problem}"
+    return None
+
+
+def _check_value(action: argparse.Action, value: Any) -> Optional[str]:
+    if action.type is None:
+        if not isinstance(value, str):
+            return f"expected a string, got {value!r:.60}"
+    else:
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return f"expected a number, got {value!r:.60}"
+        try:
+            parsed = action.type(str(value))
+        except (argparse.ArgumentTypeError, ValueError, TypeError) as e:
+            return f"{e}"
+        if isinstance(value, str) and not isinstance(parsed, str):
+            return f"expected a number, got the string {value!r:.60}"
+        if isinstance(parsed, int) and not isinstance(value, int):
+            return f"expected an integer, got {value!r:.60}"
+    if action.choices is not None and value not in action.choices:
+        return f"expected one of {', '.join(map(str, action.choices))}, got {value!r:.60}"
+    return None
 
 
 def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any],
@@ -119,8 +205,8 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
     add_option(m, "--arch", defaults, "recurrent network (gru: torch.nn's reset-after GRU; gru-rb: the seeds' "
                "reset-before GRU)", type=arch_option, choices=ARCHS)
     add_option(m, "--backend", defaults, "implementation of the recurrent layers", choices=BACKENDS)
-    add_option(m, "--hidden", defaults, "hidden units per layer", type=positive_int, metavar="N")
-    add_option(m, "--layers", defaults, "stacked recurrent layers", type=positive_int, metavar="N")
+    add_option(m, "--hidden", defaults, "hidden units per layer", type=hidden_size, metavar="N")
+    add_option(m, "--layers", defaults, "stacked recurrent layers", type=layer_count, metavar="N")
     add_option(m, "--nonlinearity", defaults, "rnn/jordan activation", choices=NONLINEARITIES)
     add_option(m, "--gru-form", defaults, "earlier spelling of the GRU form: --arch gru --gru-form before "
                "is --arch gru-rb", choices=("after", "before"))
@@ -155,8 +241,8 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
     add_option(r, "--save-every", defaults, "resumable checkpoint every N steps",
                type=positive_int, metavar="N")
     add_option(r, "--log-every", defaults, "training record every N steps", type=positive_int, metavar="N")
-    add_option(r, "--seed", defaults, "random seed (a run is repeatable)", type=int, metavar="S")
-    add_option(r, "--threads", defaults, "torch threads (0: cores / processes)", type=nonneg_int, metavar="N")
+    add_option(r, "--seed", defaults, "random seed (a run is repeatable)", type=seed_value, metavar="S")
+    add_option(r, "--threads", defaults, "torch threads (0: cores / processes)", type=thread_count, metavar="N")
     add_option(r, "--out", defaults, "run directory", metavar="DIR")
     add_option(r, "--overwrite", defaults, "replace an existing run directory", action="store_true")
     add_option(r, "--progress", defaults, "progress bar", choices=("auto", "on", "off"))

@@ -3,13 +3,16 @@
 rnnkit's engine (:mod:`rnnkit.training.engine`) knows how to optimise, clip, schedule,
 validate, stop early, checkpoint, resume, log and run on several processes. It knows
 nothing about text, music or tags. A *task* supplies the rest, by subclassing
-:class:`Task` and registering itself in :data:`TASKS` (``rnnkit train NAME``).
+:class:`Task` and registering itself in :data:`TASKS` (``rnnkit train NAME``) with the
+:func:`register` decorator. The built-in tasks are the modules that
+``rnnkit/tasks/__init__.py`` imports; :func:`load_builtin_tasks` imports that package.
 
 What a task supplies, and when the engine calls it::
 
     cls.add_arguments(parser)   # its own command-line options (engine/model ones are added for it)
     task = cls(config)          # config: the resolved options, a JSON-able dict
     task.setup(ctx)             # read and split data, build vocabularies; UsageError on bad input
+    task.check_resume(state)    # when resuming: the data's fingerprint is the checkpoint's
     model = task.build_model()  # an nn.Module (torch.manual_seed(seed) was called just before)
     for batch in task.batches(position):           # endless; resumes at `position`
         result = task.step(model, batch, carry)    # forward + loss, no backward
@@ -17,6 +20,10 @@ What a task supplies, and when the engine calls it::
     task.evaluate(model, "valid", ctx, limit=...)  # {"loss": ..., task.metric: ...}; limit is
                                                    # config["eval_limit"] between steps, None at the end
     task.sample(model, prime=..., ...)             # text for `rnnkit sample` (optional)
+    # at the end of training; best: the model selected on validation (best.safetensors)
+    task.evaluate(best, "test", ctx)               # when task.reports_test(): summary.json "test"
+    task.demo_sample(model)                        # a line or two about the last weights (optional)
+    task.write_artefacts(best, run_dir)            # e.g. forecast.png (optional)
 
 Checkpoints store ``config`` and ``task.state_dict()`` (JSON-able: a vocabulary, label
 names, a data fingerprint) next to the weights; ``rnnkit.load`` and ``rnnkit evaluate``
@@ -48,9 +55,8 @@ Example (a complete, if small, task: predict the running mean of a noisy sequenc
             self.rank = ctx.rank                     # nothing to read from disk
 
         def build_model(self):
-            cfg = self.config
-            rnn = build_rnn(cfg["arch"], 1, cfg["hidden"], backend=cfg["backend"])
-            return Regressor(rnn, nn.Linear(cfg["hidden"], 1))   # forward(x, state) -> (y, state)
+            rnn = recurrent_layer(self.config, 1)    # --arch, --hidden, --layers, ... (rnnkit.tasks._common)
+            return Regressor(rnn, nn.Linear(output_size(self.config), 1))   # forward(x, state) -> (y, state)
 
         def batches(self, position):
             step = (position or {}).get("step", 0)
@@ -71,25 +77,21 @@ Example (a complete, if small, task: predict the running mean of a noisy sequenc
             ...                                      # fixed seeded batches, no grad
             return {"loss": mse, "mse": mse}
 
-    register(RunningMean)   # and list its module in BUILTIN_TASK_MODULES
+    register(RunningMean)   # or @register above the class; built-in tasks are imported by
+                            # rnnkit/tasks/__init__.py
 """
 from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Dict, Iterator, Optional, Tuple, Type
+from pathlib import Path
+from typing import Any, ClassVar, Dict, Iterator, List, Optional, Tuple, Type
 
 import torch
 
+from ..errors import UsageError  # re-exported: rnnkit.training.task.UsageError
+
 __all__ = ["Task", "Batch", "StepResult", "RunContext", "UsageError", "TASKS", "register", "get_task"]
-
-
-class UsageError(Exception):
-    """Bad input from the user (a path, an option value, a checkpoint).
-
-    The command line prints ``str(error)`` as one line and exits with status 2; the
-    message names the file or option, what was expected and what was received.
-    """
 
 
 @dataclass
@@ -156,12 +158,18 @@ class Task:
 
     name:        the word after ``rnnkit train``
     summary:     one line for ``rnnkit train --help``
-    metric:      validation metric used for early stopping and the best checkpoint
+    metric:      validation metric used for early stopping and the best checkpoint; a task
+                 may set ``self.metric`` in ``setup`` / ``load_state_dict`` when it depends
+                 on the data (the tagger: entity F1 for BIO tags, else accuracy)
     metric_mode: ``"min"`` or ``"max"``
     unit:        what ``Batch.size`` counts, for the throughput figure (``"chars"``)
     defaults:    task-specific option defaults; may override engine/model defaults
     presets:     named bundles of option values for ``--preset NAME``
     allows_bidirectional: False for tasks that must not see the future (language models)
+    data_name:   what the fingerprint covers, for the --resume error ("training text")
+
+    A task sets ``self.fingerprint`` in ``setup`` (a hash of its training data) and keeps
+    it in ``state_dict``; :meth:`check_resume` compares it with the checkpoint's.
     """
 
     name: ClassVar[str] = ""
@@ -172,9 +180,11 @@ class Task:
     defaults: ClassVar[Dict[str, Any]] = {}
     presets: ClassVar[Dict[str, Dict[str, Any]]] = {}
     allows_bidirectional: ClassVar[bool] = True
+    data_name: ClassVar[str] = "training data"
 
     def __init__(self, config: Dict[str, Any]):
         self.config = config
+        self.fingerprint = ""
 
     # --- command line -----------------------------------------------------------
     @classmethod
@@ -200,8 +210,12 @@ class Task:
         """Restore :meth:`state_dict` (from a checkpoint)."""
 
     def check_resume(self, state: Dict[str, Any]) -> None:
-        """Called after ``setup`` when resuming, with the checkpoint's task state;
-        raise :class:`UsageError` if the data changed under the run."""
+        """Called after ``setup`` when resuming, with the checkpoint's task state; raises
+        :class:`UsageError` when the training data changed under the run (its fingerprint)."""
+        old = state.get("fingerprint")
+        if old and old != self.fingerprint:
+            raise UsageError(f"--resume: the {self.data_name} changed since the checkpoint (fingerprint "
+                             f"{self.fingerprint}, checkpoint {old}); resume needs the same data")
 
     def build_model(self) -> torch.nn.Module:
         raise NotImplementedError
@@ -226,6 +240,17 @@ class Task:
         raise NotImplementedError
 
     # --- after training -----------------------------------------------------------
+    def reports_test(self) -> bool:
+        """True when training ends by evaluating the test split, on the model selected on
+        validation (best.safetensors), into ``summary.json["test"]`` and a ``test split:``
+        line: tasks whose data has a held-out test split say so after ``setup``."""
+        return False
+
+    def write_artefacts(self, model: torch.nn.Module, run_dir: Path) -> List[Path]:
+        """Write the task's own files into the run folder at the end of training (e.g.
+        ``forecast.png``), from the model selected on validation; returns their paths."""
+        return []
+
     def sample(self, model: torch.nn.Module, *, prime: Optional[str], length: int,
                temperature: float, top_k: int, generator: torch.Generator) -> str:
         """Generate from the model (``rnnkit sample``); tasks that cannot, raise UsageError."""
@@ -248,15 +273,12 @@ def register(cls: Type[Task]) -> Type[Task]:
     return cls
 
 
-# Modules that register built-in tasks when imported; later tasks add their module here.
-BUILTIN_TASK_MODULES = ("rnnkit.tasks.lm",)
-
-
 def load_builtin_tasks() -> Dict[str, Type[Task]]:
-    import importlib
+    """:data:`TASKS` with the built-in tasks registered: importing :mod:`rnnkit.tasks`
+    imports each task module, whose ``@register`` adds its class. (Imported here, not at
+    the top: the tasks are built on this module.)"""
+    import rnnkit.tasks  # noqa: F401
 
-    for module in BUILTIN_TASK_MODULES:
-        importlib.import_module(module)
     return TASKS
 
 
