@@ -20,7 +20,6 @@ Run from the repository root (about a minute on two cores)::
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 
 import matplotlib
@@ -60,15 +59,12 @@ def inputs(generator_seed: int = SEED) -> torch.Tensor:
 
 
 def figure_fresh(img: Path):
-    parser = argparse.ArgumentParser()
-    gradflow.add_arguments(parser)
-    args = parser.parse_args(["--arch", "rnn,gru,lstm", "--length", str(T), "--hidden", str(H),
-                              "--input-size", str(I), "--batch", str(B), "--seed", str(SEED),
-                              "--out", str(img / "gradflow_fresh.png")])
-    table = io.StringIO()
-    flows = gradflow.run(args, table)
-    print(table.getvalue())
-    return flows, table.getvalue().split("\nwrote")[0]
+    # what `rnnkit gradflow --arch rnn,gru,lstm --length 200` computes, prints and draws
+    flows = gradflow.compare(["rnn", "gru", "lstm"], length=T, hidden=H, input_size=I, batch=B, seed=SEED)
+    table = gradflow.format_table(flows) + "\n" + gradflow.table_note()
+    gradflow.plot_gradient_flow(flows, img / "gradflow_fresh.png", title=f"Gradient flow back through time (T = {T})")
+    print(table)
+    return flows, table
 
 
 def figure_gate_bias(img: Path, fresh_flows):
