@@ -244,16 +244,6 @@ template <typename S> static inline UnitSlice unit_slice(int64_t H, int tid, int
   return {r.first, r.last, r.first * UB, end};
 }
 
-// Backward: dh[b, j_first:j_last] = dh_prev[...] for the rows active at step t; an
-// inactive row's state gradient passes through unchanged.
-template <typename S>
-static inline void carry_active_rows(S* dh, const S* dh_prev, const int64_t* lengths, int64_t t, int64_t B,
-                                     int64_t H, const UnitSlice& u) {
-  for (int64_t b = 0; b < B; ++b)
-    if (active(lengths, b, t))
-      std::memcpy(dh + b * H + u.j_first, dh_prev + b * H + u.j_first, size_t(u.j_last - u.j_first) * sizeof(S));
-}
-
 // A team no larger than the number of unit blocks (each thread needs work).
 static inline int team_size(int nthreads, int64_t blocks) {
   return int(blocks < 1 ? 1 : (nthreads < blocks ? nthreads : blocks));
@@ -347,28 +337,17 @@ template <typename S> static inline int lanes_left(int64_t n, int64_t j) {
   return int(n - j < L ? n - j : L);
 }
 
-// ---- Nonlinearities -----------------------------------------------------------------
-template <typename S> static inline S sigmoid(S x) { return S(1) / (S(1) + std::exp(-x)); }
-
-template <typename S> static inline S activate(Act f, S a) {
+// d * f'(a) written in terms of the activation's output y = f(a), all lanes at once.
+template <typename S>
+static inline typename VecOf<S>::type grad_through(Act f, typename VecOf<S>::type y, typename VecOf<S>::type d) {
+  typedef typename VecOf<S>::type V;
   switch (f) {
-    case Act::tanh: return std::tanh(a);
-    case Act::relu: return a < S(0) ? S(0) : a;  // NaN passes through, as torch.relu
-    case Act::sigmoid: return sigmoid(a);
-    default: return a;
+    case Act::tanh: return d * (S(1) - y * y);
+    case Act::relu: return y > S(0) ? d : V{};
+    case Act::sigmoid: return d * (y * (S(1) - y));
+    default: return d;
   }
 }
-
-// f'(a) written in terms of the activation's output y = f(a).
-template <typename S> static inline S derivative_from_output(Act f, S y) {
-  switch (f) {
-    case Act::tanh: return S(1) - y * y;
-    case Act::relu: return y > S(0) ? S(1) : S(0);
-    case Act::sigmoid: return y * (S(1) - y);
-    default: return S(1);
-  }
-}
-
 
 template <typename S> static inline void copy_or_zero(S* dst, const S* src, int64_t n) {
   if (src)

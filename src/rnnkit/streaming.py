@@ -27,47 +27,66 @@ from torch import Tensor, nn
 
 from . import _backend, _core
 from .cells import GRUCell, LSTMCell, RNNCell
+from .functional import _sum_bias
 from .modules import GRU, LSTM, RNN, JordanRNN
 
 __all__ = ["Stream"]
 
-_ARCH = {"elman": 0, "lstm": 1, "gru": 2, "jordan": 3}
-_GATES = {0: 1, 1: 4, 2: 3, 3: 1}
+_ARCH = _backend.ARCH_CODES
 
 
 def _describe(module: nn.Module):
-    """(arch code, act, out_act, reset_after, layers, sizes, params) of a supported module."""
+    """(arch code, act, out_act, reset_after, layers, sizes, params) of a supported module.
+
+    params holds five entries per layer, as the core's Stream takes them: W_ih, the
+    input-side bias (every bias that adds to W_ih x), then the cell's own weights.
+    """
     def d(t: Optional[Tensor]):
         return None if t is None else t.detach().contiguous()
 
     if isinstance(module, JordanRNN):  # JordanCell too
-        params = [d(module.weight_ih), d(module.weight_yh), d(module.weight_hy), d(module.bias_ih),
-                  d(module.bias_yh), d(module.bias_hy)]
+        params = [d(module.weight_ih), _fold(module.bias_ih, module.bias_yh), d(module.weight_yh),
+                  d(module.weight_hy), d(module.bias_hy)]
         return (_ARCH["jordan"], _backend.ACT_CODES[module.nonlinearity],
                 _backend.ACT_CODES[module.output_nonlinearity], True, 1,
                 [module.input_size, module.hidden_size, module.output_size], params)
+
+    def layer(w_ih, w_hh, b_ih, b_hh, arch, reset_after):
+        if arch == "gru" and reset_after and b_hh is not None:
+            H = w_hh.shape[1]  # b_hn stays inside r * (W_hn h + b_hn)
+            return [d(w_ih), _fold(b_ih, torch.cat([b_hh.detach()[:2 * H], b_hh.new_zeros(H)])), d(w_hh),
+                    d(b_hh[2 * H:]), None]
+        return [d(w_ih), _fold(b_ih, b_hh), d(w_hh), None, None]
+
     if isinstance(module, (RNNCell, LSTMCell, GRUCell)):
         arch = "elman" if isinstance(module, RNNCell) else "lstm" if isinstance(module, LSTMCell) else "gru"
         act = _backend.ACT_CODES[getattr(module, "nonlinearity", "tanh")]
-        params = [d(module.weight_ih), d(module.weight_hh), d(module.bias_ih), d(module.bias_hh), None, None]
-        return (_ARCH[arch], act, 0, getattr(module, "reset_after", True), 1,
-                [module.input_size, module.hidden_size, 0], params)
+        reset_after = getattr(module, "reset_after", True)
+        params = layer(module.weight_ih, module.weight_hh, module.bias_ih, module.bias_hh, arch, reset_after)
+        return _ARCH[arch], act, 0, reset_after, 1, [module.input_size, module.hidden_size, 0], params
     if isinstance(module, (RNN, LSTM, GRU)):
         if module.bidirectional:
             raise ValueError("module: a bidirectional layer needs the whole sequence and cannot be streamed; "
                              "expected a unidirectional module")
         arch = "elman" if isinstance(module, RNN) else "lstm" if isinstance(module, LSTM) else "gru"
         module._check_supported()
+        reset_after = getattr(module, "reset_after", True)
         sizes, params = [], []
         for l in range(module.num_layers):
             sizes += [module.input_size if l == 0 else module.hidden_size, module.hidden_size, 0]
-            params += [d(getattr(module, f"weight_ih_l{l}")), d(getattr(module, f"weight_hh_l{l}")),
-                       d(getattr(module, f"bias_ih_l{l}", None)), d(getattr(module, f"bias_hh_l{l}", None)),
-                       None, None]
+            params += layer(getattr(module, f"weight_ih_l{l}"), getattr(module, f"weight_hh_l{l}"),
+                            getattr(module, f"bias_ih_l{l}", None), getattr(module, f"bias_hh_l{l}", None), arch,
+                            reset_after)
         act = _backend.ACT_CODES[getattr(module, "nonlinearity", "tanh")]
-        return _ARCH[arch], act, 0, getattr(module, "reset_after", True), module.num_layers, sizes, params
+        return _ARCH[arch], act, 0, reset_after, module.num_layers, sizes, params
     raise TypeError(f"module: expected an rnnkit RNN, LSTM, GRU, JordanRNN or one of their cells, "
                     f"got {type(module).__name__}")
+
+
+def _fold(*biases: Optional[Tensor]) -> Optional[Tensor]:
+    """The sum of the biases that are present (None if none is), contiguous."""
+    total = _sum_bias(*biases)
+    return None if total is None else total.contiguous()
 
 
 class Stream:
@@ -104,7 +123,7 @@ class Stream:
         self._core = _core.Stream(_backend.current_isa(), arch, act, out_act, bool(reset_after), batch_size, sizes,
                                   params)
         # A team of threads is started for every step: worth it only for large steps.
-        self._threads = _backend.num_threads(batch_size, sizes[1], 2 * _GATES[arch], min_macs=1 << 23)
+        self._threads = _backend.num_threads(batch_size, sizes[1], 2 * _core.gate_count(arch), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._out = self._out_np = None  # the last `out=` buffer and its NumPy view
 

@@ -1,0 +1,240 @@
+// The one time-loop skeleton every cell runs on: the sequence forward, the BPTT
+// backward and the streaming step.
+//
+// A cell (csrc/cells/<cell>.h) writes one time step as a few phases, each
+//     s.product(...)   C = A W^T for the unit blocks this thread owns (packed weights)
+//     s.each(...)      the pointwise math on every lane chunk of those units
+//     s.sync()         a barrier, where the next phase reads units of other threads
+// and this file supplies everything around them: the walk over time (forward and
+// reverse), batch rows, unit blocks owned by threads, SIMD lanes with the partial
+// tail, rows past their length, and the thread team.
+//
+// Rows past their length (PackedSequence semantics, see rnnkit.h): `each` runs the
+// cell's math only for active rows; for an inactive row it applies the phase's Hold
+// list instead (a state carried, a gradient passed on, a record or output zeroed), and
+// `carry` passes the state gradient of an inactive row through the step unchanged.
+//
+// A cell type C provides (S = float or double):
+//   C(const CellConfig&, const S* const* weights, Pass)  packs the weights one pass needs
+//   kStates, kRecords, kGrads      how many of each buffer it uses (at most 2)
+//   state_width(k), record_width(k), grad_width(k), blocks()
+//   struct Work { Work(const C&, int64_t B); }            per-call scratch (no allocation
+//                                                          inside the time loop)
+//   forward(Step&, const ForwardIO&, Work&) const, backward(Step&, const BackwardIO&, Work&) const
+// A cell object with its packed weights is the plan of one layer: a stack runner can
+// hold one per layer and direction and chain them (the stream below does, one step
+// at a time).
+#pragma once
+
+#include "kernel_common.h"
+
+namespace rnnkit {
+namespace RNNKIT_ISA_NS {
+
+// What a cell is built with; each cell reads the fields it needs.
+struct CellConfig {
+  int64_t H;         // hidden size
+  int64_t O;         // Jordan output size
+  Act f, g;          // Elman / Jordan hidden nonlinearity; Jordan output nonlinearity
+  bool reset_after;  // GRU form
+};
+
+// Which pass a cell's packed weights are for (each packs only what its pass reads).
+enum class Pass { forward, backward };
+
+// ---- Views: where gate g of unit j = blk*UB + jj of batch row b lives -------------------
+// element (b, g, j) at p[b*row + g*gate + blk*block + jj]
+template <typename T> struct View {
+  T* p;
+  int64_t row, gate, block;
+};
+// (B, G*W) rows, gates stacked as torch does (G = 1: a plain (B, W) buffer).
+template <typename T> static inline View<T> rows(T* p, int64_t W, int64_t G = 1) {
+  typedef typename std::remove_const<T>::type S;
+  return {p, G * W, W, Packed<S>::NR};
+}
+// (G*W) one vector shared by every row (a bias), gates stacked.
+template <typename T> static inline View<T> vec(T* p, int64_t W = 0) {
+  return {p, 0, W, Packed<typename std::remove_const<T>::type>::NR};
+}
+// (B, nb*G*UB) in unit-block order: the output of a product with pack_gates weights.
+template <typename T> static inline View<T> blocked(T* p, int64_t W, int64_t G) {
+  typedef typename std::remove_const<T>::type S;
+  constexpr int64_t UB = Packed<S>::NR;
+  return {p, unit_blocks<S>(W) * G * UB, UB, G * UB};
+}
+template <typename S> static inline View<const S> cview(const View<S>& v) { return {v.p, v.row, v.gate, v.block}; }
+
+// ---- One chunk of n <= L lanes: units j .. j+n-1 of batch row b ---------------------------
+template <typename S> struct Lanes {
+  typedef typename VecOf<S>::type V;
+  int64_t b, blk, jj;  // batch row, unit block, first lane within the block
+  int n;               // lanes in use (fewer than L only at the end of a row)
+
+  template <typename T> T* at(const View<T>& v, int64_t g = 0) const {
+    return v.p + b * v.row + g * v.gate + blk * v.block + jj;
+  }
+  // Gate g of this chunk of view v.
+  template <typename T> V operator()(const View<T>& v, int64_t g = 0) const { return ld(at(v, g), n); }
+  void set(const View<S>& v, V x) const { st(at(v), x, n); }
+  void set(const View<S>& v, int64_t g, V x) const { st(at(v, g), x, n); }
+};
+
+// What a phase leaves in an inactive row: `to` gets `from` (G gates), or zeros when
+// from.p is null. Entries whose `to` is null are skipped (an optional output).
+template <typename S> struct Keep {
+  View<S> to;
+  View<const S> from;
+  int G;
+};
+template <typename S> static inline Keep<S> zero(const View<S>& to, int G = 1) { return {to, {nullptr, 0, 0, 0}, G}; }
+template <typename S> static inline Keep<S> copy(const View<S>& to, const View<const S>& from, int G = 1) {
+  return {to, from, G};
+}
+template <typename S> struct Hold {
+  Keep<S> k[4];
+};
+
+// ---- A team member's view of one time step ------------------------------------------------
+template <typename S> struct Step {
+  typedef typename VecOf<S>::type V;
+  static constexpr int64_t L = sizeof(V) / sizeof(S), UB = Packed<S>::NR;
+  int tid, nt;
+  Barrier* barrier;
+  int64_t B, t;
+  const int64_t* lengths;  // (B) or null
+
+  // The unit blocks this member owns in a space of W units.
+  UnitSlice units(int64_t W) const { return unit_slice<S>(W, tid, nt); }
+
+  // C (+)= A W^T (A: (B, K) rows lda apart) for the owned blocks of a W-unit space; W's
+  // panels are grouped per unit block (pack_gates, or a transposed weight of W rows).
+  void product(int64_t units_W, const S* A, int64_t lda, const Packed<S>& W, S* C, int64_t ldc,
+               bool accumulate = false) const {
+    const UnitSlice u = units(units_W);
+    const int64_t per_block = W.panels / unit_blocks<S>(units_W);
+    gemm_panels(B, A, lda, W, u.first * per_block, u.last * per_block, C, ldc, accumulate);
+  }
+
+  // fn(lanes) for every lane chunk of the owned units of each active row; inactive rows
+  // get `hold` instead.
+  template <typename F> void each(int64_t W, F fn, const Hold<S>& hold = Hold<S>{}) const {
+    const UnitSlice u = units(W);
+    for (int64_t b = 0; b < B; ++b) {
+      const bool on = active(lengths, b, t);
+      for (int64_t blk = u.first; blk < u.last; ++blk) {
+        const int64_t width = W - blk * UB < UB ? W - blk * UB : UB;
+        for (int64_t jj = 0; jj < width; jj += L) {
+          const Lanes<S> l{b, blk, jj, lanes_left<S>(width, jj)};
+          if (on) {
+            fn(l);
+            continue;
+          }
+          for (const Keep<S>& k : hold.k) {
+            if (!k.to.p) continue;
+            for (int g = 0; g < k.G; ++g) l.set(k.to, g, k.from.p ? l(k.from, g) : V{});
+          }
+        }
+      }
+    }
+  }
+
+  // Backward: the state gradient dst (B, W) of each active row becomes src for the owned
+  // units; an inactive row's passes through the step unchanged.
+  void carry(int64_t W, S* dst, const S* src) const {
+    const UnitSlice u = units(W);
+    for (int64_t b = 0; b < B; ++b)
+      if (active(lengths, b, t))
+        std::memcpy(dst + b * W + u.j_first, src + b * W + u.j_first, size_t(u.j_last - u.j_first) * sizeof(S));
+  }
+
+  void sync() const { barrier_wait(barrier); }
+};
+
+// ---- One step's buffers --------------------------------------------------------------------
+// Which state / record / gradient is which is the cell's to say (see its header).
+template <typename S> struct ForwardIO {
+  View<const S> x;      // (B, G*H) input-side pre-activations W_ih x_t + biases
+  const S* prev[2];     // (B, state_width(k)) states before the step
+  S* next[2];           // (B, state_width(k)) out: states after the step
+  S* rec[2];            // (B, record_width(k)) out: what the backward pass reads
+  S* out;               // (B, state_width(0)) out: the output, zero in inactive rows; or null
+};
+template <typename S> struct BackwardIO {
+  const S* prev[2];     // (B, state_width(k)) states before the step
+  const S* next[2];     // (B, state_width(k)) states after the step
+  const S* rec[2];      // (B, record_width(k)) the forward pass's records
+  const S* d_out;       // (B, state_width(0)) dL/d output of this step, or null
+  S* d[2];              // (B, state_width(k)) in: dL/d state after the step; out: before it
+  S* grad[2];           // (B, grad_width(k)) out: dL/d the step's pre-activations
+  S* total[2];          // (B, state_width(k)) out: dL/d state after the step, or null
+};
+
+template <class Cell> static inline int64_t max_width(const Cell& c) {
+  int64_t w = 1;
+  for (int k = 0; k < Cell::kStates; ++k) w = c.state_width(k) > w ? c.state_width(k) : w;
+  return w;
+}
+
+// ---- Whole sequences -----------------------------------------------------------------------
+// Forward over T steps. xw (T, B, G*H) gate-major; states[k] (T+1, B, state_width(k)) with
+// states[k][0] = init[k] (null: zeros); records[k] (T, B, record_width(k)); out (T, B,
+// state_width(0)) or null.
+template <class Cell, typename S>
+static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64_t* lengths, const S* xw,
+                             const S* const* init, S* const* states, S* const* records, S* out, int nthreads) {
+  const int64_t GH = Cell::G * cell.H;
+  for (int k = 0; k < Cell::kStates; ++k) copy_or_zero(states[k], init[k], B * cell.state_width(k));
+  typename Cell::Work work(cell, B);
+  auto body = [&](int tid, int nt, Barrier* barrier) {
+    Step<S> s{tid, nt, barrier, B, 0, lengths};
+    for (int64_t t = 0; t < T; ++t) {
+      s.t = t;
+      ForwardIO<S> io{rows(xw + t * B * GH, cell.H, Cell::G), {}, {}, {}, out ? out + t * B * cell.state_width(0) : nullptr};
+      for (int k = 0; k < Cell::kStates; ++k) {
+        io.prev[k] = states[k] + t * B * cell.state_width(k);
+        io.next[k] = states[k] + (t + 1) * B * cell.state_width(k);
+      }
+      for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
+      cell.forward(s, io, work);
+    }
+  };
+  run_team(team_size(nthreads, cell.blocks()), body);
+}
+
+// Backward through time, t = T-1 .. 0. states / records as the forward wrote them;
+// d_out (T, B, state_width(0)) or null; d_final[k] (B, state_width(k)) dL/d final state
+// or null; grads[k] (T, B, grad_width(k)) out; d_init[k] (B, state_width(k)) out;
+// totals[k] (T, B, state_width(k)) out or null.
+template <class Cell, typename S>
+static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int64_t* lengths,
+                              const S* const* states, const S* const* records, const S* d_out,
+                              const S* const* d_final, S* const* grads, S* const* d_init, S* const* totals,
+                              int nthreads) {
+  Buffer<S> d0(B * cell.state_width(0)), d1(Cell::kStates > 1 ? B * cell.state_width(1) : 1);
+  S* d[2] = {d0.data(), d1.data()};
+  for (int k = 0; k < Cell::kStates; ++k) copy_or_zero(d[k], d_final[k], B * cell.state_width(k));
+  typename Cell::Work work(cell, B);
+  auto body = [&](int tid, int nt, Barrier* barrier) {
+    Step<S> s{tid, nt, barrier, B, 0, lengths};
+    for (int64_t t = T - 1; t >= 0; --t) {
+      s.t = t;
+      BackwardIO<S> io{{}, {}, {}, d_out ? d_out + t * B * cell.state_width(0) : nullptr, {d[0], d[1]}, {}, {}};
+      for (int k = 0; k < Cell::kStates; ++k) {
+        const int64_t W = B * cell.state_width(k);
+        io.prev[k] = states[k] + t * W;
+        io.next[k] = states[k] + (t + 1) * W;
+        io.total[k] = totals[k] ? totals[k] + t * W : nullptr;
+      }
+      for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
+      for (int k = 0; k < Cell::kGrads; ++k) io.grad[k] = grads[k] + t * B * cell.grad_width(k);
+      cell.backward(s, io, work);
+    }
+  };
+  run_team(team_size(nthreads, cell.blocks()), body);
+  for (int k = 0; k < Cell::kStates; ++k)
+    std::memcpy(d_init[k], d[k], size_t(B * cell.state_width(k)) * sizeof(S));
+}
+
+}  // namespace RNNKIT_ISA_NS
+}  // namespace rnnkit
