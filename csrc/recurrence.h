@@ -16,6 +16,7 @@
 //
 // A cell type C provides (S = float or double):
 //   C(const CellConfig&, const S* const* weights, Pass)  packs the weights one pass needs
+//   G, H                           gates stacked in W_ih (the width of xw is G*H), hidden size
 //   kStates, kRecords, kGrads      how many of each buffer it uses (at most 2)
 //   state_width(k), record_width(k), grad_width(k), blocks()
 //   struct Work { Work(const C&, int64_t B); }            per-call scratch (no allocation
@@ -42,54 +43,58 @@ struct CellConfig {
 // Which pass a cell's packed weights are for (each packs only what its pass reads).
 enum class Pass { forward, backward };
 
-// ---- Views: where gate g of unit j = blk*UB + jj of batch row b lives -------------------
-// element (b, g, j) at p[b*row + g*gate + blk*block + jj]
-template <typename T> struct View {
-  T* p;
-  int64_t row, gate, block;
+// ---- Views: where gate g of unit j of batch row b lives ----------------------------------
+// A phase runs over a space of W hidden (or output) units in nb = ceil(W / UB) unit
+// blocks; j = blk*UB + jj. The layout is a compile-time tag so that every view of a
+// phase shares one index computation.
+enum class Layout {
+  rows,     // (B, G*W) gates stacked as torch does (G = 1: a plain (B, W) buffer)
+  blocked,  // (B, nb*G*UB) unit-block order: the output of a product with pack_gates weights
+  vec,      // (G*W) one vector for every row (a bias)
 };
-// (B, G*W) rows, gates stacked as torch does (G = 1: a plain (B, W) buffer).
-template <typename T> static inline View<T> rows(T* p, int64_t W, int64_t G = 1) {
-  typedef typename std::remove_const<T>::type S;
-  return {p, G * W, W, Packed<S>::NR};
-}
-// (G*W) one vector shared by every row (a bias), gates stacked.
-template <typename T> static inline View<T> vec(T* p, int64_t W = 0) {
-  return {p, 0, W, Packed<typename std::remove_const<T>::type>::NR};
-}
-// (B, nb*G*UB) in unit-block order: the output of a product with pack_gates weights.
-template <typename T> static inline View<T> blocked(T* p, int64_t W, int64_t G) {
-  typedef typename std::remove_const<T>::type S;
-  constexpr int64_t UB = Packed<S>::NR;
-  return {p, unit_blocks<S>(W) * G * UB, UB, G * UB};
-}
-template <typename S> static inline View<const S> cview(const View<S>& v) { return {v.p, v.row, v.gate, v.block}; }
+template <typename T, Layout K> struct View {
+  T* p;
+  int64_t G;
+};
+template <typename T> static inline View<T, Layout::rows> rows(T* p, int64_t G = 1) { return {p, G}; }
+template <typename T> static inline View<T, Layout::blocked> blocked(T* p, int64_t G = 1) { return {p, G}; }
+template <typename T> static inline View<T, Layout::vec> vec(T* p, int64_t G = 1) { return {p, G}; }
+// The row stride of a blocked (B, nb*G*UB) buffer over W units.
+template <typename S> static inline int64_t row_stride(int64_t W, int64_t G) { return unit_blocks<S>(W) * G * Packed<S>::NR; }
+template <typename S, Layout K> static inline View<const S, K> cview(const View<S, K>& v) { return {v.p, v.G}; }
 
 // ---- One chunk of n <= L lanes: units j .. j+n-1 of batch row b ---------------------------
 template <typename S> struct Lanes {
   typedef typename VecOf<S>::type V;
+  static constexpr int64_t UB = Packed<S>::NR;
   int64_t b, blk, jj;  // batch row, unit block, first lane within the block
   int n;               // lanes in use (fewer than L only at the end of a row)
+  int64_t W, nb;       // the phase's units and unit blocks
 
-  template <typename T> T* at(const View<T>& v, int64_t g = 0) const {
-    return v.p + b * v.row + g * v.gate + blk * v.block + jj;
+  template <typename T, Layout K> RNNKIT_INLINE T* at(const View<T, K>& v, int64_t g = 0) const {
+    const int64_t j = blk * UB + jj;
+    if (K == Layout::rows) return v.p + (b * v.G + g) * W + j;
+    if (K == Layout::blocked) return v.p + ((b * nb + blk) * v.G + g) * UB + jj;
+    return v.p + g * W + j;
   }
   // Gate g of this chunk of view v.
-  template <typename T> V operator()(const View<T>& v, int64_t g = 0) const { return ld(at(v, g), n); }
-  void set(const View<S>& v, V x) const { st(at(v), x, n); }
-  void set(const View<S>& v, int64_t g, V x) const { st(at(v, g), x, n); }
+  template <typename T, Layout K> RNNKIT_INLINE V operator()(const View<T, K>& v, int64_t g = 0) const {
+    return ld(at(v, g), n);
+  }
+  template <Layout K> RNNKIT_INLINE void set(const View<S, K>& v, V x) const { st(at(v), x, n); }
+  template <Layout K> RNNKIT_INLINE void set(const View<S, K>& v, int64_t g, V x) const { st(at(v, g), x, n); }
 };
 
-// What a phase leaves in an inactive row: `to` gets `from` (G gates), or zeros when
+// What a phase leaves in an inactive row: `to` gets `from` (every gate), or zeros when
 // from.p is null. Entries whose `to` is null are skipped (an optional output).
 template <typename S> struct Keep {
-  View<S> to;
-  View<const S> from;
-  int G;
+  View<S, Layout::rows> to;
+  View<const S, Layout::rows> from;
 };
-template <typename S> static inline Keep<S> zero(const View<S>& to, int G = 1) { return {to, {nullptr, 0, 0, 0}, G}; }
-template <typename S> static inline Keep<S> copy(const View<S>& to, const View<const S>& from, int G = 1) {
-  return {to, from, G};
+template <typename S> static inline Keep<S> zero(const View<S, Layout::rows>& to) { return {to, {nullptr, 1}}; }
+template <typename S>
+static inline Keep<S> copy(const View<S, Layout::rows>& to, const View<const S, Layout::rows>& from) {
+  return {to, from};
 }
 template <typename S> struct Hold {
   Keep<S> k[4];
@@ -117,22 +122,24 @@ template <typename S> struct Step {
   }
 
   // fn(lanes) for every lane chunk of the owned units of each active row; inactive rows
-  // get `hold` instead.
-  template <typename F> void each(int64_t W, F fn, const Hold<S>& hold = Hold<S>{}) const {
+  // get `hold` instead. Flattened: fn and all it calls are compiled into this loop.
+  template <typename F> __attribute__((flatten)) void each(int64_t W, const F& fn_, const Hold<S>& hold = Hold<S>{}) const {
+    const F fn = fn_;  // a local copy, which the compiler keeps in registers
     const UnitSlice u = units(W);
+    const int64_t nb = unit_blocks<S>(W);
     for (int64_t b = 0; b < B; ++b) {
       const bool on = active(lengths, b, t);
       for (int64_t blk = u.first; blk < u.last; ++blk) {
         const int64_t width = W - blk * UB < UB ? W - blk * UB : UB;
         for (int64_t jj = 0; jj < width; jj += L) {
-          const Lanes<S> l{b, blk, jj, lanes_left<S>(width, jj)};
+          const Lanes<S> l{b, blk, jj, lanes_left<S>(width, jj), W, nb};
           if (on) {
             fn(l);
             continue;
           }
           for (const Keep<S>& k : hold.k) {
             if (!k.to.p) continue;
-            for (int g = 0; g < k.G; ++g) l.set(k.to, g, k.from.p ? l(k.from, g) : V{});
+            for (int64_t g = 0; g < k.to.G; ++g) l.set(k.to, g, k.from.p ? l(k.from, g) : V{});
           }
         }
       }
@@ -154,7 +161,7 @@ template <typename S> struct Step {
 // ---- One step's buffers --------------------------------------------------------------------
 // Which state / record / gradient is which is the cell's to say (see its header).
 template <typename S> struct ForwardIO {
-  View<const S> x;      // (B, G*H) input-side pre-activations W_ih x_t + biases
+  const S* x;           // (B, G*H) input-side pre-activations W_ih x_t + biases, gates stacked
   const S* prev[2];     // (B, state_width(k)) states before the step
   S* next[2];           // (B, state_width(k)) out: states after the step
   S* rec[2];            // (B, record_width(k)) out: what the backward pass reads
@@ -190,7 +197,7 @@ static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64
     Step<S> s{tid, nt, barrier, B, 0, lengths};
     for (int64_t t = 0; t < T; ++t) {
       s.t = t;
-      ForwardIO<S> io{rows(xw + t * B * GH, cell.H, Cell::G), {}, {}, {}, out ? out + t * B * cell.state_width(0) : nullptr};
+      ForwardIO<S> io{xw + t * B * GH, {}, {}, {}, out ? out + t * B * cell.state_width(0) : nullptr};
       for (int k = 0; k < Cell::kStates; ++k) {
         io.prev[k] = states[k] + t * B * cell.state_width(k);
         io.next[k] = states[k] + (t + 1) * B * cell.state_width(k);

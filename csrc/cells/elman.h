@@ -30,11 +30,11 @@ template <typename S> struct Elman {
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
-    const auto x = io.x;                              // (B, H)
-    const auto a = blocked<const S>(w.a.data(), H, 1);  // (B, H) h_{t-1} W_hh^T
-    const auto h_prev = rows(io.prev[0], H), h = rows(io.next[0], H), out = rows(io.out, H);
-    s.product(H, io.prev[0], H, W, w.a.data(), a.row);
-    s.each(H, [&](const Lanes<S>& l) {
+    const auto x = rows(io.x);                          // (B, H)
+    const auto a = blocked<const S>(w.a.data(), 1);  // (B, H) h_{t-1} W_hh^T
+    const auto h_prev = rows(io.prev[0]), h = rows(io.next[0]), out = rows(io.out);
+    s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, 1));
+    s.each(H, [=](const Lanes<S>& l) {
       const V h_ = vactivate<S>(f, l(x) + l(a));
       l.set(h, h_);
       if (io.out) l.set(out, h_);
@@ -43,9 +43,9 @@ template <typename S> struct Elman {
   }
 
   void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
-    const auto h = rows(io.next[0], H), d_out = rows(io.d_out, H);
-    const auto dh = rows(io.d[0], H), da = rows(io.grad[0], H), dhs = rows(io.total[0], H);
-    s.each(H, [&](const Lanes<S>& l) {
+    const auto h = rows(io.next[0]), d_out = rows(io.d_out);
+    const auto dh = rows(io.d[0]), da = rows(io.grad[0]), dhs = rows(io.total[0]);
+    s.each(H, [=](const Lanes<S>& l) {
       const V dh_ = io.d_out ? l(dh) + l(d_out) : l(dh);
       if (io.total[0]) l.set(dhs, dh_);
       l.set(da, grad_through<S>(f, l(h), dh_));

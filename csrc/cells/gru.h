@@ -60,19 +60,19 @@ template <typename S> struct Gru {
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
-    const auto x = io.x;                                 // (B, 3H)
-    const auto a = blocked<const S>(w.a.data(), H, GR);  // (B, GR*H) h_{t-1} W_h[rz(n)]^T
-    const auto an = blocked<const S>(w.an.data(), H, 1);  // (B, H) reset_before: W_hn u
-    const auto h_prev = rows(io.prev[0], H), h = rows(io.next[0], H), out = rows(io.out, H);
-    const auto gates = rows(io.rec[0], H, 3), q = rows(io.rec[1], H), u = rows(w.u.data(), H);
+    const auto x = rows(io.x, 3);                        // (B, 3H)
+    const auto a = blocked<const S>(w.a.data(), GR);  // (B, GR*H) h_{t-1} W_h[rz(n)]^T
+    const auto an = blocked<const S>(w.an.data(), 1);  // (B, H) reset_before: W_hn u
+    const auto h_prev = rows(io.prev[0]), h = rows(io.next[0]), out = rows(io.out);
+    const auto gates = rows(io.rec[0], 3), q = rows(io.rec[1]), u = rows(w.u.data());
     const auto bn = vec<const S>(b_hn.data());
-    s.product(H, io.prev[0], H, W, w.a.data(), a.row);
+    s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, GR));
     if (!reset_after) {
-      s.each(H, [&](const Lanes<S>& l) { l.set(u, M::sigmoid(l(x, 0) + l(a, 0)) * l(h_prev)); });
+      s.each(H, [=](const Lanes<S>& l) { l.set(u, M::sigmoid(l(x, 0) + l(a, 0)) * l(h_prev)); });
       s.sync();  // u complete
-      s.product(H, w.u.data(), H, Wn, w.an.data(), an.row);
+      s.product(H, w.u.data(), H, Wn, w.an.data(), row_stride<S>(H, 1));
     }
-    s.each(H, [&](const Lanes<S>& l) {
+    s.each(H, [=](const Lanes<S>& l) {
       const V r_ = M::sigmoid(l(x, 0) + l(a, 0));
       const V z_ = M::sigmoid(l(x, 1) + l(a, 1));
       const V hp = l(h_prev);
@@ -92,16 +92,16 @@ template <typename S> struct Gru {
       l.set(gates, 1, z_);
       l.set(gates, 2, n_);
       if (io.out) l.set(out, h_);
-    }, {{copy(h, h_prev), zero(gates, 3), zero(q), zero(out)}});
+    }, {{copy(h, h_prev), zero(gates), zero(q), zero(out)}});
     s.sync();  // the next step reads every unit of h_t
   }
 
   void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
-    const auto h_prev = rows(io.prev[0], H), gates = rows(io.rec[0], H, 3), q = rows(io.rec[1], H);
-    const auto d_out = rows(io.d_out, H), dh = rows(io.d[0], H), dhs = rows(io.total[0], H);
-    const auto da = rows(io.grad[0], H, 3), dq = rows(io.grad[1], H);
-    const auto dh_prev = rows(w.a.data(), H), du = rows(w.an.data(), H);
-    s.each(H, [&](const Lanes<S>& l) {
+    const auto h_prev = rows(io.prev[0]), gates = rows(io.rec[0], 3), q = rows(io.rec[1]);
+    const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dhs = rows(io.total[0]);
+    const auto da = rows(io.grad[0], 3), dq = rows(io.grad[1]);
+    const auto dh_prev = rows(w.a.data()), du = rows(w.an.data());
+    s.each(H, [=](const Lanes<S>& l) {
       const V dh_ = io.d_out ? l(dh) + l(d_out) : l(dh);
       if (io.total[0]) l.set(dhs, dh_);
       const V r_ = l(gates, 0), z_ = l(gates, 1), n_ = l(gates, 2), hp = l(h_prev);
@@ -119,13 +119,13 @@ template <typename S> struct Gru {
         l.set(dq, da_n);
         l.set(dh_prev, dh_ * (S(1) - z_));
       }
-    }, {{zero(da, 3), zero(dq), zero(dh_prev), copy(dhs, cview(dh))}});
+    }, {{zero(da), zero(dq), zero(dh_prev), copy(dhs, cview(dh))}});
     s.sync();  // da_t (r, z, n for reset_after; z, n otherwise) and da_hn complete
     if (reset_after) {
       s.product(H, io.grad[1], H, Wn, w.a.data(), H, true);  // dh_{t-1} += da_hn W_hn
     } else {
       s.product(H, io.grad[1], H, Wn, w.an.data(), H);  // du = da_n W_hn
-      s.each(H, [&](const Lanes<S>& l) {
+      s.each(H, [=](const Lanes<S>& l) {
         const V r_ = l(gates, 0), du_ = l(du);
         l.set(da, 0, du_ * l(h_prev) * r_ * (S(1) - r_));
         l.set(dh_prev, l(dh_prev) + du_ * r_);

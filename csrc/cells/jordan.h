@@ -42,17 +42,17 @@ template <typename S> struct Jordan {
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
-    const auto x = io.x;                                  // (B, H)
-    const auto a = blocked<const S>(w.a.data(), H, 1);    // (B, H) y_{t-1} W_yh^T
-    const auto o = blocked<const S>(w.o.data(), O, 1);    // (B, O) h_t W_hy^T
-    const auto h = rows(io.rec[0], H), y_prev = rows(io.prev[0], O), y = rows(io.next[0], O);
-    const auto out = rows(io.out, O);
+    const auto x = rows(io.x);                            // (B, H)
+    const auto a = blocked<const S>(w.a.data(), 1);    // (B, H) y_{t-1} W_yh^T
+    const auto o = blocked<const S>(w.o.data(), 1);    // (B, O) h_t W_hy^T
+    const auto h = rows(io.rec[0]), y_prev = rows(io.prev[0]), y = rows(io.next[0]);
+    const auto out = rows(io.out);
     const auto b = vec<const S>(b_hy.data());
-    s.product(H, io.prev[0], O, Wyh, w.a.data(), a.row);
-    s.each(H, [&](const Lanes<S>& l) { l.set(h, vactivate<S>(f, l(x) + l(a))); }, {{zero(h)}});
+    s.product(H, io.prev[0], O, Wyh, w.a.data(), row_stride<S>(H, 1));
+    s.each(H, [=](const Lanes<S>& l) { l.set(h, vactivate<S>(f, l(x) + l(a))); }, {{zero(h)}});
     s.sync();  // W_hy h_t reads every hidden unit
-    s.product(O, io.rec[0], H, Why, w.o.data(), o.row);
-    s.each(O, [&](const Lanes<S>& l) {
+    s.product(O, io.rec[0], H, Why, w.o.data(), row_stride<S>(O, 1));
+    s.each(O, [=](const Lanes<S>& l) {
       const V y_ = vactivate<S>(g, l(o) + l(b));
       l.set(y, y_);
       if (io.out) l.set(out, y_);
@@ -61,17 +61,17 @@ template <typename S> struct Jordan {
   }
 
   void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
-    const auto h = rows(io.rec[0], H), y = rows(io.next[0], O), d_out = rows(io.d_out, O);
-    const auto dy = rows(io.d[0], O), dys = rows(io.total[0], O);
-    const auto da = rows(io.grad[0], H), d_o = rows(io.grad[1], O), dh = rows(w.a.data(), H);
-    s.each(O, [&](const Lanes<S>& l) {
+    const auto h = rows(io.rec[0]), y = rows(io.next[0]), d_out = rows(io.d_out);
+    const auto dy = rows(io.d[0]), dys = rows(io.total[0]);
+    const auto da = rows(io.grad[0]), d_o = rows(io.grad[1]), dh = rows(w.a.data());
+    s.each(O, [=](const Lanes<S>& l) {
       const V dy_ = io.d_out ? l(dy) + l(d_out) : l(dy);
       if (io.total[0]) l.set(dys, dy_);
       l.set(d_o, grad_through<S>(g, l(y), dy_));
     }, {{zero(d_o), copy(dys, cview(dy))}});
     s.sync();  // do_t complete
     s.product(H, io.grad[1], O, Why, w.a.data(), H);  // dh = do W_hy
-    s.each(H, [&](const Lanes<S>& l) { l.set(da, grad_through<S>(f, l(h), l(dh))); }, {{zero(da)}});
+    s.each(H, [=](const Lanes<S>& l) { l.set(da, grad_through<S>(f, l(h), l(dh))); }, {{zero(da)}});
     s.sync();  // da_t complete
     s.product(O, io.grad[0], H, Wyh, w.o.data(), O);  // dy_{t-1} = da W_yh
     s.carry(O, io.d[0], w.o.data());

@@ -33,12 +33,12 @@ template <typename S> struct Lstm {
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
-    const auto x = io.x;                                // (B, 4H)
-    const auto a = blocked<const S>(w.a.data(), H, 4);  // (B, 4H) h_{t-1} W_hh^T
-    const auto h_prev = rows(io.prev[0], H), c_prev = rows(io.prev[1], H);
-    const auto h = rows(io.next[0], H), c = rows(io.next[1], H), gates = rows(io.rec[0], H, 4), out = rows(io.out, H);
-    s.product(H, io.prev[0], H, W, w.a.data(), a.row);
-    s.each(H, [&](const Lanes<S>& l) {
+    const auto x = rows(io.x, 4);                       // (B, 4H)
+    const auto a = blocked<const S>(w.a.data(), 4);  // (B, 4H) h_{t-1} W_hh^T
+    const auto h_prev = rows(io.prev[0]), c_prev = rows(io.prev[1]);
+    const auto h = rows(io.next[0]), c = rows(io.next[1]), gates = rows(io.rec[0], 4), out = rows(io.out);
+    s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, 4));
+    s.each(H, [=](const Lanes<S>& l) {
       const V i_ = M::sigmoid(l(x, 0) + l(a, 0));
       const V f_ = M::sigmoid(l(x, 1) + l(a, 1));
       const V g_ = M::tanh(l(x, 2) + l(a, 2));
@@ -52,15 +52,15 @@ template <typename S> struct Lstm {
       l.set(gates, 2, g_);
       l.set(gates, 3, o_);
       if (io.out) l.set(out, h_);
-    }, {{copy(h, h_prev), copy(c, c_prev), zero(gates, 4), zero(out)}});
+    }, {{copy(h, h_prev), copy(c, c_prev), zero(gates), zero(out)}});
     s.sync();  // the next step reads every unit of h_t
   }
 
   void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
-    const auto c_prev = rows(io.prev[1], H), c = rows(io.next[1], H), gates = rows(io.rec[0], H, 4);
-    const auto d_out = rows(io.d_out, H), dh = rows(io.d[0], H), dc = rows(io.d[1], H);
-    const auto da = rows(io.grad[0], H, 4), dhs = rows(io.total[0], H), dcs = rows(io.total[1], H);
-    s.each(H, [&](const Lanes<S>& l) {
+    const auto c_prev = rows(io.prev[1]), c = rows(io.next[1]), gates = rows(io.rec[0], 4);
+    const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dc = rows(io.d[1]);
+    const auto da = rows(io.grad[0], 4), dhs = rows(io.total[0]), dcs = rows(io.total[1]);
+    s.each(H, [=](const Lanes<S>& l) {
       const V dh_ = io.d_out ? l(dh) + l(d_out) : l(dh);
       const V i_ = l(gates, 0), f_ = l(gates, 1), g_ = l(gates, 2), o_ = l(gates, 3);
       const V tc = M::tanh(l(c));
@@ -72,7 +72,7 @@ template <typename S> struct Lstm {
       if (io.total[0]) l.set(dhs, dh_);
       if (io.total[1]) l.set(dcs, dc_);
       l.set(dc, dc_ * f_);
-    }, {{zero(da, 4), copy(dhs, cview(dh)), copy(dcs, cview(dc))}});
+    }, {{zero(da), copy(dhs, cview(dh)), copy(dcs, cview(dc))}});
     s.sync();  // da_t complete
     s.product(H, io.grad[0], 4 * H, W, w.a.data(), H);  // dh_{t-1} = da_t W_hh
     s.carry(H, io.d[0], w.a.data());
