@@ -23,7 +23,7 @@
 //                                                          inside the time loop)
 //   forward(Step&, const ForwardIO&, Work&) const, backward(Step&, const BackwardIO&, Work&) const
 // A cell object with its packed weights is the plan of one layer: a stack runner can
-// hold one per layer and direction and chain them (the stream below does, one step
+// hold one per layer and direction and chain them (stream.cpp does, one step
 // at a time).
 #pragma once
 
@@ -73,8 +73,8 @@ template <typename S> struct Lanes {
 
   template <typename T, Layout K> RNNKIT_INLINE T* at(const View<T, K>& v, int64_t g = 0) const {
     const int64_t j = blk * UB + jj;
-    if (K == Layout::rows) return v.p + (b * v.G + g) * W + j;
-    if (K == Layout::blocked) return v.p + ((b * nb + blk) * v.G + g) * UB + jj;
+    if constexpr (K == Layout::rows) return v.p + (b * v.G + g) * W + j;
+    if constexpr (K == Layout::blocked) return v.p + ((b * nb + blk) * v.G + g) * UB + jj;
     return v.p + g * W + j;
   }
   // Gate g of this chunk of view v.
