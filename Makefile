@@ -11,7 +11,7 @@ PYTEST_ARGS ?= -q -rs -m "not slow"
 
 .PHONY: install browser demo test test-all mutants bench clean
 
-$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*)
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*) $(wildcard csrc/*/*)
 	$(PYTHON) -m venv $(VENV)
 	# torch first, pinned: any other version pulls GBs of CUDA wheels.
 	$(PIP) install -q torch==2.13.0

@@ -1,9 +1,9 @@
-// Building blocks shared by the architecture kernels: an aligned scratch buffer,
-// the packed weight layout with its register-blocked SIMD micro-kernel, and the
-// scalar nonlinearities.
+// Building blocks under the time-loop skeleton (recurrence.h): an aligned scratch
+// buffer, the packed weight layout with its register-blocked SIMD micro-kernel, the
+// split of unit blocks between threads, and the vectorised nonlinearities.
 //
-// This header is included by every <arch>.cpp, and each of those files is compiled
-// once per instruction set with RNNKIT_ISA_NS (namespace name) and RNNKIT_VBYTES
+// This header is included (through recurrence.h) by sequence.cpp and stream.cpp, and
+// each of those files is compiled once per instruction set with RNNKIT_ISA_NS (namespace name) and RNNKIT_VBYTES
 // (SIMD register width in bytes: 64 AVX-512, 32 AVX2, 16 generic) defined by
 // CMakeLists.txt. Everything here lives inside that per-ISA namespace, and no
 // standard-library template is instantiated, so the per-ISA copies cannot be
@@ -27,6 +27,12 @@
 #error "RNNKIT_VBYTES must give the SIMD width in bytes"
 #endif
 
+// The small vector helpers below are forced inline: the cells' pointwise lambdas call
+// them per lane chunk, and a call there would cost more than the arithmetic.
+#ifndef RNNKIT_INLINE
+#define RNNKIT_INLINE inline __attribute__((always_inline))
+#endif
+
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
@@ -35,12 +41,16 @@ template <typename S> struct VecOf;
 template <> struct VecOf<float> { typedef float type __attribute__((vector_size(RNNKIT_VBYTES))); };
 template <> struct VecOf<double> { typedef double type __attribute__((vector_size(RNNKIT_VBYTES))); };
 
-template <typename V, typename S> static inline V loadu(const S* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
+// Unaligned vector access typed as S (a memcpy would be an access to any type, after
+// which the compiler must reload every size and pointer it holds in memory).
+template <typename V, typename S> static RNNKIT_INLINE V loadu(const S* p) {
+  typedef S U __attribute__((vector_size(sizeof(V)), aligned(sizeof(S))));
+  return V(*reinterpret_cast<const U*>(p));
 }
-template <typename V, typename S> static inline void storeu(S* p, V v) { std::memcpy(p, &v, sizeof(V)); }
+template <typename V, typename S> static RNNKIT_INLINE void storeu(S* p, V v) {
+  typedef S U __attribute__((vector_size(sizeof(V)), aligned(sizeof(S))));
+  *reinterpret_cast<U*>(p) = U(v);
+}
 
 // ---- Scratch memory: 64-byte aligned, zero-initialised, freed on scope exit --------
 template <typename S> class Buffer {
@@ -64,7 +74,7 @@ template <typename S> class Buffer {
 };
 
 // Whether batch row b is inside its sequence at step t (lengths null: always).
-static inline bool active(const int64_t* lengths, int64_t b, int64_t t) { return !lengths || t < lengths[b]; }
+static RNNKIT_INLINE bool active(const int64_t* lengths, int64_t b, int64_t t) { return !lengths || t < lengths[b]; }
 
 // ---- Packed weights for C = A W^T ---------------------------------------------------
 // W is logically (N, K); row n starts at w + row_offset(n) (or is all zero when
@@ -214,12 +224,6 @@ static void gemm_panels(int64_t M, const S* A, int64_t lda, const Packed<S>& W, 
   }
 }
 
-template <typename S>
-static inline void gemm_packed(int64_t M, const S* A, int64_t lda, const Packed<S>& W, S* C, int64_t ldc,
-                               bool accumulate) {
-  gemm_panels(M, A, lda, W, 0, W.panels, C, ldc, accumulate);
-}
-
 // ---- Threads --------------------------------------------------------------------------
 // body(tid, nthreads, barrier) runs on a team of nthreads (see parallel.h).
 template <typename F> static void run_team(int nthreads, F& body) {
@@ -244,16 +248,6 @@ template <typename S> static inline UnitSlice unit_slice(int64_t H, int tid, int
   return {r.first, r.last, r.first * UB, end};
 }
 
-// Backward: dh[b, j_first:j_last] = dh_prev[...] for the rows active at step t; an
-// inactive row's state gradient passes through unchanged.
-template <typename S>
-static inline void carry_active_rows(S* dh, const S* dh_prev, const int64_t* lengths, int64_t t, int64_t B,
-                                     int64_t H, const UnitSlice& u) {
-  for (int64_t b = 0; b < B; ++b)
-    if (active(lengths, b, t))
-      std::memcpy(dh + b * H + u.j_first, dh_prev + b * H + u.j_first, size_t(u.j_last - u.j_first) * sizeof(S));
-}
-
 // A team no larger than the number of unit blocks (each thread needs work).
 static inline int team_size(int nthreads, int64_t blocks) {
   return int(blocks < 1 ? 1 : (nthreads < blocks ? nthreads : blocks));
@@ -276,7 +270,7 @@ template <> struct VMath<float> {
   typedef IntVecOf<float>::type U;
   typedef int32_t I __attribute__((vector_size(RNNKIT_VBYTES)));
 
-  static inline V exp(V x) {
+  static RNNKIT_INLINE V exp(V x) {
     x = x > V{} + 88.0f ? V{} + 88.0f : x;    // keeps 2^n finite
     x = x < V{} - 87.3f ? V{} - 87.3f : x;    // keeps 2^n normal
     const V fx = x * 1.44269504088896341f + 0.5f;
@@ -292,8 +286,8 @@ template <> struct VMath<float> {
     std::memcpy(&scale, &bits, sizeof(V));
     return y * scale;
   }
-  static inline V sigmoid(V x) { return 1.0f / (1.0f + exp(-x)); }
-  static inline V tanh(V x) {
+  static RNNKIT_INLINE V sigmoid(V x) { return 1.0f / (1.0f + exp(-x)); }
+  static RNNKIT_INLINE V tanh(V x) {
     const V ax = x < 0.0f ? -x : x;
     const V z = x * x;
     const V small = ((((-5.70498872745e-3f * z + 2.06390887954e-2f) * z - 5.37397155531e-2f) * z +
@@ -311,12 +305,12 @@ template <> struct VMath<double> {
     for (int i = 0; i < L; ++i) x[i] = f(x[i]);
     return x;
   }
-  static inline V exp(V x) { return map(x, [](double v) { return std::exp(v); }); }
-  static inline V sigmoid(V x) { return map(x, [](double v) { return 1.0 / (1.0 + std::exp(-v)); }); }
-  static inline V tanh(V x) { return map(x, [](double v) { return std::tanh(v); }); }
+  static RNNKIT_INLINE V exp(V x) { return map(x, [](double v) { return std::exp(v); }); }
+  static RNNKIT_INLINE V sigmoid(V x) { return map(x, [](double v) { return 1.0 / (1.0 + std::exp(-v)); }); }
+  static RNNKIT_INLINE V tanh(V x) { return map(x, [](double v) { return std::tanh(v); }); }
 };
 
-template <typename S> static inline typename VecOf<S>::type vactivate(Act f, typename VecOf<S>::type a) {
+template <typename S> static RNNKIT_INLINE typename VecOf<S>::type vactivate(Act f, typename VecOf<S>::type a) {
   typedef typename VecOf<S>::type V;
   switch (f) {
     case Act::tanh: return VMath<S>::tanh(a);
@@ -326,49 +320,37 @@ template <typename S> static inline typename VecOf<S>::type vactivate(Act f, typ
   }
 }
 
-// Loads / stores n <= lanes values; a partial chunk goes through a zeroed temporary,
-// so the tail of a row is computed by exactly the same vector code as its body.
-template <typename S> static inline typename VecOf<S>::type ld(const S* p, int n) {
+// Loads / stores n <= lanes values; a partial chunk is assembled lane by lane (zeros
+// past n), so the tail of a row is computed by exactly the same vector code as its
+// body. Element accesses typed S, not memcpy: see loadu.
+template <typename S> static RNNKIT_INLINE typename VecOf<S>::type ld(const S* p, int n) {
   typedef typename VecOf<S>::type V;
   if (n == int(sizeof(V) / sizeof(S))) return loadu<V>(p);
-  S tmp[sizeof(V) / sizeof(S)] = {};
-  std::memcpy(tmp, p, size_t(n) * sizeof(S));
-  return loadu<V>(tmp);
+  V v{};
+  for (int i = 0; i < n; ++i) v[i] = p[i];
+  return v;
 }
-template <typename S> static inline void st(S* p, typename VecOf<S>::type v, int n) {
+template <typename S> static RNNKIT_INLINE void st(S* p, typename VecOf<S>::type v, int n) {
   typedef typename VecOf<S>::type V;
   if (n == int(sizeof(V) / sizeof(S))) return storeu(p, v);
-  S tmp[sizeof(V) / sizeof(S)];
-  storeu(tmp, v);
-  std::memcpy(p, tmp, size_t(n) * sizeof(S));
+  for (int i = 0; i < n; ++i) p[i] = v[i];
 }
-template <typename S> static inline int lanes_left(int64_t n, int64_t j) {
+template <typename S> static RNNKIT_INLINE int lanes_left(int64_t n, int64_t j) {
   constexpr int64_t L = sizeof(typename VecOf<S>::type) / sizeof(S);
   return int(n - j < L ? n - j : L);
 }
 
-// ---- Nonlinearities -----------------------------------------------------------------
-template <typename S> static inline S sigmoid(S x) { return S(1) / (S(1) + std::exp(-x)); }
-
-template <typename S> static inline S activate(Act f, S a) {
+// d * f'(a) written in terms of the activation's output y = f(a), all lanes at once.
+template <typename S>
+static RNNKIT_INLINE typename VecOf<S>::type grad_through(Act f, typename VecOf<S>::type y, typename VecOf<S>::type d) {
+  typedef typename VecOf<S>::type V;
   switch (f) {
-    case Act::tanh: return std::tanh(a);
-    case Act::relu: return a < S(0) ? S(0) : a;  // NaN passes through, as torch.relu
-    case Act::sigmoid: return sigmoid(a);
-    default: return a;
+    case Act::tanh: return d * (S(1) - y * y);
+    case Act::relu: return y > S(0) ? d : V{};
+    case Act::sigmoid: return d * (y * (S(1) - y));
+    default: return d;
   }
 }
-
-// f'(a) written in terms of the activation's output y = f(a).
-template <typename S> static inline S derivative_from_output(Act f, S y) {
-  switch (f) {
-    case Act::tanh: return S(1) - y * y;
-    case Act::relu: return y > S(0) ? S(1) : S(0);
-    case Act::sigmoid: return y * (S(1) - y);
-    default: return S(1);
-  }
-}
-
 
 template <typename S> static inline void copy_or_zero(S* dst, const S* src, int64_t n) {
   if (src)

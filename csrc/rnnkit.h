@@ -6,7 +6,7 @@
 //
 // Shape letters, used the same way everywhere:
 //   T  time steps          B  batch size        H  hidden size
-//   O  Jordan output size  G  number of gates (Elman 1, LSTM 4, GRU 3)
+//   O  Jordan output size  G  number of gates (Elman 1, LSTM 4, GRU 3, Jordan 1)
 //
 // Division of labour (SPEC.md section 5). The caller does, as single large matrix
 // products, the input projection for all steps before the call
@@ -22,9 +22,11 @@
 // unchanged, its output is zero, its recorded gates are zero, and in backward its
 // state gradient passes straight through (da = 0).
 //
-// Every function is templated on the scalar type S (float or double) and compiled
-// once per instruction set (see dispatch.cpp); all scratch memory is allocated per
-// call, outside the time loop; there is no global mutable state.
+// Every function exists for the scalar type S = float and double and is compiled once
+// per instruction set (see dispatch.cpp); all scratch memory is allocated per call,
+// outside the time loop; there is no global mutable state. Each cell's math lives once,
+// in csrc/cells/<cell>.h, run by the one time-loop skeleton of csrc/recurrence.h for
+// the sequence kernels (sequence.cpp) and the streaming step (stream.cpp).
 #pragma once
 
 #include <cstdint>
@@ -35,6 +37,12 @@ enum class Isa : int { generic = 0, avx2 = 1, avx512 = 2 };
 
 // Elementwise nonlinearities, shared by the Elman and Jordan layers.
 enum class Act : int { identity = 0, tanh = 1, relu = 2, sigmoid = 3 };
+
+// The cells (csrc/cells/<cell>.h). The binding exports these three enums to Python
+// (rnnkit._core.Isa / Act / Arch); no code outside this header spells their numbers.
+enum class Arch : int { elman = 0, lstm = 1, gru = 2, jordan = 3 };
+// Gate rows stacked in W_ih / W_hh: Elman 1, LSTM 4 (i, f, g, o), GRU 3 (r, z, n), Jordan 1.
+constexpr int gate_count(Arch a) { return a == Arch::lstm ? 4 : a == Arch::gru ? 3 : 1; }
 
 // Best instruction set this CPU and this build support.
 Isa best_isa();
@@ -143,12 +151,13 @@ class StreamBase {
   virtual void* state(int64_t layer, int which) = 0;
 };
 
-// arch: 0 Elman, 1 LSTM, 2 GRU, 3 Jordan. sizes: (I, H, O) per layer. params: six
-// pointers per layer (S = double if dbl, else float), copied and packed here:
-// Elman / LSTM / GRU w_ih (G*H, I), w_hh (G*H, H), b_ih (G*H) or null, b_hh or null,
-// unused, unused; Jordan w_ih (H, I), w_yh (H, O), w_hy (O, H), b_ih, b_yh, b_hy.
-#define RNNKIT_DECLARE_STREAM                                                              \
-  StreamBase* make_stream(bool dbl, int arch, Act f, Act g, bool reset_after, int64_t B,   \
+// sizes: (I, H, O) per layer. params: five pointers per layer (S = double if dbl, else
+// float), copied and packed here: w_ih (G*H, I), the input-side bias (G*H) or null (all
+// biases that add to W_ih x; GRU reset_after keeps b_hn apart), then the cell's
+// weights as its sequence kernels take them: Elman / LSTM w_hh, -, -; GRU w_hh, b_hn
+// (or null), -; Jordan w_yh, w_hy, b_hy (or null).
+#define RNNKIT_DECLARE_STREAM                                                                  \
+  StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B,      \
                           int64_t layers, const int64_t* sizes, const void* const* params);
 
 #define RNNKIT_DECLARE_ISA(NS)            \

@@ -17,11 +17,11 @@ import torch
 
 from . import _core
 
-ISA_CODES = {"generic": 0, "avx2": 1, "avx512": 2}
+# The codes the core's functions take, read from the binding (csrc/rnnkit.h defines them).
+ISA_CODES = {isa.name: isa.value for isa in _core.Isa}  # generic, avx2, avx512: best last
 ISA_NAMES = {code: name for name, code in ISA_CODES.items()}
-
-# Activation codes shared with csrc/rnnkit.h (enum class Act).
-ACT_CODES = {"identity": 0, "tanh": 1, "relu": 2, "sigmoid": 3}
+ACT_CODES = {act.name: act.value for act in _core.Act}
+ARCH_CODES = {arch.name: arch.value for arch in _core.Arch}
 
 
 def available_isas() -> list[str]:

@@ -337,6 +337,15 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
 
 
 # ----------------------------------------------------------------------------- Jordan
+def _jordan_threads(B: int, H: int, O: int) -> int:
+    """Threads for the Jordan recurrence: one unless ``use_threads`` asks for more.
+
+    Its step meets at a barrier two (forward) or three (backward) times, and a threaded
+    step has not yet been measured to pay off, so the automatic choice stays at one.
+    """
+    return _backend.num_threads(B, 1, 2 * H * O, min_macs=1 << 62)
+
+
 class _Jordan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder):
@@ -348,7 +357,7 @@ class _Jordan(torch.autograd.Function):
         out = x.new_empty(T, B, O) if lengths is not None else None
         w_yh_c, w_hy_c = w_yh.detach().contiguous(), w_hy.detach().contiguous()
         _core.jordan_forward(isa, act, out_act, _np(xw), _np(w_yh_c), _np(w_hy_c), _c(b_hy), _c(y0), _np(lengths),
-                             _np(hs), _np(ys), _np(out), 1)
+                             _np(hs), _np(ys), _np(out), _jordan_threads(B, H, O))
         ctx.save_for_backward(x, w_ih, w_yh_c, w_hy_c, hs, ys, lengths)
         ctx.act, ctx.out_act, ctx.isa, ctx.w_ih_index, ctx.recorder = act, out_act, isa, 2, recorder
         ctx.has_bias = (b_ih is not None, b_yh is not None, b_hy is not None)
@@ -366,7 +375,7 @@ class _Jordan(torch.autograd.Function):
         dy0 = x.new_empty(B, O)
         dys = _record(ctx.recorder, "dy", x, T, B, O)
         _core.jordan_backward(ctx.isa, ctx.act, ctx.out_act, _np(w_yh), _np(w_hy), _np(hs), _np(ys), _np(lengths),
-                              _c(d_out), _c(dy_n), _np(da), _np(d_o), _np(dy0), _np(dys), 1)
+                              _c(d_out), _c(dy_n), _np(da), _np(d_o), _np(dy0), _np(dys), _jordan_threads(B, H, O))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         need = ctx.needs_input_grad
         dw_yh = _flat(da).t() @ _flat(ys[:-1]) if need[3] else None

@@ -27,17 +27,35 @@ from torch import Tensor, nn
 
 from . import _backend, _core
 from . import networks
+from .functional import _sum_bias
 from .modules import _layer_params
 
 __all__ = ["Stream"]
 
-# The core's cell codes (csrc/stream.cpp) by the kernel name of rnnkit.networks.
-_KERNEL_CODES = {"elman": 0, "lstm": 1, "gru": 2, "jordan": 3}
+def _kernel_params(spec, p: dict, hyper: dict) -> list:
+    """One layer's five entries of the core's Stream: W_ih, the input-side bias (every
+    bias that adds to W_ih x), then the kernel's own weights (csrc/stream.cpp)."""
+    d = lambda t: None if t is None else t.detach().contiguous()  # noqa: E731
+    if spec.kernel == "jordan":
+        return [d(p["weight_ih"]), _fold(p["bias_ih"], p["bias_yh"]), d(p["weight_yh"]), d(p["weight_hy"]),
+                d(p["bias_hy"])]
+    b_hh = p["bias_hh"]
+    if spec.kernel == "gru" and hyper["reset_after"] and b_hh is not None:
+        H = p["weight_hh"].shape[1]  # b_hn stays inside r * (W_hn h + b_hn)
+        return [d(p["weight_ih"]), _fold(p["bias_ih"], torch.cat([b_hh.detach()[:2 * H], b_hh.new_zeros(H)])),
+                d(p["weight_hh"]), d(b_hh[2 * H:]), None]
+    return [d(p["weight_ih"]), _fold(p["bias_ih"], b_hh), d(p["weight_hh"]), None, None]
+
+
+def _fold(*biases: Optional[Tensor]) -> Optional[Tensor]:
+    """The sum of the biases that are present (None if none is), contiguous."""
+    total = _sum_bias(*biases)
+    return None if total is None else total.contiguous()
 
 
 def _describe(module: nn.Module):
     """(network, layers, sizes, params) of a streamable module: per layer (I, H, O) and
-    the six parameter slots of csrc/rnnkit.h's make_stream."""
+    the five parameter entries of :func:`_kernel_params`."""
     spec = networks.network_of(module, None)
     if spec is None:
         raise TypeError(f"module: expected an rnnkit recurrent layer or cell ({', '.join(networks.names())}), "
@@ -50,11 +68,12 @@ def _describe(module: nn.Module):
     is_cell = isinstance(module, spec.cell_class)
     layers = 1 if is_cell else module.num_layers
     width = getattr(module, spec.state_size)
+    hyper = spec.hyper_of(module)
     sizes, params = [], []
     for l in range(layers):
         layer = [module._parameters.get(r) for r in spec.param_roles] if is_cell else \
             _layer_params(module, spec.param_roles, l, 0)
-        params += [None if p is None else p.detach().contiguous() for p in layer] + [None] * (6 - len(layer))
+        params += _kernel_params(spec, dict(zip(spec.param_roles, layer)), hyper)
         O = module.output_size if spec.state_size == "output_size" else 0
         sizes += [module.input_size if l == 0 else width, module.hidden_size, O]
     return spec, layers, sizes, params
@@ -91,7 +110,7 @@ class Stream:
         self.input_size = sizes[0]
         self.network = spec
         self._width = getattr(module, spec.state_size)
-        self._core = _core.Stream(_backend.current_isa(), _KERNEL_CODES[spec.kernel],
+        self._core = _core.Stream(_backend.current_isa(), _backend.ARCH_CODES[spec.kernel],
                                   _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
                                   _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
                                   bool(hyper.get("reset_after", True)), batch_size, sizes, params)

@@ -1,0 +1,83 @@
+// LSTM (SPEC.md section 3), one time step; gate rows stacked i, f, g, o as torch.nn.LSTM.
+//   forward:   [i f g o] = [s s tanh s](xw_t + W_hh h_{t-1})
+//              c_t = f c_{t-1} + i g,   h_t = o tanh(c_t)
+//   backward (section 5), dc arriving from t+1:
+//              dc   = dc + dh o (1 - tanh^2 c_t)
+//              da_i = dc g i(1-i),  da_f = dc c_{t-1} f(1-f),  da_g = dc i (1-g^2),
+//              da_o = dh tanh(c_t) o(1-o),  dc_{t-1} = dc f,  dh_{t-1} = da W_hh
+// states: 0 h (H), 1 c (H).  record 0: activated gates i, f, g, o (4H).  grad 0: da (4H).
+#pragma once
+
+#include "../recurrence.h"
+
+namespace rnnkit {
+namespace RNNKIT_ISA_NS {
+
+template <typename S> struct Lstm {
+  typedef typename VecOf<S>::type V;
+  typedef VMath<S> M;
+  static constexpr int G = gate_count(Arch::lstm), kStates = 2, kRecords = 1, kGrads = 1;
+  int64_t H;
+  Packed<S> W;  // forward: W_hh (4H, H) in unit blocks; backward: W_hh for da W_hh
+
+  Lstm(const CellConfig& c, const S* const* w, Pass pass)
+      : H(c.H), W(pass == Pass::forward ? pack_gates(w[0], 4, c.H, c.H) : Packed<S>(w[0], c.H, 4 * c.H, 1, c.H)) {}
+  int64_t state_width(int) const { return H; }
+  int64_t record_width(int) const { return 4 * H; }
+  int64_t grad_width(int) const { return 4 * H; }
+  int64_t blocks() const { return unit_blocks<S>(H); }
+
+  struct Work {
+    Buffer<S> a;  // forward: (B, NP) h_{t-1} W_hh^T in unit blocks; backward: (B, H) da W_hh
+    Work(const Lstm& c, int64_t B) : a(B * unit_blocks<S>(c.H) * 4 * Packed<S>::NR) {}
+  };
+
+  void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
+    const auto x = rows(io.x, 4);                       // (B, 4H)
+    const auto a = blocked<const S>(w.a.data(), 4);  // (B, 4H) h_{t-1} W_hh^T
+    const auto h_prev = rows(io.prev[0]), c_prev = rows(io.prev[1]);
+    const auto h = rows(io.next[0]), c = rows(io.next[1]), gates = rows(io.rec[0], 4), out = rows(io.out);
+    s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, 4));
+    s.each(H, [=](const Lanes<S>& l) {
+      const V i_ = M::sigmoid(l(x, 0) + l(a, 0));
+      const V f_ = M::sigmoid(l(x, 1) + l(a, 1));
+      const V g_ = M::tanh(l(x, 2) + l(a, 2));
+      const V o_ = M::sigmoid(l(x, 3) + l(a, 3));
+      const V c_ = f_ * l(c_prev) + i_ * g_;
+      const V h_ = o_ * M::tanh(c_);
+      l.set(c, c_);
+      l.set(h, h_);
+      l.set(gates, 0, i_);
+      l.set(gates, 1, f_);
+      l.set(gates, 2, g_);
+      l.set(gates, 3, o_);
+      if (io.out) l.set(out, h_);
+    }, {{copy(h, h_prev), copy(c, c_prev), zero(gates), zero(out)}});
+    s.sync();  // the next step reads every unit of h_t
+  }
+
+  void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
+    const auto c_prev = rows(io.prev[1]), c = rows(io.next[1]), gates = rows(io.rec[0], 4);
+    const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dc = rows(io.d[1]);
+    const auto da = rows(io.grad[0], 4), dhs = rows(io.total[0]), dcs = rows(io.total[1]);
+    s.each(H, [=](const Lanes<S>& l) {
+      const V dh_ = io.d_out ? l(dh) + l(d_out) : l(dh);
+      const V i_ = l(gates, 0), f_ = l(gates, 1), g_ = l(gates, 2), o_ = l(gates, 3);
+      const V tc = M::tanh(l(c));
+      const V dc_ = l(dc) + dh_ * o_ * (S(1) - tc * tc);
+      l.set(da, 0, dc_ * g_ * i_ * (S(1) - i_));
+      l.set(da, 1, dc_ * l(c_prev) * f_ * (S(1) - f_));
+      l.set(da, 2, dc_ * i_ * (S(1) - g_ * g_));
+      l.set(da, 3, dh_ * tc * o_ * (S(1) - o_));
+      if (io.total[0]) l.set(dhs, dh_);
+      if (io.total[1]) l.set(dcs, dc_);
+      l.set(dc, dc_ * f_);
+    }, {{zero(da), copy(dhs, cview(dh)), copy(dcs, cview(dc))}});
+    s.sync();  // da_t complete
+    s.product(H, io.grad[0], 4 * H, W, w.a.data(), H);  // dh_{t-1} = da_t W_hh
+    s.carry(H, io.d[0], w.a.data());
+  }
+};
+
+}  // namespace RNNKIT_ISA_NS
+}  // namespace rnnkit

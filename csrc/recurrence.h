@@ -1,0 +1,247 @@
+// The one time-loop skeleton every cell runs on: the sequence forward, the BPTT
+// backward and the streaming step.
+//
+// A cell (csrc/cells/<cell>.h) writes one time step as a few phases, each
+//     s.product(...)   C = A W^T for the unit blocks this thread owns (packed weights)
+//     s.each(...)      the pointwise math on every lane chunk of those units
+//     s.sync()         a barrier, where the next phase reads units of other threads
+// and this file supplies everything around them: the walk over time (forward and
+// reverse), batch rows, unit blocks owned by threads, SIMD lanes with the partial
+// tail, rows past their length, and the thread team.
+//
+// Rows past their length (PackedSequence semantics, see rnnkit.h): `each` runs the
+// cell's math only for active rows; for an inactive row it applies the phase's Hold
+// list instead (a state carried, a gradient passed on, a record or output zeroed), and
+// `carry` passes the state gradient of an inactive row through the step unchanged.
+//
+// A cell type C provides (S = float or double):
+//   C(const CellConfig&, const S* const* weights, Pass)  packs the weights one pass needs
+//   G, H                           gates stacked in W_ih (the width of xw is G*H), hidden size
+//   kStates, kRecords, kGrads      how many of each buffer it uses (at most 2)
+//   state_width(k), record_width(k), grad_width(k), blocks()
+//   struct Work { Work(const C&, int64_t B); }            per-call scratch (no allocation
+//                                                          inside the time loop)
+//   forward(Step&, const ForwardIO&, Work&) const, backward(Step&, const BackwardIO&, Work&) const
+// A cell object with its packed weights is the plan of one layer: a stack runner can
+// hold one per layer and direction and chain them (stream.cpp does, one step
+// at a time).
+#pragma once
+
+#include "kernel_common.h"
+
+namespace rnnkit {
+namespace RNNKIT_ISA_NS {
+
+// What a cell is built with; each cell reads the fields it needs.
+struct CellConfig {
+  int64_t H;         // hidden size
+  int64_t O;         // Jordan output size
+  Act f, g;          // Elman / Jordan hidden nonlinearity; Jordan output nonlinearity
+  bool reset_after;  // GRU form
+};
+
+// Which pass a cell's packed weights are for (each packs only what its pass reads).
+enum class Pass { forward, backward };
+
+// ---- Views: where gate g of unit j of batch row b lives ----------------------------------
+// A phase runs over a space of W hidden (or output) units in nb = ceil(W / UB) unit
+// blocks; j = blk*UB + jj. The layout is a compile-time tag so that every view of a
+// phase shares one index computation.
+enum class Layout {
+  rows,     // (B, G*W) gates stacked as torch does (G = 1: a plain (B, W) buffer)
+  blocked,  // (B, nb*G*UB) unit-block order: the output of a product with pack_gates weights
+  vec,      // (G*W) one vector for every row (a bias)
+};
+template <typename T, Layout K> struct View {
+  T* p;
+  int64_t G;
+};
+template <typename T> static inline View<T, Layout::rows> rows(T* p, int64_t G = 1) { return {p, G}; }
+template <typename T> static inline View<T, Layout::blocked> blocked(T* p, int64_t G = 1) { return {p, G}; }
+template <typename T> static inline View<T, Layout::vec> vec(T* p, int64_t G = 1) { return {p, G}; }
+// The row stride of a blocked (B, nb*G*UB) buffer over W units.
+template <typename S> static inline int64_t row_stride(int64_t W, int64_t G) { return unit_blocks<S>(W) * G * Packed<S>::NR; }
+template <typename S, Layout K> static inline View<const S, K> cview(const View<S, K>& v) { return {v.p, v.G}; }
+
+// ---- One chunk of n <= L lanes: units j .. j+n-1 of batch row b ---------------------------
+template <typename S> struct Lanes {
+  typedef typename VecOf<S>::type V;
+  static constexpr int64_t UB = Packed<S>::NR;
+  int64_t b, blk, jj;  // batch row, unit block, first lane within the block
+  int n;               // lanes in use (fewer than L only at the end of a row)
+  int64_t W, nb;       // the phase's units and unit blocks
+
+  template <typename T, Layout K> RNNKIT_INLINE T* at(const View<T, K>& v, int64_t g = 0) const {
+    const int64_t j = blk * UB + jj;
+    if constexpr (K == Layout::rows) return v.p + (b * v.G + g) * W + j;
+    if constexpr (K == Layout::blocked) return v.p + ((b * nb + blk) * v.G + g) * UB + jj;
+    return v.p + g * W + j;
+  }
+  // Gate g of this chunk of view v.
+  template <typename T, Layout K> RNNKIT_INLINE V operator()(const View<T, K>& v, int64_t g = 0) const {
+    return ld(at(v, g), n);
+  }
+  template <Layout K> RNNKIT_INLINE void set(const View<S, K>& v, V x) const { st(at(v), x, n); }
+  template <Layout K> RNNKIT_INLINE void set(const View<S, K>& v, int64_t g, V x) const { st(at(v, g), x, n); }
+};
+
+// What a phase leaves in an inactive row: `to` gets `from` (every gate), or zeros when
+// from.p is null. Entries whose `to` is null are skipped (an optional output).
+template <typename S> struct Keep {
+  View<S, Layout::rows> to;
+  View<const S, Layout::rows> from;
+};
+template <typename S> static inline Keep<S> zero(const View<S, Layout::rows>& to) { return {to, {nullptr, 1}}; }
+template <typename S>
+static inline Keep<S> copy(const View<S, Layout::rows>& to, const View<const S, Layout::rows>& from) {
+  return {to, from};
+}
+template <typename S> struct Hold {
+  Keep<S> k[4];
+};
+
+// ---- A team member's view of one time step ------------------------------------------------
+template <typename S> struct Step {
+  typedef typename VecOf<S>::type V;
+  static constexpr int64_t L = sizeof(V) / sizeof(S), UB = Packed<S>::NR;
+  int tid, nt;
+  Barrier* barrier;
+  int64_t B, t;
+  const int64_t* lengths;  // (B) or null
+
+  // The unit blocks this member owns in a space of W units.
+  UnitSlice units(int64_t W) const { return unit_slice<S>(W, tid, nt); }
+
+  // C (+)= A W^T (A: (B, K) rows lda apart) for the owned blocks of a W-unit space; W's
+  // panels are grouped per unit block (pack_gates, or a transposed weight of W rows).
+  void product(int64_t units_W, const S* A, int64_t lda, const Packed<S>& W, S* C, int64_t ldc,
+               bool accumulate = false) const {
+    const UnitSlice u = units(units_W);
+    const int64_t per_block = W.panels / unit_blocks<S>(units_W);
+    gemm_panels(B, A, lda, W, u.first * per_block, u.last * per_block, C, ldc, accumulate);
+  }
+
+  // fn(lanes) for every lane chunk of the owned units of each active row; inactive rows
+  // get `hold` instead. Flattened: fn and all it calls are compiled into this loop.
+  template <typename F> __attribute__((flatten)) void each(int64_t W, const F& fn_, const Hold<S>& hold = Hold<S>{}) const {
+    const F fn = fn_;  // a local copy, which the compiler keeps in registers
+    const UnitSlice u = units(W);
+    const int64_t nb = unit_blocks<S>(W);
+    for (int64_t b = 0; b < B; ++b) {
+      const bool on = active(lengths, b, t);
+      for (int64_t blk = u.first; blk < u.last; ++blk) {
+        const int64_t width = W - blk * UB < UB ? W - blk * UB : UB;
+        for (int64_t jj = 0; jj < width; jj += L) {
+          const Lanes<S> l{b, blk, jj, lanes_left<S>(width, jj), W, nb};
+          if (on) {
+            fn(l);
+            continue;
+          }
+          for (const Keep<S>& k : hold.k) {
+            if (!k.to.p) continue;
+            for (int64_t g = 0; g < k.to.G; ++g) l.set(k.to, g, k.from.p ? l(k.from, g) : V{});
+          }
+        }
+      }
+    }
+  }
+
+  // Backward: the state gradient dst (B, W) of each active row becomes src for the owned
+  // units; an inactive row's passes through the step unchanged.
+  void carry(int64_t W, S* dst, const S* src) const {
+    const UnitSlice u = units(W);
+    for (int64_t b = 0; b < B; ++b)
+      if (active(lengths, b, t))
+        std::memcpy(dst + b * W + u.j_first, src + b * W + u.j_first, size_t(u.j_last - u.j_first) * sizeof(S));
+  }
+
+  void sync() const { barrier_wait(barrier); }
+};
+
+// ---- One step's buffers --------------------------------------------------------------------
+// Which state / record / gradient is which is the cell's to say (see its header).
+template <typename S> struct ForwardIO {
+  const S* x;           // (B, G*H) input-side pre-activations W_ih x_t + biases, gates stacked
+  const S* prev[2];     // (B, state_width(k)) states before the step
+  S* next[2];           // (B, state_width(k)) out: states after the step
+  S* rec[2];            // (B, record_width(k)) out: what the backward pass reads
+  S* out;               // (B, state_width(0)) out: the output, zero in inactive rows; or null
+};
+template <typename S> struct BackwardIO {
+  const S* prev[2];     // (B, state_width(k)) states before the step
+  const S* next[2];     // (B, state_width(k)) states after the step
+  const S* rec[2];      // (B, record_width(k)) the forward pass's records
+  const S* d_out;       // (B, state_width(0)) dL/d output of this step, or null
+  S* d[2];              // (B, state_width(k)) in: dL/d state after the step; out: before it
+  S* grad[2];           // (B, grad_width(k)) out: dL/d the step's pre-activations
+  S* total[2];          // (B, state_width(k)) out: dL/d state after the step, or null
+};
+
+template <class Cell> static inline int64_t max_width(const Cell& c) {
+  int64_t w = 1;
+  for (int k = 0; k < Cell::kStates; ++k) w = c.state_width(k) > w ? c.state_width(k) : w;
+  return w;
+}
+
+// ---- Whole sequences -----------------------------------------------------------------------
+// Forward over T steps. xw (T, B, G*H) gate-major; states[k] (T+1, B, state_width(k)) with
+// states[k][0] = init[k] (null: zeros); records[k] (T, B, record_width(k)); out (T, B,
+// state_width(0)) or null.
+template <class Cell, typename S>
+static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64_t* lengths, const S* xw,
+                             const S* const* init, S* const* states, S* const* records, S* out, int nthreads) {
+  const int64_t GH = Cell::G * cell.H;
+  for (int k = 0; k < Cell::kStates; ++k) copy_or_zero(states[k], init[k], B * cell.state_width(k));
+  typename Cell::Work work(cell, B);
+  auto body = [&](int tid, int nt, Barrier* barrier) {
+    Step<S> s{tid, nt, barrier, B, 0, lengths};
+    for (int64_t t = 0; t < T; ++t) {
+      s.t = t;
+      ForwardIO<S> io{xw + t * B * GH, {}, {}, {}, out ? out + t * B * cell.state_width(0) : nullptr};
+      for (int k = 0; k < Cell::kStates; ++k) {
+        io.prev[k] = states[k] + t * B * cell.state_width(k);
+        io.next[k] = states[k] + (t + 1) * B * cell.state_width(k);
+      }
+      for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
+      cell.forward(s, io, work);
+    }
+  };
+  run_team(team_size(nthreads, cell.blocks()), body);
+}
+
+// Backward through time, t = T-1 .. 0. states / records as the forward wrote them;
+// d_out (T, B, state_width(0)) or null; d_final[k] (B, state_width(k)) dL/d final state
+// or null; grads[k] (T, B, grad_width(k)) out; d_init[k] (B, state_width(k)) out;
+// totals[k] (T, B, state_width(k)) out or null.
+template <class Cell, typename S>
+static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int64_t* lengths,
+                              const S* const* states, const S* const* records, const S* d_out,
+                              const S* const* d_final, S* const* grads, S* const* d_init, S* const* totals,
+                              int nthreads) {
+  Buffer<S> d0(B * cell.state_width(0)), d1(Cell::kStates > 1 ? B * cell.state_width(1) : 1);
+  S* d[2] = {d0.data(), d1.data()};
+  for (int k = 0; k < Cell::kStates; ++k) copy_or_zero(d[k], d_final[k], B * cell.state_width(k));
+  typename Cell::Work work(cell, B);
+  auto body = [&](int tid, int nt, Barrier* barrier) {
+    Step<S> s{tid, nt, barrier, B, 0, lengths};
+    for (int64_t t = T - 1; t >= 0; --t) {
+      s.t = t;
+      BackwardIO<S> io{{}, {}, {}, d_out ? d_out + t * B * cell.state_width(0) : nullptr, {d[0], d[1]}, {}, {}};
+      for (int k = 0; k < Cell::kStates; ++k) {
+        const int64_t W = B * cell.state_width(k);
+        io.prev[k] = states[k] + t * W;
+        io.next[k] = states[k] + (t + 1) * W;
+        io.total[k] = totals[k] ? totals[k] + t * W : nullptr;
+      }
+      for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
+      for (int k = 0; k < Cell::kGrads; ++k) io.grad[k] = grads[k] + t * B * cell.grad_width(k);
+      cell.backward(s, io, work);
+    }
+  };
+  run_team(team_size(nthreads, cell.blocks()), body);
+  for (int k = 0; k < Cell::kStates; ++k)
+    std::memcpy(d_init[k], d[k], size_t(B * cell.state_width(k)) * sizeof(S));
+}
+
+}  // namespace RNNKIT_ISA_NS
+}  // namespace rnnkit
