@@ -205,12 +205,14 @@ void elman_backward(int isa, int act, const Arr& w_hh, const Arr& hs, const OptA
 // ------------------------------------------------------------------------- LSTM
 template <typename S>
 void lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
-                    const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt) {
+                    const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
+                    const OptArr& w_ch) {
   int64_t T, B;
   const int64_t H = hidden_of(w_hh, 4, "w_hh");
   seq_dims(xw, 4, H, T, B);
   const S* p_xw = buf<S>(xw, "xw", {T, B, 4 * H});
   const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_ch = buf<S>(w_ch, "w_ch", {3 * H});
   const S* p_h0 = buf<S>(h0, "h0", {B, H});
   const S* p_c0 = buf<S>(c0, "c0", {B, H});
   const int64_t* p_len = lengths_buf(lengths, B, T);
@@ -219,23 +221,26 @@ void lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, c
   S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
   S* p_out = buf<S>(out, "out", {T, B, H});
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, lstm_forward, T, B, H, p_xw, p_w, p_h0, p_c0, p_len, p_hs, p_cs, p_g, p_out, nt)
+  RNNKIT_DISPATCH(isa, lstm_forward, T, B, H, p_xw, p_w, p_ch, p_h0, p_c0, p_len, p_hs, p_cs, p_g, p_out, nt)
 }
 
 void lstm_forward(int isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
-                  const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt) {
+                  const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
+                  const OptArr& w_ch) {
   auto run = is_double(xw, "xw") ? lstm_forward_t<double> : lstm_forward_t<float>;
-  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt));
+  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch);
 }
 
 template <typename S>
 void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates,
                      const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n,
-                     const Out& da, const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt) {
+                     const Out& da, const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt,
+                     const OptArr& w_ch) {
   const int64_t H = hidden_of(w_hh, 4, "w_hh");
   require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
   const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_ch = buf<S>(w_ch, "w_ch", {3 * H});
   const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
   const S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
   const S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
@@ -249,16 +254,16 @@ void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, con
   S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
   S* p_dcs = buf<S>(dcs, "dcs", {T, B, H});
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, lstm_backward, T, B, H, p_w, p_hs, p_cs, p_g, p_len, p_dout, p_dhn, p_dcn, p_da, p_dh0,
+  RNNKIT_DISPATCH(isa, lstm_backward, T, B, H, p_w, p_ch, p_hs, p_cs, p_g, p_len, p_dout, p_dhn, p_dcn, p_da, p_dh0,
                   p_dc0, p_dhs, p_dcs, nt)
 }
 
 void lstm_backward(int isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates, const OptArr& lengths,
                    const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& da, const Out& dh0,
-                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt) {
+                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch) {
   auto run = is_double(hs, "hs") ? lstm_backward_t<double> : lstm_backward_t<float>;
   run(checked_isa(isa), w_hh, hs, cs, gates, lengths, d_out, dh_n, dc_n, da, dh0, dc0, dhs, dcs,
-      checked_threads(nt));
+      checked_threads(nt), w_ch);
 }
 
 // ------------------------------------------------------------------------- GRU
@@ -397,7 +402,7 @@ class PyStream {
     const size_t layers = sizes.size() / 3;
     if (params.size() != 5 * layers) throw nb::value_error("params: expected five entries per layer");
     const int64_t G = gate_count(a);
-    const bool jordan = a == Arch::jordan, gru = a == Arch::gru;
+    const bool jordan = a == Arch::jordan, gru = a == Arch::gru, lstm = a == Arch::lstm;
     bool have_dtype = false;
     for (size_t l = 0; l < layers; ++l) {
       const int64_t I = sizes[3 * l], H = sizes[3 * l + 1], O = sizes[3 * l + 2];
@@ -408,6 +413,7 @@ class PyStream {
       const std::vector<std::vector<int64_t>> shapes =
           jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
           : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
+          : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}  // peepholes
                  : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
       for (size_t k = 0; k < 5; ++k) {
         const OptArr& p = params[5 * l + k];
@@ -516,11 +522,11 @@ NB_MODULE(_core, m) {
         nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
   m.def("lstm_forward", &lstm_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("h0").none(),
         nb::arg("c0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("cs").noconvert(), nb::arg("gates").noconvert(),
-        nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+        nb::arg("out").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none());
   m.def("lstm_backward", &lstm_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("hs"), nb::arg("cs"),
         nb::arg("gates"), nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(),
         nb::arg("dc_n").none(), nb::arg("da").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(), nb::arg("dhs").none().noconvert(),
-        nb::arg("dcs").none().noconvert(), nb::arg("nthreads"));
+        nb::arg("dcs").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none());
   m.def("gru_forward", &gru_forward, nb::arg("isa"), nb::arg("reset_after"), nb::arg("xw"), nb::arg("w_hh"),
         nb::arg("b_hn").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("gates").noconvert(),
         nb::arg("hn").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));

@@ -78,6 +78,7 @@ bool isa_supported(Isa isa);
   void lstm_forward(int64_t T, int64_t B, int64_t H,                                  \
                     const S* xw,       /* (T, B, 4H)  W_ih x_t + b_ih + b_hh       */ \
                     const S* w_hh,     /* (4H, H)                                  */ \
+                    const S* w_ch,     /* (3H) peepholes i, f, o, or null          */ \
                     const S* h0, const S* c0, /* (B, H) each, or null              */ \
                     const int64_t* lengths,                                           \
                     S* hs,             /* (T+1, B, H) out: hidden states           */ \
@@ -86,7 +87,8 @@ bool isa_supported(Isa isa);
                     S* out,            /* (T, B, H)   out: masked outputs, or null */ \
                     int nthreads);                                                    \
   void lstm_backward(int64_t T, int64_t B, int64_t H,                                 \
-                     const S* w_hh, const S* hs, const S* cs, const S* gates,        \
+                     const S* w_hh, const S* w_ch, /* (3H) or null               */ \
+                     const S* hs, const S* cs, const S* gates,                        \
                      const int64_t* lengths,                                          \
                      const S* d_out,   /* (T, B, H) or null                        */ \
                      const S* dh_n, const S* dc_n, /* (B, H) each, or null         */ \

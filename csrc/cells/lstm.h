@@ -5,7 +5,11 @@
 //              dc   = dc + dh o (1 - tanh^2 c_t)
 //              da_i = dc g i(1-i),  da_f = dc c_{t-1} f(1-f),  da_g = dc i (1-g^2),
 //              da_o = dh tanh(c_t) o(1-o),  dc_{t-1} = dc f,  dh_{t-1} = da W_hh
+// peepholes (SPEC section 13), p = (p_i, p_f, p_o) when given:
+//   forward:   i, f see + p_i c_{t-1}, + p_f c_{t-1};  o sees + p_o c_t
+//   backward:  dc += da_o p_o;  dc_{t-1} = dc f + da_i p_i + da_f p_f
 // states: 0 h (H), 1 c (H).  record 0: activated gates i, f, g, o (4H).  grad 0: da (4H).
+// weights: W_hh (4H, H), p (3H) or null.
 #pragma once
 
 #include "../recurrence.h"
@@ -19,9 +23,14 @@ template <typename S> struct Lstm {
   static constexpr int G = gate_count(Arch::lstm), kStates = 2, kRecords = 1, kGrads = 1;
   int64_t H;
   Packed<S> W;  // forward: W_hh (4H, H) in unit blocks; backward: W_hh for da W_hh
+  bool peep;    // peephole weights given
+  Buffer<S> p;  // (3H) p_i, p_f, p_o; zeros when absent
 
   Lstm(const CellConfig& c, const S* const* w, Pass pass)
-      : H(c.H), W(pass == Pass::forward ? pack_gates(w[0], 4, c.H, c.H) : Packed<S>(w[0], c.H, 4 * c.H, 1, c.H)) {}
+      : H(c.H), W(pass == Pass::forward ? pack_gates(w[0], 4, c.H, c.H) : Packed<S>(w[0], c.H, 4 * c.H, 1, c.H)),
+        peep(w[1] != nullptr), p(3 * c.H) {
+    copy_or_zero(p.data(), w[1], 3 * H);
+  }
   int64_t state_width(int) const { return H; }
   int64_t record_width(int) const { return 4 * H; }
   int64_t grad_width(int) const { return 4 * H; }
@@ -37,13 +46,22 @@ template <typename S> struct Lstm {
     const auto a = blocked<const S>(w.a.data(), 4);  // (B, 4H) h_{t-1} W_hh^T
     const auto h_prev = rows(io.prev[0]), c_prev = rows(io.prev[1]);
     const auto h = rows(io.next[0]), c = rows(io.next[1]), gates = rows(io.rec[0], 4), out = rows(io.out);
+    const auto pv = vec<const S>(p.data(), 3);
+    const bool peep_ = peep;
     s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, 4));
     s.each(H, [=](const Lanes<S>& l) {
-      const V i_ = M::sigmoid(l(x, 0) + l(a, 0));
-      const V f_ = M::sigmoid(l(x, 1) + l(a, 1));
+      V ai = l(x, 0) + l(a, 0), af = l(x, 1) + l(a, 1), ao = l(x, 3) + l(a, 3);
+      if (peep_) {
+        const V cp = l(c_prev);
+        ai += l(pv, 0) * cp;
+        af += l(pv, 1) * cp;
+      }
+      const V i_ = M::sigmoid(ai);
+      const V f_ = M::sigmoid(af);
       const V g_ = M::tanh(l(x, 2) + l(a, 2));
-      const V o_ = M::sigmoid(l(x, 3) + l(a, 3));
       const V c_ = f_ * l(c_prev) + i_ * g_;
+      if (peep_) ao += l(pv, 2) * c_;
+      const V o_ = M::sigmoid(ao);
       const V h_ = o_ * M::tanh(c_);
       l.set(c, c_);
       l.set(h, h_);
@@ -60,18 +78,23 @@ template <typename S> struct Lstm {
     const auto c_prev = rows(io.prev[1]), c = rows(io.next[1]), gates = rows(io.rec[0], 4);
     const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dc = rows(io.d[1]);
     const auto da = rows(io.grad[0], 4), dhs = rows(io.total[0]), dcs = rows(io.total[1]);
+    const auto pv = vec<const S>(p.data(), 3);
+    const bool peep_ = peep;
     s.each(H, [=](const Lanes<S>& l) {
       const V dh_ = io.d_out ? l(dh) + l(d_out) : l(dh);
       const V i_ = l(gates, 0), f_ = l(gates, 1), g_ = l(gates, 2), o_ = l(gates, 3);
       const V tc = M::tanh(l(c));
-      const V dc_ = l(dc) + dh_ * o_ * (S(1) - tc * tc);
-      l.set(da, 0, dc_ * g_ * i_ * (S(1) - i_));
-      l.set(da, 1, dc_ * l(c_prev) * f_ * (S(1) - f_));
+      const V da_o = dh_ * tc * o_ * (S(1) - o_);
+      V dc_ = l(dc) + dh_ * o_ * (S(1) - tc * tc);
+      if (peep_) dc_ += da_o * l(pv, 2);
+      const V da_i = dc_ * g_ * i_ * (S(1) - i_), da_f = dc_ * l(c_prev) * f_ * (S(1) - f_);
+      l.set(da, 0, da_i);
+      l.set(da, 1, da_f);
       l.set(da, 2, dc_ * i_ * (S(1) - g_ * g_));
-      l.set(da, 3, dh_ * tc * o_ * (S(1) - o_));
+      l.set(da, 3, da_o);
       if (io.total[0]) l.set(dhs, dh_);
       if (io.total[1]) l.set(dcs, dc_);
-      l.set(dc, dc_ * f_);
+      l.set(dc, peep_ ? dc_ * f_ + da_i * l(pv, 0) + da_f * l(pv, 1) : dc_ * f_);
     }, {{zero(da), copy(dhs, cview(dh)), copy(dcs, cview(dc))}});
     s.sync();  // da_t complete
     s.product(H, io.grad[0], 4 * H, W, w.a.data(), H);  // dh_{t-1} = da_t W_hh

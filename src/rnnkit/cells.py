@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from . import networks
-from .modules import _JORDAN_ROLES, JordanRNN, _check_jordan_activations, _jordan_parameters, _positive_int, \
+from .modules import _JORDAN_ROLES, JordanRNN, _add_peepholes, _check_jordan_activations, _jordan_parameters, _positive_int, \
     _runs_natively, _warn_once
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
@@ -80,7 +80,7 @@ class _Step:
         hyper = spec.hyper_of(self)
         native = _runs_natively(x)
         if not native:
-            if spec.torch_computes_same(hyper):
+            if spec.torch_computes_same(self):
                 return super().forward(input, hx)
             _warn_once(f"{type(self).__name__}-reference", f"rnnkit.{type(self).__name__}: no native kernel for "
                        f"device={x.device.type}, dtype={x.dtype}; running the reference implementation")
@@ -113,10 +113,22 @@ class RNNCell(_Step, nn.RNNCell):
 
 class LSTMCell(_Step, nn.LSTMCell):
     """One LSTM step (SPEC section 3); a drop-in for ``torch.nn.LSTMCell``: returns (h', c').
+    ``peephole=True`` adds ``weight_ch`` (3H), as :class:`rnnkit.LSTM`.
 
     >>> cell = rnnkit.LSTMCell(10, 20)
     >>> h, c = cell(torch.randn(3, 10))
     """
+
+    def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
+                 peephole: bool = False):
+        super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
+        self.peephole = bool(peephole)
+        if self.peephole:
+            _add_peepholes(self, [""])
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + ", peephole=True" if self.peephole else s
 
     def forward(self, input: Tensor, hx=None):
         return self._step(input, hx)

@@ -270,7 +270,7 @@ class _StackedNetwork:
         spec = networks.network_of(self)
         dtype = self._parameters[f"{spec.param_roles[0]}_l0"].dtype
         probe = input.data if isinstance(input, PackedSequence) else input
-        if isinstance(probe, Tensor) and not _runs_natively(probe) and spec.torch_computes_same(spec.hyper_of(self)) \
+        if isinstance(probe, Tensor) and not _runs_natively(probe) and spec.torch_computes_same(self) \
                 and lengths is None and probe.dtype == dtype and internals is None and recorders is None:
             # CUDA or half precision: torch's kernels compute the same equations.
             return super().forward(input, hx)
@@ -323,11 +323,25 @@ class LSTM(_StackedNetwork, nn.LSTM):
     """LSTM (SPEC section 3), a drop-in for ``torch.nn.LSTM`` (gate rows i, f, g, o).
 
     Args as ``torch.nn.LSTM``; ``proj_size`` > 0 raises NotImplementedError.
+    ``peephole=True`` (Gers & Schmidhuber 2000, SPEC section 13) adds diagonal weights
+    from the cell state to the gates, ``weight_ch_l{k}`` (3H) stacked i, f, o, initialised
+    as the other weights: i and f see c_{t-1}, o sees c_t.
     ``forward(input, (h_0, c_0)=None, *, lengths=None) -> (output, (h_n, c_n))``.
 
     >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
     >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10))   # (3, 5, 20), (1, 3, 20) x 2
     """
+
+    def __init__(self, *args, peephole: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.peephole = bool(peephole)
+        if self.peephole:
+            _add_peepholes(self, [f"_l{l}{s}" for l in range(self.num_layers)
+                                  for s in ("", "_reverse")[:2 if self.bidirectional else 1]])
+
+    def extra_repr(self) -> str:
+        s = super().extra_repr()
+        return s + ", peephole=True" if self.peephole else s
 
     def forward(self, input, hx=None, *, lengths=None):
         return self._forward(input, hx, lengths)
@@ -356,6 +370,16 @@ class GRU(_StackedNetwork, nn.GRU):
 
     def forward(self, input, hx: Optional[Tensor] = None, *, lengths=None):
         return self._forward(input, hx, lengths)
+
+
+def _add_peepholes(module: nn.Module, suffixes) -> None:
+    """Registers peephole weights ``weight_ch{suffix}`` (3H), U(-1/sqrt(H), 1/sqrt(H))."""
+    H, w = module.hidden_size, module.weight_hh_l0 if hasattr(module, "weight_hh_l0") else module.weight_hh
+    k = 1.0 / math.sqrt(H)
+    for suffix in suffixes:
+        p = nn.Parameter(torch.empty(3 * H, device=w.device, dtype=w.dtype))
+        nn.init.uniform_(p, -k, k)
+        module.register_parameter("weight_ch" + suffix, p)
 
 
 def _positive_int(name: str, value) -> None:

@@ -67,16 +67,18 @@ class Network:
       descriptions: a short description of every state and internal quantity.
       unit_interval: which of the internals are gates with values in [0, 1].
       param_roles: per-layer parameter names without the ``_l{k}`` suffix, in the
-        order of the functional signature.
+        order of the functional signature; a role a layer does not have (an optional
+        parameter such as the LSTM's peephole weights) is passed as None.
       functional, reference: the layer over a sequence, native and per-step oracle,
         ``fn(x, *states, *params, **hyper, lengths=...)``.
       reference_step: one step of the oracle as a map of the states,
         ``step(x, *states, *params, **hyper) -> new state`` (a tuple for several).
       kernel: the C++ core's cell that runs it (csrc/cells/).
       torch_module: the torch.nn class that computes the same equations, or None.
-      torch_supports: for each hyper-parameter that torch.nn restricts, the values it
-        supports (``{"nonlinearity": ("tanh", "relu")}``).
-      examples: hyper-parameter settings the test suite runs every check with.
+      torch_supports: for each setting that torch.nn restricts, the values it
+        supports (``{"nonlinearity": ("tanh", "relu")}``, ``{"peephole": (False,)}``).
+      examples: constructor settings the test suite runs every check with (the
+        hyper-parameters and the options that add parameters, such as ``peephole``).
     """
 
     name: str
@@ -119,11 +121,18 @@ class Network:
         """The keyword arguments of the functional / reference calls for ``module``."""
         return {name: getattr(module, name) for name in self.hyper}
 
-    def torch_computes_same(self, hyper: Mapping) -> bool:
-        """Whether ``torch_module`` computes these equations with these hyper-parameters."""
+    def torch_computes_same(self, settings) -> bool:
+        """Whether ``torch_module`` computes these equations with these settings: a
+        module of this network, or its constructor arguments (a mapping)."""
         if self.torch_module is None:
             return False
-        return all(hyper.get(k, v[0]) in v for k, v in self.torch_supports.items())
+        get = settings.get if isinstance(settings, Mapping) else (lambda k, d: getattr(settings, k, d))
+        return all(get(k, v[0]) in v for k, v in self.torch_supports.items())
+
+    def settings(self) -> Tuple[str, ...]:
+        """The constructor settings the network takes beyond its variant options (the keys
+        of its examples): ``("nonlinearity",)``, ``("peephole",)``, ..."""
+        return tuple(dict.fromkeys(k for ex in self.examples for k in ex if k not in self.options))
 
     def gradient_keys(self) -> Tuple[str, ...]:
         """Keys of the recorded per-step state gradients: ``("dh", "dc")`` for the LSTM."""
@@ -179,8 +188,10 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         descriptions=_frozen({"h": "hidden state h", "c": "cell state c", "i": "input gate i",
                               "f": "forget gate f", "o": "output gate o", "g": "candidate cell g"}),
         unit_interval=("i", "f", "o"),
-        param_roles=_ELMAN_ROLES, functional=functional.lstm, reference=reference.lstm,
+        param_roles=_ELMAN_ROLES + ("weight_ch",), functional=functional.lstm, reference=reference.lstm,
         reference_step=reference.lstm_cell, kernel="lstm", torch_module="LSTM",
+        torch_supports=_frozen({"peephole": (False,)}),
+        examples=(_frozen(), _frozen({"peephole": True})),
     ),
     Network(
         name="gru", title="GRU (reset after, torch.nn's form)", spec_section=4, module="GRU", cell="GRUCell",

@@ -225,19 +225,24 @@ def elman(
 # LSTM
 
 
-def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh):
+def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None):
     gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # (B, 4H)
     a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)  # each (B, H)
+    if weight_ch is not None:  # peepholes (SPEC section 13): i and f see c_{t-1}, o sees c_t
+        p_i, p_f, p_o = weight_ch.chunk(3)  # each (H,)
+        a_i, a_f = a_i + p_i * c, a_f + p_f * c
     i = torch.sigmoid(a_i)  # input gate
     f = torch.sigmoid(a_f)  # forget gate
     g = torch.tanh(a_g)  # candidate cell
-    o = torch.sigmoid(a_o)  # output gate
     c_new = f * c + i * g
+    if weight_ch is not None:
+        a_o = a_o + p_o * c_new
+    o = torch.sigmoid(a_o)  # output gate
     h_new = o * torch.tanh(c_new)
     return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "c": c_new}
 
 
-def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
+def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_ch=None):
     """One LSTM step (SPEC section 3); gate rows stacked i, f, g, o.
 
         i = σ(W_ii x + b_ii + W_hi h + b_hi)
@@ -247,10 +252,15 @@ def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
         c_new = f ⊙ c + i ⊙ g
         h_new = o ⊙ tanh(c_new)
 
+    With peepholes (``weight_ch`` = (p_i, p_f, p_o), Gers & Schmidhuber 2000),
+    ``p_i ⊙ c`` and ``p_f ⊙ c`` join the pre-activations of i and f, and ``p_o ⊙ c_new``
+    that of o (SPEC section 13).
+
     Args:
       x: input (B, I).
       h, c: previous hidden and cell state (B, H), or None for zeros.
       weight_ih: (4H, I).  weight_hh: (4H, H).  bias_ih, bias_hh: (4H,) or None.
+      weight_ch: peephole weights (3H,) stacked i, f, o, or None.
 
     Returns:
       (h_new, c_new), each (B, H).
@@ -263,7 +273,7 @@ def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None):
     H = weight_hh.shape[1]
     h = _zeros_if_none(h, x, H)
     c = _zeros_if_none(c, x, H)
-    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch)
     return h_new, c_new
 
 
@@ -275,6 +285,7 @@ def lstm(
     weight_hh,
     bias_ih=None,
     bias_hh=None,
+    weight_ch=None,
     lengths=None,
     return_internals=False,
 ):
@@ -288,6 +299,7 @@ def lstm(
       x: input (T, B, I).
       h0, c0: initial states (B, H), or None for zeros.
       weight_ih: (4H, I).  weight_hh: (4H, H).  bias_ih, bias_hh: (4H,) or None.
+      weight_ch: peephole weights (3H,) stacked i, f, o, or None (see lstm_cell).
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"i", "f", "g", "o", "c"}, each (T, B, H).
 
@@ -307,7 +319,7 @@ def lstm(
     c = _zeros_if_none(c0, x[0], H)  # (B, H)
 
     def step(x_t, h, c):
-        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh)
+        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch)
         return (h_new, c_new), gates
 
     out, (h, c), internals = _scan(step, x, (h, c), lengths, return_internals)  # out (T, B, H)

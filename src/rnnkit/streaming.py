@@ -44,7 +44,7 @@ def _kernel_params(spec, p: dict, hyper: dict) -> list:
         H = p["weight_hh"].shape[1]  # b_hn stays inside r * (W_hn h + b_hn)
         return [d(p["weight_ih"]), _fold(p["bias_ih"], torch.cat([b_hh.detach()[:2 * H], b_hh.new_zeros(H)])),
                 d(p["weight_hh"]), d(b_hh[2 * H:]), None]
-    return [d(p["weight_ih"]), _fold(p["bias_ih"], b_hh), d(p["weight_hh"]), None, None]
+    return [d(p["weight_ih"]), _fold(p["bias_ih"], b_hh), d(p["weight_hh"]), d(p.get("weight_ch")), None]
 
 
 def _fold(*biases: Optional[Tensor]) -> Optional[Tensor]:

@@ -36,7 +36,8 @@ def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[in
                      num_layers=config["layers"] if num_layers is None else num_layers,
                      nonlinearity=config["nonlinearity"], dropout=config["dropout"],
                      bidirectional=bool(config.get("bidirectional")),
-                     gru_form=config.get("gru_form", "after"), backend=config["backend"])
+                     gru_form=config.get("gru_form", "after"), backend=config["backend"],
+                     peephole=bool(config.get("peephole")))
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------

@@ -55,11 +55,14 @@ def arch_option(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).replace("network: ", "")) from None
 
 
-def _hyper(spec: networks.Network, nonlinearity: str) -> dict:
-    """The network's hyper-parameters that the configuration chooses (its variant
-    options aside): ``nonlinearity``, and the Jordan output nonlinearity."""
+def _hyper(spec: networks.Network, nonlinearity: str, peephole: bool = False) -> dict:
+    """The network's settings that the configuration chooses (its variant options
+    aside): ``nonlinearity``, the Jordan output nonlinearity, the LSTM's peepholes."""
     values = {"nonlinearity": nonlinearity, **_ENGINE_HYPER}
-    return {k: values[k] for k in spec.hyper if k not in spec.options}
+    chosen = {k: values[k] for k in spec.hyper if k not in spec.options}
+    if peephole:
+        chosen["peephole"] = True
+    return chosen
 
 
 def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
@@ -70,8 +73,10 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
         raise UsageError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
     if config.get("bidirectional") and not allows_bidirectional:
         raise UsageError("--bidirectional: this task must not see the future; drop the option")
+    if config.get("peephole") and "peephole" not in spec.settings():
+        raise UsageError(f"--peephole: {spec.title} has no peepholes; they are an option of --arch lstm")
     if backend == "torch":
-        hyper = {**spec.options, **_hyper(spec, config["nonlinearity"])}
+        hyper = {**spec.options, **_hyper(spec, config["nonlinearity"], bool(config.get("peephole")))}
         if spec.torch_module is None:
             raise UsageError(f"--backend torch: torch.nn has no {spec.title} (--arch {spec.name}); "
                              "use --backend rnnkit")
@@ -83,14 +88,14 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
 
 def build_rnn(arch: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
               nonlinearity: str = "tanh", dropout: float = 0.0, bidirectional: bool = False,
-              gru_form: str = "after", backend: str = "rnnkit") -> nn.Module:
+              gru_form: str = "after", backend: str = "rnnkit", peephole: bool = False) -> nn.Module:
     """The recurrent layer for ``arch`` from ``backend``, sequence-first (T, B, I)."""
     check_model_config(dict(arch=arch, backend=backend, nonlinearity=nonlinearity,
-                            gru_form=gru_form, bidirectional=bidirectional))
+                            gru_form=gru_form, bidirectional=bidirectional, peephole=peephole))
     spec = network_for(arch, gru_form)
     common = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
                   bidirectional=bidirectional)
-    hyper = _hyper(spec, nonlinearity)
+    hyper = _hyper(spec, nonlinearity, peephole)
     if backend == "torch":  # torch.nn takes the hyper-parameters it restricts (RNN's nonlinearity)
         return spec.torch_class(input_size, hidden_size, **common,
                                 **{k: v for k, v in hyper.items() if k in spec.torch_supports})

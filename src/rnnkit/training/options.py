@@ -19,6 +19,7 @@ DEFAULTS: Dict[str, Any] = dict(
     hidden=256,              # hidden units per layer and direction
     layers=1,                # stacked recurrent layers
     nonlinearity="tanh",     # rnn/jordan: tanh | relu | identity
+    peephole=False,          # lstm: peephole connections from the cell state (SPEC section 13)
     gru_form="after",        # earlier spelling: before = --arch gru-rb (kept for old checkpoints)
     dropout=0.0,             # between stacked layers and before the output head
     bidirectional=False,     # only for tasks that may see the whole sequence
@@ -208,6 +209,8 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
     add_option(m, "--hidden", defaults, "hidden units per layer", type=hidden_size, metavar="N")
     add_option(m, "--layers", defaults, "stacked recurrent layers", type=layer_count, metavar="N")
     add_option(m, "--nonlinearity", defaults, "rnn/jordan activation", choices=NONLINEARITIES)
+    add_option(m, "--peephole", defaults, "LSTM peepholes from the cell state to the gates (SPEC section 13)",
+               action="store_true")
     add_option(m, "--gru-form", defaults, "earlier spelling of the GRU form: --arch gru --gru-form before "
                "is --arch gru-rb", choices=("after", "before"))
     add_option(m, "--dropout", defaults, "dropout between layers and before the head",
