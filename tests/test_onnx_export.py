@@ -1,0 +1,62 @@
+"""ONNX export (rnnkit.export.to_onnx) run in onnxruntime against the module, float32,
+at T and B different from the ones that traced it; every network and variant of the
+registry, with lengths, both layouts, stacked and bidirectional."""
+
+import pytest
+import torch
+
+import rnnkit
+from rnnkit import export, networks
+
+onnx = pytest.importorskip("onnx", reason="onnx is not installed (the 'bench' extra)")
+ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (the 'bench' extra)")
+
+CASES = [(spec.name, dict(hyper)) for spec in networks.NETWORKS.values() for hyper in spec.examples]
+FORMS = {"plain": {}, "stacked-bidirectional": {"num_layers": 2, "bidirectional": True},
+         "batch-first": {"batch_first": True}, "no-bias": {"bias": False}}
+
+
+def roundtrip(name, hyper, form, with_lengths, path):
+    """Exports a layer at (T, B) = (6, 3) and runs it at (11, 4); returns (onnx outputs, module outputs)."""
+    torch.manual_seed(0)
+    layer = networks.get(name).make(5, 7, **hyper, **FORMS[form])
+    trace_lengths = torch.tensor([6, 2, 4]) if with_lengths else None
+    layout = (lambda t: t.transpose(0, 1).contiguous()) if layer.batch_first else (lambda t: t)
+    export.to_onnx(layer, path, layout(torch.randn(6, 3, 5)), lengths=trace_lengths)
+    x = layout(torch.randn(11, 4, 5))
+    lengths = torch.tensor([11, 1, 7, 4])
+    feed = {"input": x.numpy()}
+    if with_lengths:
+        feed["lengths"] = lengths.numpy()
+    got = ort.InferenceSession(str(path)).run(None, feed)
+    with torch.no_grad():
+        out, finals = layer(x, lengths=lengths if with_lengths else None)
+    expected = (out, *(finals if isinstance(finals, tuple) else (finals,)))
+    return [torch.from_numpy(g) for g in got], expected
+
+
+@pytest.mark.parametrize("name,hyper", CASES, ids=[f"{n}-{'-'.join(map(str, h.values()))}" for n, h in CASES])
+@pytest.mark.parametrize("form", list(FORMS))
+@pytest.mark.parametrize("with_lengths", [False, True], ids=["full", "lengths"])
+def test_onnx_matches_module(name, hyper, form, with_lengths, tmp_path):
+    got, expected = roundtrip(name, hyper, form, with_lengths, tmp_path / "m.onnx")
+    assert len(got) == len(expected)
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(g, e, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", networks.names())
+def test_onnx_uses_standard_operator(name, tmp_path):
+    """LSTM, GRU (both forms) and RNN become ONNX's own operators; Jordan a Loop."""
+    spec = networks.get(name)
+    export.to_onnx(spec.make(5, 7, num_layers=2), tmp_path / "m.onnx", torch.randn(6, 3, 5))
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
+    assert ops.count(export.ONNX_OPERATOR[spec.kernel]) == 2
+    assert not any(op.startswith("rnnkit") for op in ops)
+
+
+def test_onnx_errors(tmp_path):
+    with pytest.raises(ValueError, match="example: expected a 3-D input tensor"):
+        export.to_onnx(rnnkit.LSTM(5, 7), tmp_path / "m.onnx", torch.randn(6, 5))
+    with pytest.raises(TypeError, match="module: expected an rnnkit"):
+        export.to_onnx(torch.nn.Linear(2, 2), tmp_path / "m.onnx", torch.randn(6, 3, 2))
