@@ -60,3 +60,34 @@ def test_onnx_errors(tmp_path):
         export.to_onnx(rnnkit.LSTM(5, 7), tmp_path / "m.onnx", torch.randn(6, 5))
     with pytest.raises(TypeError, match="module: expected an rnnkit"):
         export.to_onnx(torch.nn.Linear(2, 2), tmp_path / "m.onnx", torch.randn(6, 3, 2))
+
+
+def test_cli_export_trained_run(tmp_path):
+    """`rnnkit export RUN --format onnx`: the trained language model's recurrent layer as
+    a graph that computes what the loaded layer computes; kept unless --overwrite."""
+    from cli_support import run_cli, train_tiny
+
+    from rnnkit.training.checkpoint import load
+
+    rc, _, err, run_dir = train_tiny(tmp_path, "--arch", "gru-rb", "--layers", "2")
+    assert rc == 0, err
+    rc, out, err = run_cli(["export", run_dir, "--format", "onnx", "--out", tmp_path / "onnx"])
+    assert rc == 0, err
+    path = tmp_path / "onnx" / "rnn.onnx"
+    assert f"{path}: gru-rb layer (GRU)" in out
+    layer = load(run_dir, backend="rnnkit").rnn
+    x = torch.randn(9, 2, layer.input_size)
+    got = ort.InferenceSession(str(path)).run(None, {"input": x.numpy()})
+    with torch.no_grad():
+        expected, h_n = layer(x)
+    torch.testing.assert_close(torch.from_numpy(got[0]), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(torch.from_numpy(got[1]), h_n, rtol=1e-5, atol=1e-6)
+
+    before = path.read_bytes()
+    rc, _, err = run_cli(["export", run_dir, "--format", "onnx", "--out", tmp_path / "onnx"])
+    assert rc == 2 and "exists; pass --overwrite" in err and len(err.strip().splitlines()) == 1
+    assert path.read_bytes() == before
+    rc, _, err = run_cli(["export", run_dir, "--format", "onnx", "--out", tmp_path / "onnx", "--overwrite"])
+    assert rc == 0, err
+    rc, _, err = run_cli(["export", tmp_path / "nothing", "--format", "onnx"])
+    assert rc == 2 and "no such file or folder" in err
