@@ -7,6 +7,8 @@ import torch
 import rnnkit
 from rnnkit import _ops, networks
 
+pytestmark = pytest.mark.skipif(not __import__("rnnkit")._ops.HAVE_OPS, reason="torch < 2.4: no torch.library register_fake / register_autograd, rnnkit runs eagerly only")
+
 
 def _example(name):
     spec = networks.get(name)

@@ -224,9 +224,12 @@ def _define(k: _Kernel) -> None:
     torch.library.register_autograd(lib_name, backward, setup_context=setup_context)
 
 
-for _k in KERNELS.values():
-    _define(_k)
-del _k
+# torch.library's register_fake / register_autograd arrived in torch 2.4; before it
+# rnnkit runs eagerly only (capturing() is then False).
+HAVE_OPS = hasattr(torch.library, "register_autograd") and hasattr(torch.library, "register_fake")
+if HAVE_OPS:
+    for _kernel in KERNELS.values():
+        _define(_kernel)
 
 
 def _allow_rnn_in_dynamo() -> None:
@@ -266,7 +269,8 @@ _allow_rnn_in_dynamo()
 
 def capturing(x: Tensor) -> bool:
     """Whether a graph is being captured, so that the kernels must run as ops."""
-    return (torch.compiler.is_compiling() or torch.jit.is_tracing() or type(x) not in (Tensor, torch.nn.Parameter))
+    return HAVE_OPS and (torch.compiler.is_compiling() or torch.jit.is_tracing()
+                         or type(x) not in (Tensor, torch.nn.Parameter))
 
 
 def _apply(k: _Kernel, *args):
