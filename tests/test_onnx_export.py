@@ -93,3 +93,23 @@ def test_cli_export_trained_run(tmp_path):
     assert rc == 0, err
     rc, _, err = run_cli(["export", tmp_path / "nothing", "--format", "onnx"])
     assert rc == 2 and "no such file or folder" in err
+
+
+def test_docs_interop_examples_run(tmp_path):
+    """Every python block of docs/interop.md runs as written (in its own process)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import importlib.util
+
+    if importlib.util.find_spec("keras") is None:
+        pytest.skip("keras is not installed (the 'interop' extra)")
+    text = (Path(__file__).parent.parent / "docs" / "interop.md").read_text("utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert len(blocks) == 3
+    for i, block in enumerate(blocks):
+        res = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
+                             timeout=600)
+        assert res.returncode == 0, f"block {i}:\n{block}\n{res.stderr[-2000:]}"

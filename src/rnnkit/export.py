@@ -29,6 +29,7 @@ B dynamic.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Optional, Sequence
 
 import torch
@@ -218,7 +219,9 @@ def to_onnx(layer: nn.Module, path: str | os.PathLike, example: Tensor, *, lengt
     was_training = layer.training
     layer.eval()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # The layers' input checks (sizes, T > 0) hold for every input of the graph's shapes.
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
             torch.onnx.export(_Flat(layer, lengths is not None), inputs, os.fspath(path), dynamo=False,
                               opset_version=opset, input_names=names, output_names=["output", *finals],
                               dynamic_axes=axes)

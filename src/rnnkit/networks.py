@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+import torch
 from torch import nn
 
 from . import functional, reference
@@ -232,7 +233,9 @@ def network_of(module, default=...) -> Network:
 
     Raises TypeError for anything else, unless ``default`` is given.
     """
-    spec = _lookup(type(module), tuple(getattr(module, k, None) for k in _OPTION_KEYS))
+    # torch.compile traces through the cache (and warns that it does): the plain function then.
+    lookup = _lookup.__wrapped__ if torch.compiler.is_compiling() else _lookup
+    spec = lookup(type(module), tuple(getattr(module, k, None) for k in _OPTION_KEYS))
     if spec is not None:
         return spec
     if default is not ...:
