@@ -113,3 +113,22 @@ def test_docs_interop_examples_run(tmp_path):
         res = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, capture_output=True, text=True,
                              timeout=600)
         assert res.returncode == 0, f"block {i}:\n{block}\n{res.stderr[-2000:]}"
+
+
+@pytest.mark.parametrize("name", networks.names())
+def test_direct_torch_onnx_export(name, tmp_path):
+    """The issue's case: torch.onnx.export(layer, (x,), dynamo=False) called directly on a
+    2-layer layer (no rnnkit.export): standard operators, right at other T and B."""
+    torch.manual_seed(0)
+    layer = networks.get(name).make(8, 16, num_layers=2).eval()
+    path = str(tmp_path / "m.onnx")
+    torch.onnx.export(layer, (torch.randn(7, 4, 8),), path, dynamo=False, input_names=["x"],
+                      dynamic_axes={"x": {0: "T", 1: "B"}})
+    x = torch.randn(13, 5, 8)
+    got = ort.InferenceSession(path).run(None, {"x": x.numpy()})
+    with torch.no_grad():
+        out, finals = layer(x)
+    expected = [out, *(finals if isinstance(finals, tuple) else (finals,))]
+    assert [g.shape for g in got] == [tuple(e.shape) for e in expected]
+    for g, e in zip(got, expected):
+        torch.testing.assert_close(torch.from_numpy(g), e, rtol=1e-5, atol=1e-6)

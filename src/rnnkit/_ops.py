@@ -280,6 +280,9 @@ def _apply(k: _Kernel, *args):
     if recorder is not None:
         raise NotImplementedError("grad_recorder: recording per-step gradients is not supported while a graph is "
                                   "captured (torch.compile / torch.export / ONNX export); run it eagerly")
+    if torch.jit.is_tracing():  # torch.onnx.export(..., dynamo=False) called directly: the symbolics
+        from .export import register_onnx_symbolics
+        register_onnx_symbolics()
     res = getattr(torch.ops.rnnkit, k.name)(*tensors, [int(c) for c in config])
     out, finals, buffers = res[0], res[1:1 + k.n_finals], res[1 + k.n_finals:]
     return (out, *finals, *[buffers[i] for i in k.extras])

@@ -39,7 +39,8 @@ from . import _ops, networks
 
 __all__ = ["to_onnx"]
 
-OPSET = 17
+OPSET = 17  # what to_onnx writes
+MIN_OPSET = 13  # the symbolics' Squeeze / Unsqueeze take their axes as inputs (opset 13)
 
 
 def _helpers():
@@ -176,10 +177,18 @@ _SYMBOLICS = {"elman": _sym_elman, "lstm": _sym_lstm, "gru": _sym_gru, "jordan":
 ONNX_OPERATOR = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU", "jordan": "Loop"}
 
 
-def register_onnx_symbolics(opset: int = OPSET) -> None:
-    """Registers the ONNX symbolic of every kernel's op (idempotent)."""
+def register_onnx_symbolics(opset: int = MIN_OPSET) -> None:
+    """Registers the ONNX symbolic of every kernel's op for ``opset`` and later (idempotent;
+    rnnkit calls it whenever a layer runs under torch.jit tracing, so a direct
+    ``torch.onnx.export(model, args, dynamo=False)`` finds them too)."""
+    if opset in _registered:
+        return
     for name in _ops.KERNELS:
         torch.onnx.register_custom_op_symbolic(f"rnnkit::{name}", _SYMBOLICS[name], opset)
+    _registered.add(opset)
+
+
+_registered: set = set()
 
 
 class _Flat(nn.Module):
@@ -207,7 +216,9 @@ def to_onnx(layer: nn.Module, path: str | os.PathLike, example: Tensor, *, lengt
     if not isinstance(example, Tensor) or example.dim() != 3:
         raise ValueError(f"example: expected a 3-D input tensor, got "
                          f"{tuple(example.shape) if isinstance(example, Tensor) else type(example).__name__}")
-    register_onnx_symbolics(opset)
+    if opset < MIN_OPSET:
+        raise ValueError(f"opset: expected {MIN_OPSET} or later, got {opset}")
+    register_onnx_symbolics()
     batch_axis, time_axis = (0, 1) if layer.batch_first else (1, 0)
     finals = [f"{s}_n" for s in spec.states]
     axes = {"input": {time_axis: "T", batch_axis: "B"}, "output": {time_axis: "T", batch_axis: "B"},
