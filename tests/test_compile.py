@@ -118,3 +118,19 @@ def test_export_dynamic_shapes(name):
         x = torch.randn(T_, B_, 3)
         with torch.no_grad():
             torch.testing.assert_close(run(x), model(x), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", networks.names())
+def test_compile_with_lengths(name):
+    """lengths= compiles with no graph break; the values are checked when the kernel runs."""
+    model = _make(name, num_layers=2, bidirectional=True)
+
+    def f(x, lengths):
+        return model(x, lengths=lengths)[0]
+
+    x, lengths = torch.randn(6, 3, 3), torch.tensor([6, 2, 4])
+    assert _graph_breaks(lambda x: f(x, lengths), x) == 0
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    torch.testing.assert_close(compiled(x, lengths), f(x, lengths), rtol=1e-6, atol=1e-6)
+    with pytest.raises((ValueError, RuntimeError), match=r"lengths: every length must be in \[1, (T=)?6\], got 7"):
+        compiled(x, torch.tensor([6, 7, 4]))
