@@ -134,3 +134,17 @@ def test_compile_with_lengths(name):
     torch.testing.assert_close(compiled(x, lengths), f(x, lengths), rtol=1e-6, atol=1e-6)
     with pytest.raises((ValueError, RuntimeError), match=r"lengths: every length must be in \[1, (T=)?6\], got 7"):
         compiled(x, torch.tensor([6, 7, 4]))
+
+
+@pytest.mark.parametrize("order", ["rnnkit first", "dynamo first"])
+def test_allow_rnn_set_without_importing_dynamo(order):
+    """Importing rnnkit does not import Dynamo (2.5 s); Dynamo's allow_rnn is set whichever
+    is imported first (rnnkit's layers subclass torch.nn's RNN classes)."""
+    import subprocess
+    import sys
+
+    first = "import rnnkit, sys; assert 'torch._dynamo' not in sys.modules; import torch._dynamo" \
+        if order == "rnnkit first" else "import torch._dynamo; import rnnkit"
+    code = f"{first}; import torch; assert torch._dynamo.config.allow_rnn is True"
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
