@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*) $(wildcard csrc/*/*)
 	# torch first, pinned: any other version pulls GBs of CUDA wheels.
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q numpy nanobind scikit-build-core ninja
-	$(PIP) install -q --no-build-isolation -e '.[test,cli,bench,tasks]'
+	$(PIP) install -q --no-build-isolation -e '.[test,cli,bench,tasks,interop]'
 	touch $@
 
 install: $(STAMP)

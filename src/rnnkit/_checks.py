@@ -21,7 +21,8 @@ def lengths_tensor(lengths, T: int, B: int, device=None) -> Optional[Tensor]:
     lengths = lengths.to(device=device or "cpu", dtype=torch.int64).contiguous()
     if lengths.shape != (B,):
         raise ValueError(f"lengths: expected shape ({B},) (one length per batch row), got {tuple(lengths.shape)}")
-    if B and (int(lengths.min()) < 1 or int(lengths.max()) > T):
+    # (While torch.compile traces, the values are unknown: the binding checks them when it runs.)
+    if B and not torch.compiler.is_compiling() and (int(lengths.min()) < 1 or int(lengths.max()) > T):
         bad = lengths[(lengths < 1) | (lengths > T)][0].item()
         raise ValueError(f"lengths: every length must be in [1, T={T}], got {bad}")
     return lengths

@@ -4,6 +4,7 @@
     rnnkit train --resume RUN_DIR        continue a run exactly where it stopped
     rnnkit evaluate CHECKPOINT [--data PATH ...] [--split test]
     rnnkit sample CHECKPOINT [--prime TEXT --length N --temperature T --top-k K --seed S]
+    rnnkit export RUN --format onnx [--out DIR]  the run's recurrent layers as ONNX graphs
     rnnkit info                          version, CPU features, threads, kernel paths
     rnnkit bench [...]                   the speed harness (rnnkit.bench)
     rnnkit gradflow --arch rnn,gru,lstm --length 200 [--checkpoint ...]
@@ -116,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
                     help="sample among the K most likely characters, 0 for all (default: 0)")
     sa.add_argument("--seed", type=seed_value, default=0, metavar="S", help="random seed (default: 0)")
     sa.add_argument("--backend", choices=("rnnkit", "torch"), help="recurrent layers' implementation")
+
+    ex = sub.add_parser("export", help="write a trained model's recurrent layers as ONNX graphs",
+                        formatter_class=_Formatter,
+                        description="Write every recurrent layer of a trained model (a .safetensors file or a "
+                                    "run folder) as an ONNX graph, DIR/<layer>.onnx (standard ONNX RNN, LSTM "
+                                    "and GRU operators; a Loop for the Jordan network), with T and B dynamic. "
+                                    "Existing files are kept unless --overwrite.")
+    ex.add_argument("checkpoint", metavar="RUN")
+    ex.add_argument("--format", required=True, choices=("onnx",), help="the output format")
+    ex.add_argument("--out", metavar="DIR", help="output folder (default: RUN's folder, or the checkpoint's)")
+    ex.add_argument("--overwrite", action="store_true", help="replace existing files")
 
     sub.add_parser("info", help="version, CPU features, threads, active kernel paths",
                    formatter_class=_Formatter,
@@ -280,6 +292,30 @@ def cmd_sample(ns: argparse.Namespace, out) -> int:
     return 0
 
 
+def cmd_export(ns: argparse.Namespace, out) -> int:
+    import torch
+
+    from . import export, networks
+
+    file, _, model = _open_checkpoint(ns.checkpoint, "rnnkit")
+    folder = os.path.abspath(ns.out or file.parent)
+    layers = [(name, m) for name, m in model.named_modules() if networks.network_of(m, None) is not None]
+    targets = [(os.path.join(folder, f"{name.replace('.', '_')}.onnx"), m) for name, m in layers]
+    existing = [t for t, _ in targets if os.path.exists(t)]
+    if existing and not ns.overwrite:
+        raise UsageError(f"{existing[0]}: exists; pass --overwrite to replace it")
+    if ns.out and os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f"--out: expected a folder, got the file {folder}")
+    os.makedirs(folder, exist_ok=True)
+    for target, layer in targets:
+        spec = networks.network_of(layer)
+        example = torch.zeros((2, 3, layer.input_size), dtype=next(layer.parameters()).dtype)
+        export.to_onnx(layer, target, example)
+        print(f"{target}: {spec.name} layer ({export.ONNX_OPERATOR[spec.kernel]}), "
+              f"input (T, B, {layer.input_size}){' batch_first' if layer.batch_first else ''}", file=out)
+    return 0
+
+
 def _cpu_flags() -> List[str]:
     try:
         with open("/proc/cpuinfo") as f:
@@ -414,7 +450,7 @@ def cmd_visualize(ns: argparse.Namespace, out) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info,
+COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "sample": cmd_sample, "info": cmd_info, "export": cmd_export,
             "gradflow": cmd_gradflow, "explain": cmd_explain, "visualize": cmd_visualize}
 
 

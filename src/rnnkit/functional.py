@@ -118,7 +118,10 @@ class _NoGrad:
 
 
 def _apply(fn, *args):
-    """fn.apply(*args) when a gradient can flow, else fn's forward as a plain call."""
+    """fn.apply(*args) when a gradient can flow, else fn's forward as a plain call; while a
+    graph is captured (torch.compile, torch.export, ONNX), the same through its custom op."""
+    if _ops.capturing(args[0]):
+        return fn.op_apply(*args)  # set by rnnkit._ops
     if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
         return fn.apply(*args)
     return fn.forward(_NoGrad(), *args)
@@ -422,3 +425,6 @@ def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor
     if return_internals:
         return out, y_n, {"h": hs.detach()}
     return out, y_n
+
+
+from . import _ops  # noqa: E402  (defines the custom ops from the Functions above)

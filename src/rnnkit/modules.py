@@ -291,6 +291,10 @@ class _StackedNetwork:
         return batch.output(out), (tuple(finals) if len(finals) > 1 else finals[0])
 
 
+# forward's ``lengths`` may also be passed by position (third): torch.onnx.export
+# (dynamo=False) passes every parameter's default positionally.
+
+
 class RNN(_StackedNetwork, nn.RNN):
     """Elman RNN (SPEC section 1), a drop-in for ``torch.nn.RNN``::
 
@@ -315,7 +319,7 @@ class RNN(_StackedNetwork, nn.RNN):
         super().__init__(*args, nonlinearity="tanh" if nonlinearity == "identity" else nonlinearity, **kwargs)
         self.nonlinearity = nonlinearity
 
-    def forward(self, input, hx: Optional[Tensor] = None, *, lengths=None):
+    def forward(self, input, hx: Optional[Tensor] = None, lengths=None):
         return self._forward(input, hx, lengths)
 
 
@@ -343,7 +347,7 @@ class LSTM(_StackedNetwork, nn.LSTM):
         s = super().extra_repr()
         return s + ", peephole=True" if self.peephole else s
 
-    def forward(self, input, hx=None, *, lengths=None):
+    def forward(self, input, hx=None, lengths=None):
         return self._forward(input, hx, lengths)
 
 
@@ -368,7 +372,7 @@ class GRU(_StackedNetwork, nn.GRU):
         s = super().extra_repr()
         return s if self.reset_after else s + ", reset_after=False"
 
-    def forward(self, input, hx: Optional[Tensor] = None, *, lengths=None):
+    def forward(self, input, hx: Optional[Tensor] = None, lengths=None):
         return self._forward(input, hx, lengths)
 
 
@@ -493,7 +497,7 @@ class JordanRNN(_StackedNetwork, nn.Module):
                         state_dict[new] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, input, y0: Optional[Tensor] = None, *, lengths=None):
+    def forward(self, input, y0: Optional[Tensor] = None, lengths=None):
         return self._forward(input, y0, lengths)
 
     def _initial_states(self, spec, batch: _Batch, y0, shape, dtype) -> list:

@@ -26,15 +26,23 @@ from __future__ import annotations
 
 import functools
 import importlib
+import sys
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Callable, Dict, Mapping, Optional, Tuple
 
+import torch
 from torch import nn
 
 from . import functional, reference
 
 __all__ = ["Network", "NETWORKS", "ALIASES", "get", "network_of", "names"]
+
+
+def _rnnkit():
+    """The rnnkit package (imported by now whenever a class is asked for; sys.modules,
+    unlike importlib, is something torch.compile traces)."""
+    return sys.modules["rnnkit"] if "rnnkit" in sys.modules else importlib.import_module("rnnkit")
 
 
 def _frozen(d: Optional[dict] = None) -> Mapping:
@@ -106,11 +114,11 @@ class Network:
     # ---- classes, resolved lazily (the modules import this file's users, not it)
     @property
     def module_class(self) -> type:
-        return getattr(importlib.import_module("rnnkit"), self.module)
+        return getattr(_rnnkit(), self.module)
 
     @property
     def cell_class(self) -> type:
-        return getattr(importlib.import_module("rnnkit"), self.cell)
+        return getattr(_rnnkit(), self.cell)
 
     @property
     def torch_class(self) -> Optional[type]:
@@ -236,7 +244,9 @@ def network_of(module, default=...) -> Network:
 
     Raises TypeError for anything else, unless ``default`` is given.
     """
-    spec = _lookup(type(module), tuple(getattr(module, k, None) for k in _OPTION_KEYS))
+    # torch.compile traces through the cache (and warns that it does): the plain function then.
+    lookup = _lookup.__wrapped__ if torch.compiler.is_compiling() else _lookup
+    spec = lookup(type(module), tuple(getattr(module, k, None) for k in _OPTION_KEYS))
     if spec is not None:
         return spec
     if default is not ...:
