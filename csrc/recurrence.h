@@ -45,7 +45,7 @@ enum class Pass { forward, backward };
 
 // ---- Views: where gate g of unit j of batch row b lives ----------------------------------
 // A phase runs over a space of W hidden (or output) units in nb = ceil(W / UB) unit
-// blocks; j = blk*UB + jj. The layout is a compile-time tag so that every view of a
+// blocks; unit j is lane j % UB of block j / UB. The layout is a compile-time tag so that every view of a
 // phase shares one index computation.
 enum class Layout {
   rows,     // (B, G*W) gates stacked as torch does (G = 1: a plain (B, W) buffer)
@@ -67,14 +67,13 @@ template <typename S, Layout K> static inline View<const S, K> cview(const View<
 template <typename S> struct Lanes {
   typedef typename VecOf<S>::type V;
   static constexpr int64_t UB = Packed<S>::NR;
-  int64_t b, blk, jj;  // batch row, unit block, first lane within the block
-  int n;               // lanes in use (fewer than L only at the end of a row)
-  int64_t W, nb;       // the phase's units and unit blocks
+  int64_t b, j;  // batch row, first unit
+  int n;         // lanes in use (fewer than L only at the end of a row)
+  int64_t W, nb; // the phase's units and unit blocks
 
   template <typename T, Layout K> RNNKIT_INLINE T* at(const View<T, K>& v, int64_t g = 0) const {
-    const int64_t j = blk * UB + jj;
     if constexpr (K == Layout::rows) return v.p + (b * v.G + g) * W + j;
-    if constexpr (K == Layout::blocked) return v.p + ((b * nb + blk) * v.G + g) * UB + jj;
+    if constexpr (K == Layout::blocked) return v.p + ((b * nb + j / UB) * v.G + g) * UB + j % UB;
     return v.p + g * W + j;
   }
   // Gate g of this chunk of view v.
@@ -129,18 +128,15 @@ template <typename S> struct Step {
     const int64_t nb = unit_blocks<S>(W);
     for (int64_t b = 0; b < B; ++b) {
       const bool on = active(lengths, b, t);
-      for (int64_t blk = u.first; blk < u.last; ++blk) {
-        const int64_t width = W - blk * UB < UB ? W - blk * UB : UB;
-        for (int64_t jj = 0; jj < width; jj += L) {
-          const Lanes<S> l{b, blk, jj, lanes_left<S>(width, jj), W, nb};
-          if (on) {
-            fn(l);
-            continue;
-          }
-          for (const Keep<S>& k : hold.k) {
-            if (!k.to.p) continue;
-            for (int64_t g = 0; g < k.to.G; ++g) l.set(k.to, g, k.from.p ? l(k.from, g) : V{});
-          }
+      for (int64_t j = u.j_first; j < u.j_last; j += L) {  // a unit block holds whole chunks
+        const Lanes<S> l{b, j, lanes_left<S>(u.j_last, j), W, nb};
+        if (on) {
+          fn(l);
+          continue;
+        }
+        for (const Keep<S>& k : hold.k) {
+          if (!k.to.p) continue;
+          for (int64_t g = 0; g < k.to.G; ++g) l.set(k.to, g, k.from.p ? l(k.from, g) : V{});
         }
       }
     }
