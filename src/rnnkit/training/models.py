@@ -81,8 +81,9 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
             raise UsageError(f"--backend torch: torch.nn has no {spec.title} (--arch {spec.name}); "
                              "use --backend rnnkit")
         for key, allowed in spec.torch_supports.items():
-            if hyper[key] not in allowed:
-                raise UsageError(f"--{key.replace('_', '-')} {hyper[key]}: torch.nn.{spec.torch_module} supports "
+            value = hyper.get(key, allowed[0])  # a setting left out has its default
+            if value not in allowed:
+                raise UsageError(f"--{key.replace('_', '-')} {value}: torch.nn.{spec.torch_module} supports "
                                  f"{', '.join(map(str, allowed))}; use --backend rnnkit")
 
 
