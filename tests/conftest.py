@@ -66,7 +66,8 @@ class NetworkCase:
 
     def __init__(self, spec, hyper):
         self.spec, self.hyper = spec, dict(hyper)
-        self.name = spec.name + "".join(f"-{v}" for k, v in self.hyper.items() if k not in spec.options)
+        self.name = spec.name + "".join(f"-{k if v is True else v}" for k, v in self.hyper.items()
+                                        if k not in spec.options)
 
     def layer(self, I, H, dtype=torch.float64, **kwargs):
         """The rnnkit layer (Jordan: output size H // 2 + 1, unlike H, to catch mix-ups)."""
