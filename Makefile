@@ -9,7 +9,7 @@ PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.rnnkit-installed
 PYTEST_ARGS ?= -q -rs -m "not slow"
 
-.PHONY: install browser demo test test-all mutants bench clean
+.PHONY: install browser demo test test-all test-asan mutants bench clean
 
 $(STAMP): pyproject.toml CMakeLists.txt $(wildcard csrc/*) $(wildcard csrc/*/*)
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,26 @@ test: install browser
 
 test-all: install browser
 	$(PY) -m pytest -q -rs
+
+# The core built with AddressSanitizer + UndefinedBehaviorSanitizer (its own venv and build
+# folder; .venv is untouched), then the parity, streaming, property, registry and
+# binding-fuzz tests under it. Python and torch are not instrumented: the ASan runtime is
+# preloaded (with libstdc++, so that its exception interceptor finds __cxa_throw), leaks
+# are not reported (the interpreter's own), UB aborts.
+ASAN_VENV := .venv-asan
+ASAN_TESTS ?= tests/test_parity_torch.py tests/test_streaming.py tests/test_properties.py tests/test_networks.py \
+	tests/test_binding_fuzz.py tests/test_native_boundary.py tests/test_peephole.py
+test-asan:
+	test -x $(ASAN_VENV)/bin/python || $(PYTHON) -m venv $(ASAN_VENV)
+	$(ASAN_VENV)/bin/pip install -q torch==2.13.0
+	$(ASAN_VENV)/bin/pip install -q numpy nanobind scikit-build-core ninja pytest hypothesis onnx onnxruntime
+	$(ASAN_VENV)/bin/pip install -q --no-build-isolation --force-reinstall --no-deps \
+		-C cmake.define.RNNKIT_SANITIZE=ON -C build-dir=build/asan .
+	LD_PRELOAD="$$(gcc -print-file-name=libasan.so) $$(gcc -print-file-name=libstdc++.so)" \
+		ASAN_OPTIONS=detect_leaks=0:alloc_dealloc_mismatch=0:abort_on_error=1 \
+		UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+		$(ASAN_VENV)/bin/python -m pytest -q -p no:cacheprovider $(ASAN_TESTS) \
+		--deselect tests/test_peephole.py::test_command_line_trains_saves_and_reloads_a_peephole_lstm
 
 # Plant each bug of tools/mutants.py in a copy of the package; fails if the tests let one survive.
 mutants: install

@@ -8,6 +8,7 @@ test), against torch.nn where it computes the same equations, by float64 gradche
 through the native kernels, cell against layer, stream against layer, on every
 instruction-set path, for any thread count, and with no Python loop over time.
 """
+import gc
 import sys
 
 import pytest
@@ -202,17 +203,22 @@ def test_bit_identical_for_any_thread_count(network, isa, lengths):
 
 
 def _python_calls(fn) -> int:
+    """Python-level calls made by fn(); garbage collection is off meanwhile, so that
+    finalizers of earlier objects are not counted."""
     calls = 0
 
     def profiler(frame, event, arg):
         nonlocal calls
         calls += event == "call"
 
+    gc.collect()
+    gc.disable()
     sys.setprofile(profiler)
     try:
         fn()
     finally:
         sys.setprofile(None)
+        gc.enable()
     return calls
 
 
