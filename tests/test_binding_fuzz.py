@@ -43,6 +43,24 @@ def _kernels(T, B, H, O, dtype, g):
                         ("lengths", common["lengths"]), ("hs", (e(T + 1, B, H), "out")),
                         ("gates", (e(T, B, 3 * H), "out")), ("hn", (e(T, B, H), "out")),
                         ("out", (e(T, B, H), "optout")), ("nthreads", 2)]),
+        "lstm_backward": (_core.lstm_backward, [("isa", 0), ("w_hh", (r(4 * H, H), "in")),
+                          ("hs", (r(T + 1, B, H).tanh(), "in")), ("cs", (r(T + 1, B, H), "in")),
+                          ("gates", (r(T, B, 4 * H).sigmoid(), "in")), ("lengths", common["lengths"]),
+                          ("d_out", (r(T, B, H), "opt")), ("dh_n", (r(B, H), "opt")), ("dc_n", (r(B, H), "opt")),
+                          ("da", (e(T, B, 4 * H), "out")), ("dh0", (e(B, H), "out")), ("dc0", (e(B, H), "out")),
+                          ("dhs", (e(T, B, H), "optout")), ("dcs", (e(T, B, H), "optout")), ("nthreads", 2),
+                          ("w_ch", (r(3 * H), "opt"))]),
+        "gru_backward": (_core.gru_backward, [("isa", 0), ("reset_after", False), ("w_hh", (r(3 * H, H), "in")),
+                         ("hs", (r(T + 1, B, H).tanh(), "in")), ("gates", (r(T, B, 3 * H).sigmoid(), "in")),
+                         ("hn", (r(T, B, H), "in")), ("lengths", common["lengths"]), ("d_out", (r(T, B, H), "opt")),
+                         ("dh_n", (r(B, H), "opt")), ("da", (e(T, B, 3 * H), "out")), ("da_hn", (e(T, B, H), "out")),
+                         ("dh0", (e(B, H), "out")), ("dhs", (e(T, B, H), "optout")), ("nthreads", 2)]),
+        "jordan_backward": (_core.jordan_backward, [("isa", 0), ("act", ACT["tanh"]), ("out_act", ACT["sigmoid"]),
+                            ("w_yh", (r(H, O), "in")), ("w_hy", (r(O, H), "in")), ("hs", (r(T, B, H).tanh(), "in")),
+                            ("ys", (r(T + 1, B, O).sigmoid(), "in")), ("lengths", common["lengths"]),
+                            ("d_out", (r(T, B, O), "opt")), ("dy_n", (r(B, O), "opt")), ("da", (e(T, B, H), "out")),
+                            ("d_o", (e(T, B, O), "out")), ("dy0", (e(B, O), "out")), ("dys", (e(T, B, O), "optout")),
+                            ("nthreads", 2)]),
         "jordan_forward": (_core.jordan_forward, [("isa", 0), ("act", ACT["tanh"]), ("out_act", ACT["sigmoid"]),
                            ("xw", (r(T, B, H), "in")), ("w_yh", (r(H, O), "in")), ("w_hy", (r(O, H), "in")),
                            ("b_hy", (r(O), "opt")), ("y0", (r(B, O), "opt")), ("lengths", common["lengths"]),
@@ -68,8 +86,9 @@ def _strided_copy(t: torch.Tensor) -> torch.Tensor:
 MUTATIONS = ("none", "strided", "absent", "dtype64", "dtype_int", "shape", "numpy_strided", "transposed")
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(kernel=st.sampled_from(["elman_forward", "elman_backward", "lstm_forward", "gru_forward", "jordan_forward"]),
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kernel=st.sampled_from(["elman_forward", "elman_backward", "lstm_forward", "lstm_backward", "gru_forward",
+                               "gru_backward", "jordan_forward", "jordan_backward"]),
        T=st.integers(1, 5), B=st.integers(1, 4), H=st.integers(1, 19), O=st.integers(1, 5),
        dtype=st.sampled_from([torch.float32, torch.float64]), which=st.integers(0, 20),
        mutation=st.sampled_from(MUTATIONS), seed=st.integers(0, 2**16))
@@ -141,3 +160,55 @@ def test_binding_equals_the_clean_call_or_names_the_argument(kernel, T, B, H, O,
             assert named in {n for n, _ in clean} and "expected" in message, (kernel, name, message)
         else:
             assert message.startswith(name + ":"), (kernel, name, mutation, message)
+
+
+@settings(max_examples=150, deadline=None)
+@given(arch=st.sampled_from(["elman", "lstm", "gru", "jordan"]), B=st.integers(1, 3), H=st.integers(1, 9),
+       dtype=st.sampled_from([torch.float32, torch.float64]), target=st.sampled_from(["x", "out", "state"]),
+       mutation=st.sampled_from(MUTATIONS), seed=st.integers(0, 2**16))
+def test_stream_step_and_state_equal_the_clean_call_or_name_the_argument(arch, B, H, dtype, target, mutation, seed):
+    """rnnkit.Stream's binding: step(x, out) and state(buffer) with random layouts."""
+    import rnnkit
+    from rnnkit import networks
+
+    torch.manual_seed(seed)
+    spec = networks.get({"elman": "rnn"}.get(arch, arch))
+    module = spec.make(3, H).to(dtype).eval()
+    W = getattr(module, spec.state_size)
+    streams = [rnnkit.Stream(module, batch_size=B)._core for _ in range(2)]
+    x = torch.randn(B, 3, dtype=dtype)
+    value = {"x": x, "out": torch.zeros(B, W, dtype=dtype), "state": torch.randn(B, W, dtype=dtype)}[target]
+    if mutation in ("strided", "numpy_strided", "transposed"):
+        view = _strided_copy(value) if mutation != "transposed" else value.t().contiguous().t()
+        bad = view.numpy() if mutation == "numpy_strided" else view
+        must_work = target == "x" or view.is_contiguous()
+    elif mutation == "none":
+        bad, must_work = value.clone(), True
+    elif mutation == "absent":
+        bad, must_work = None, False
+    elif mutation == "dtype64":
+        bad, must_work = value.to(torch.float64 if dtype == torch.float32 else torch.float32), False
+    elif mutation == "dtype_int":
+        bad, must_work = value.to(torch.int32), False
+    else:  # shape
+        bad, must_work = torch.zeros(B, value.shape[1] + 1, dtype=dtype), False
+
+    def run(core, arg):
+        out = torch.zeros(B, W, dtype=dtype)
+        if target == "state":
+            core.state(0, 0, arg, True)
+            core.step(x, out, 1)
+        else:
+            core.step(arg if target == "x" else x, arg if target == "out" else out, 1)
+            out = arg if target == "out" else out
+        return np.asarray(out).copy()
+
+    if must_work:
+        clean = value if mutation != "none" else bad
+        assert np.array_equal(run(streams[0], bad), run(streams[1], clean))
+    else:
+        with pytest.raises((TypeError, ValueError)) as info:
+            run(streams[0], bad)
+        name = {"x": "x", "out": "out", "state": "state"}[target]
+        message = str(info.value)
+        assert message.startswith(name + ":") or "incompatible function arguments" in message, message
