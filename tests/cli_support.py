@@ -105,3 +105,13 @@ def records(run_dir: Path, split: str, drop=("time", "throughput")) -> List[Dict
         if r["split"] == split:
             out.append({k: v for k, v in r.items() if k not in drop})
     return out
+
+
+def one_line_error(rc: int, err: str, *needles) -> None:
+    """A user error: exit status 2, one line on stderr (no traceback) containing every needle."""
+    assert rc == 2, (rc, err)
+    assert "Traceback" not in err, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    for n in needles:
+        assert str(n) in lines[0], (n, lines[0])

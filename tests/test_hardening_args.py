@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from cli_support import TINY, run_cli, train_tiny, write_corpus
+from cli_support import TINY, run_cli, train_tiny, write_corpus, one_line_error as _one_line
 
 HUGE = str(2 ** 70)
 
@@ -102,15 +102,6 @@ def test_visualize_without_matplotlib_writes_the_page_and_says_so(run, tmp_path,
 def test_sample_length_at_the_bound_is_accepted(run):
     rc, out, err = run_cli(["sample", run, "--length", "5", "--temperature", "0"])
     assert rc == 0, err
-
-
-def _one_line(rc, err, *needles):
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for n in needles:
-        assert str(n) in lines[0], (n, lines[0])
 
 
 def test_a_file_error_is_one_line_and_a_bug_keeps_its_traceback(monkeypatch):

@@ -21,6 +21,7 @@ import torch
 from cli_support import run_cli, train_tiny
 
 from rnnkit.training import checkpoint as C
+from cli_support import one_line_error as _one_line
 
 ENTRY_POINTS = ["evaluate", "sample", "load", "resume"]
 
@@ -186,15 +187,6 @@ def _attempt(entry, arg):
     else:
         rc, _, err = run_cli([entry, arg])
     return rc, err
-
-
-def _one_line(rc, err, *needles):
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for n in needles:
-        assert str(n) in lines[0], (n, lines[0])
 
 
 @pytest.mark.parametrize("entry", ENTRY_POINTS)

@@ -11,19 +11,11 @@ import time
 import pytest
 
 from cli_support import TINY, run_cli, spawn, train_tiny, wait_for_step, write_corpus
+from cli_support import one_line_error as _one_line
 
 
 def _digest(folder):
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
-
-
-def _one_line(rc, err, *needles):
-    assert rc == 2, (rc, err)
-    assert "Traceback" not in err, err
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    for n in needles:
-        assert str(n) in lines[0], (n, lines[0])
 
 
 def _asides(folder):

@@ -399,7 +399,7 @@ def _check_jordan_activations(nonlinearity: str, output_nonlinearity: str) -> No
                          f"got {output_nonlinearity!r}")
 
 
-_JORDAN_ROLES = ("weight_ih", "weight_yh", "weight_hy", "bias_ih", "bias_yh", "bias_hy")
+_JORDAN_ROLES = networks.NETWORKS["jordan"].param_roles  # weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy
 
 
 def _jordan_parameters(module: nn.Module, suffix: str, I: int, H: int, O: int, bias: bool, kw: dict) -> None:
