@@ -77,7 +77,6 @@ def _sum_bias(*biases: Optional[Tensor]) -> Optional[Tensor]:
     return total
 
 
-_lengths_tensor = lengths_tensor  # the one check (rnnkit._checks), by its earlier name here
 
 
 def _flat(t: Tensor) -> Tensor:
@@ -178,7 +177,7 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}")
     T, B, _ = x.shape
-    lengths = _lengths_tensor(lengths, T, B)
+    lengths = lengths_tensor(lengths, T, B)
     out, h_n, hs = _apply(_Elman, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
                                 _backend.ACT_CODES[nonlinearity], _backend.current_isa(), grad_recorder)
     if return_internals:
@@ -256,7 +255,7 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
     {"i", "f", "g", "o", "c"} each (T, B, H) with return_internals].
     """
     T, B, _ = x.shape
-    lengths = _lengths_tensor(lengths, T, B)
+    lengths = lengths_tensor(lengths, T, B)
     out, h_n, c_n, cs, gates = _apply(_LSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, lengths,
                                       _backend.current_isa(), grad_recorder)
     if return_internals:
@@ -341,7 +340,7 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
     {"r", "z", "n"} each (T, B, H) with return_internals].
     """
     T, B, _ = x.shape
-    lengths = _lengths_tensor(lengths, T, B)
+    lengths = lengths_tensor(lengths, T, B)
     out, h_n, gates = _apply(_GRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
                                  _backend.current_isa(), grad_recorder)
     if return_internals:
@@ -418,7 +417,7 @@ def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor
     if output_nonlinearity not in _OUTPUT_NONLINEARITIES:
         raise ValueError(f"output_nonlinearity: expected one of {_OUTPUT_NONLINEARITIES}, got {output_nonlinearity!r}")
     T, B, _ = x.shape
-    lengths = _lengths_tensor(lengths, T, B)
+    lengths = lengths_tensor(lengths, T, B)
     out, y_n, hs = _apply(_Jordan, x, y0, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, lengths,
                                  _backend.ACT_CODES[nonlinearity], _backend.ACT_CODES[output_nonlinearity],
                                  _backend.current_isa(), grad_recorder)

@@ -24,7 +24,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import functional, networks, reference
+from . import functional, networks
+from ._checks import lengths_tensor
 
 __all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "StateGradients"]
 
@@ -81,7 +82,7 @@ class _Batch:
             raise ValueError("input: expected at least one time step, got a sequence of length 0")
         self.x = x  # (T, B, I)
         self.T, self.B = x.shape[0], x.shape[1]
-        self.lengths = functional._lengths_tensor(lengths, self.T, self.B)
+        self.lengths = lengths_tensor(lengths, self.T, self.B)
         if self.unbatched and self.lengths is not None:
             raise ValueError("lengths: not supported for unbatched (2-D) input")
 

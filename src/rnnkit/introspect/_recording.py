@@ -16,7 +16,8 @@ from typing import Iterator, List, Optional
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from .. import functional, networks
+from .. import networks
+from .._checks import lengths_tensor
 
 __all__ = ["arch_of", "recurrent_modules", "find_recurrent", "Capture", "recording", "time_major_input"]
 
@@ -61,7 +62,7 @@ def time_major_input(module: nn.Module, input, lengths=None):
     if input.dim() == 2:  # unbatched (T, I)
         return input.unsqueeze(1), None
     x = input.transpose(0, 1) if module.batch_first else input
-    lens = None if lengths is None else functional._lengths_tensor(lengths, x.shape[0], x.shape[1])
+    lens = None if lengths is None else lengths_tensor(lengths, x.shape[0], x.shape[1])
     return x, lens
 
 
