@@ -18,7 +18,7 @@ import time
 import pytest
 import torch
 
-from cli_support import run_cli, train_tiny
+from cli_support import run_cli
 
 from rnnkit.training import checkpoint as C
 from cli_support import one_line_error as _one_line
