@@ -1,0 +1,58 @@
+// One layer (and direction) of a stack, as the plans over whole stacks hold it: a cell
+// with its packed weights (the plan of recurrence.h) and its input projection
+//     xw = x W_ih^T + bias      (M rows: B for one step, T*B for a whole sequence)
+// with W_ih packed once. Used by the streaming stack (stream.cpp, one step per call)
+// and the whole-sequence stack (stack.cpp, every step of every layer in one call).
+#pragma once
+
+#include "cells/elman.h"
+#include "cells/gru.h"
+#include "cells/jordan.h"
+#include "cells/lstm.h"
+
+namespace rnnkit {
+namespace RNNKIT_ISA_NS {
+
+template <template <typename> class Cell, typename S> struct LayerWeights {
+  typedef Cell<S> C;
+  C cell;
+  int64_t I;       // input size
+  Packed<S> w_x;   // W_ih (G*H, I)
+  Buffer<S> bias;  // (G*H) input-side bias, zeros when absent
+
+  // p: w_ih (G*H, I), bias (G*H) or null, then the cell's weights (see rnnkit.h).
+  LayerWeights(const CellConfig& cfg, int64_t I_, const S* const* p)
+      : cell(cfg, p + 2, Pass::forward), I(I_), w_x(p[0], C::G * cfg.H, I_, I_, 1), bias(C::G * cfg.H) {
+    copy_or_zero(bias.data(), p[1], C::G * cfg.H);
+  }
+
+  // xw (M, G*H) = in (M, I; rows ld_in apart) W_ih^T + bias, gates stacked as the
+  // sequence kernels take it, for this team member's share; the caller syncs before the
+  // cell reads xw. The share is panels of W_ih (columns of xw) when there are enough
+  // for the team, else row tiles of MR rows (so every row lands in the same micro-tile
+  // shape whatever the split): each element is computed by one thread in a fixed
+  // order, and the result does not depend on the thread count.
+  void project(const Step<S>& s, int64_t M, const S* in, int64_t ld_in, S* xw) const {
+    constexpr int64_t NR = Packed<S>::NR, MR = Packed<S>::MR;
+    const int64_t GH = C::G * cell.H;
+    int64_t p0 = 0, p1 = w_x.panels, r0 = 0, r1 = M;
+    if (w_x.panels >= s.nt) {
+      const Range mine = share(w_x.panels, s.tid, s.nt);
+      p0 = mine.first;
+      p1 = mine.last;
+    } else {
+      const Range mine = share((M + MR - 1) / MR, s.tid, s.nt);
+      r0 = mine.first * MR;
+      r1 = mine.last * MR < M ? mine.last * MR : M;
+    }
+    if (r1 <= r0 || p1 <= p0) return;
+    gemm_panels(r1 - r0, in + r0 * ld_in, ld_in, w_x, p0, p1, xw + r0 * GH, GH, false);
+    const int64_t c0 = p0 * NR, c1 = p1 * NR < GH ? p1 * NR : GH;
+    const S* b = bias.data();
+    for (int64_t m = r0; m < r1; ++m)
+      for (int64_t c = c0; c < c1; ++c) xw[m * GH + c] += b[c];
+  }
+};
+
+}  // namespace RNNKIT_ISA_NS
+}  // namespace rnnkit
