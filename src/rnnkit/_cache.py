@@ -22,7 +22,10 @@ from torch import Tensor
 
 
 def _watch(params: Sequence[Optional[Tensor]]) -> tuple:
-    return tuple(None if p is None else (p.data_ptr(), p._version) for p in params)
+    try:
+        return tuple(None if p is None else (p.data_ptr(), p._version) for p in params)
+    except RuntimeError:  # an inference tensor has no version counter: never known unchanged
+        return (object(),)
 
 
 class PlanCache:
