@@ -565,7 +565,8 @@ class PyStack {
     const void* init[2] = {buf<S>(init0, "init0", {L_ * D_, B, W}), buf<S>(init1, "init1", {L_ * D_, B, W})};
     S* p_out = buf<S>(out, "out", {T, B, D_ * W});
     void* final[2] = {buf<S>(final0, "final0", {L_ * D_, B, W}), nullptr};
-    if (states_ > 1) final[1] = checked<S>(final1 ? &*final1 : nullptr, "final1", {L_ * D_, B, W}, true);
+    if (states_ > 1 && !final1) throw nb::value_error("final1: required for an LSTM (its final cell states), got None");
+    if (states_ > 1) final[1] = buf<S>(*final1, "final1", {L_ * D_, B, W});
     nb::gil_scoped_release release;
     impl_->run(T, B, p_x, p_len, init, p_out, final, checked_threads(nthreads));
   }
