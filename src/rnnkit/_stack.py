@@ -129,12 +129,16 @@ def forward(module, input, hx, lengths, batch_class):
         return None
 
     # The plain case, checked here: a (T, B, I) tensor (or (B, T, I) with batch_first).
-    if hx is None and lengths is None and type(input) is Tensor and input.dim() == 3 and input.is_cpu \
-            and input.dtype == dtype and input.shape[2] == plan.input_size and input.shape[0] > 0 \
-            and input.shape[1] > 0:
-        x = input.transpose(0, 1) if module.batch_first else input
-        batch, init, lens = None, (None, None), None
-    else:  # anything else: the modules' checks and shapes
+    batch = xn = None
+    if hx is None and lengths is None and type(input) is Tensor and input.dtype == dtype and input.is_cpu \
+            and not input.requires_grad:
+        size = input.shape
+        if len(size) == 3 and size[2] == plan.input_size and size[0] and size[1]:
+            xn = input.numpy()  # a view (the binding reads a strided one through a C-order copy)
+            if module.batch_first:
+                xn = xn.transpose(1, 0, 2)
+            init, lens = (None, None), None
+    if xn is None:  # anything else: the modules' checks and shapes
         if isinstance(input, PackedSequence):
             probe = input.data
             if not (probe.is_cpu and probe.dtype == dtype):
@@ -144,15 +148,13 @@ def forward(module, input, hx, lengths, batch_class):
         batch = batch_class(input, lengths, module.batch_first, module.input_size, dtype)
         if batch.B == 0:
             return None
-        x = batch.x
+        xn = batch.x.detach().numpy()
         shape = (plan.L * plan.D, batch.B, plan.width)
         states = module._initial_states(plan.spec, batch, hx, shape, dtype)
-        init = [None if s is None else s.detach().contiguous().numpy() for s in states] + [None]
+        init = [None if s is None else s.detach().numpy() for s in states] + [None]
         lens = None if batch.lengths is None else batch.lengths.numpy()
 
-    T, B = x.shape[0], x.shape[1]
-    x = x.detach() if x.requires_grad else x
-    xn = x.contiguous().numpy()
+    T, B = xn.shape[0], xn.shape[1]
     npt = _NUMPY[dtype]
     out = np.empty((T, B, plan.D * plan.width), npt)
     shape = (plan.L * plan.D, B, plan.width)
@@ -160,11 +162,10 @@ def forward(module, input, hx, lengths, batch_class):
     f1 = np.empty(shape, npt) if plan.n_states > 1 else None
     plan.core(params, _backend.current_isa()).run(xn, lens, init[0], init[1], out, f0, f1, _threads(plan, B))
 
-    out_t = torch.from_numpy(out)
     finals = [torch.from_numpy(f0)] if f1 is None else [torch.from_numpy(f0), torch.from_numpy(f1)]
-    if batch is None:
-        result = out_t.transpose(0, 1) if module.batch_first else out_t
+    if batch is None:  # (B, T, F) with batch_first, a view as torch.nn returns it
+        result = torch.from_numpy(out.transpose(1, 0, 2) if module.batch_first else out)
     else:
-        result = batch.output(out_t)
+        result = batch.output(torch.from_numpy(out))
         finals = [batch.final(f) for f in finals]
     return result, (finals[0] if len(finals) == 1 else tuple(finals))
