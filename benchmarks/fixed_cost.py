@@ -68,12 +68,14 @@ def main() -> None:
             "onnxruntime session.run": lambda: session.run([name_out], {name_in: x_np}),
         }
         best = {k: float("inf") for k in calls}
+        cpu = {k: float("inf") for k in calls}
         for _ in range(args.blocks):
             for name, fn in calls.items():
                 fn()
-                t0 = time.perf_counter_ns()
+                t0, c0 = time.perf_counter_ns(), time.thread_time_ns()
                 for _ in range(args.calls):
                     fn()
+                cpu[name] = min(cpu[name], (time.thread_time_ns() - c0) / args.calls / 1e3)
                 best[name] = min(best[name], (time.perf_counter_ns() - t0) / args.calls / 1e3)
     with open("/proc/loadavg") as f:
         load = f.read().split()[:3]
@@ -81,10 +83,11 @@ def main() -> None:
           f"ISA {rnnkit.current_isa_name()}, onnx via {exporter}; load average {' '.join(load)}")
     print(f"# LSTM 1 layer, I = H = {H}, T = {T}, B = {B}, inference_mode, 1 thread; best of {args.blocks} blocks "
           f"x {args.calls} calls")
-    ort = best["onnxruntime session.run"]
-    print(f"{'call':32s} {'us/call':>9s} {'ORT time / this':>16s}")
+    ort, ort_cpu = best["onnxruntime session.run"], cpu["onnxruntime session.run"]
+    print("# wall: elapsed time per call; CPU: this thread's CPU time per call (what a loaded machine distorts less)")
+    print(f"{'call':32s} {'wall us':>8s} {'ORT / this':>11s} {'CPU us':>8s} {'ORT / this':>11s}")
     for name, us in best.items():
-        print(f"{name:32s} {us:9.2f} {ort / us:15.2f}x")
+        print(f"{name:32s} {us:8.2f} {ort / us:10.2f}x {cpu[name]:8.2f} {ort_cpu / cpu[name]:10.2f}x")
     fresh = []
     for _ in range(3):
         m = rnnkit.LSTM(H, H).eval()

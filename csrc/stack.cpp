@@ -45,30 +45,47 @@ template <template <typename> class Cell, typename S> class Stack final : public
     const int64_t GH = C::G * c0.H, S0 = c0.state_width(0), DS = D_ * S0;
     const S* x = static_cast<const S*>(x_);
     S* out = static_cast<S*>(out_);
-    // Scratch, allocated once per call (none inside the time loop).
-    Buffer<S> xw(T * B * GH);                                          // (T, B, G*H)
-    Buffer<S> ring0(2 * B * c0.state_width(0)), ring1(C::kStates > 1 ? 2 * B * c0.state_width(1) : 1);
-    Buffer<S> rec0(C::kRecords > 0 ? B * c0.record_width(0) : 1), rec1(C::kRecords > 1 ? B * c0.record_width(1) : 1);
-    Buffer<S> seq0(L_ > 1 ? T * B * DS : 1), seq1(L_ > 2 ? T * B * DS : 1);  // layer outputs, alternating
-    Buffer<S> dir_out(D_ > 1 ? T * B * S0 : 1);                          // (T, B, S) one direction's outputs
-    Buffer<int64_t> len(B);                                              // lengths, T when absent
+    // Scratch, allocated once per call (none inside the time loop): one block, cut into
+    // 64-byte aligned pieces (an allocation costs as much as a small network's step).
+    enum { kXw, kRing0, kRing1, kRec0, kRec1, kSeq0, kSeq1, kDirOut, kPieces };
+    int64_t size[kPieces];
+    size[kXw] = T * B * GH;                                            // (T, B, G*H)
+    size[kRing0] = 2 * B * c0.state_width(0);                          // (2, B, S) state 0, two slots
+    size[kRing1] = C::kStates > 1 ? 2 * B * c0.state_width(1) : 0;
+    size[kRec0] = C::kRecords > 0 ? B * c0.record_width(0) : 0;        // (B, record width), one slot
+    size[kRec1] = C::kRecords > 1 ? B * c0.record_width(1) : 0;
+    size[kSeq0] = L_ > 1 ? T * B * DS : 0;                             // (T, B, D*S) layer outputs, alternating
+    size[kSeq1] = L_ > 2 ? T * B * DS : 0;
+    size[kDirOut] = D_ > 1 ? T * B * S0 : 0;                           // (T, B, S) one direction's outputs
+    constexpr int64_t A = 64 / int64_t(sizeof(S));
+    int64_t start[kPieces], total = 0;
+    for (int i = 0; i < kPieces; ++i) {
+      start[i] = total;
+      total += (size[i] + A - 1) / A * A;
+    }
+    Buffer<S> scratch(total);
+    S* piece[kPieces];
+    for (int i = 0; i < kPieces; ++i) piece[i] = scratch.data() + start[i];
+    S* const xw = piece[kXw];
+    S* ring[2] = {piece[kRing0], piece[kRing1]};
+    S* rec[2] = {piece[kRec0], piece[kRec1]};
+    S* seq[2] = {piece[kSeq0], piece[kSeq1]};
+    S* const dir_out = piece[kDirOut];
+    Buffer<int64_t> len(B);  // lengths, T when absent
     for (int64_t b = 0; b < B; ++b) len[b] = lengths ? lengths[b] : T;
     typename C::Work work(c0, B);
-    S* ring[2] = {ring0.data(), ring1.data()};
-    S* rec[2] = {rec0.data(), rec1.data()};
-    S* seq[2] = {seq0.data(), seq1.data()};
 
     auto body = [&](int tid, int nt, Barrier* barrier) {
       Step<S> s{tid, nt, barrier, B, 0, lengths};
       const Range own_rows = share(T * B, tid, nt);  // (t, b) rows this member copies
-      const Range batch = share(B, tid, nt);     // sequences this member reverses
+      const Range batch = share(B, tid, nt);     // sequences this member reverses and copies
       for (int64_t l = 0; l < L_; ++l) {
         const S* in = l == 0 ? x : seq[(l - 1) % 2];  // (T, B, I_l)
         S* lout = l == L_ - 1 ? out : seq[l % 2];      // (T, B, D*S)
         for (int64_t d = 0; d < D_; ++d) {
           const int64_t k_ld = l * D_ + d;
           const LW& w = *w_[k_ld];
-          w.project(s, T * B, in, w.I, xw.data());
+          w.project(s, T * B, in, w.I, xw);
           if (tid == 0)
             for (int k = 0; k < C::kStates; ++k) {
               const int64_t n = B * w.cell.state_width(k);
@@ -76,13 +93,13 @@ template <template <typename> class Cell, typename S> class Stack final : public
             }
           s.sync();  // xw and the initial states complete
           if (d == 1) {
-            for (int64_t b = batch.first; b < batch.last; ++b) reverse_rows(xw.data(), B, GH, b, len[b]);
+            for (int64_t b = batch.first; b < batch.last; ++b) reverse_rows(xw, B, GH, b, len[b]);
             s.sync();
           }
-          S* dst = D_ == 1 ? lout : dir_out.data();  // (T, B, S)
+          S* dst = D_ == 1 ? lout : dir_out;  // (T, B, S)
           for (int64_t t = 0; t < T; ++t) {
             s.t = t;
-            ForwardIO<S> io{xw.data() + t * B * GH, {}, {}, {rec[0], rec[1]}, dst + t * B * S0};
+            ForwardIO<S> io{xw + t * B * GH, {}, {}, {rec[0], rec[1]}, dst + t * B * S0};
             for (int k = 0; k < C::kStates; ++k) {
               const int64_t n = B * w.cell.state_width(k);
               io.prev[k] = ring[k] + (t % 2) * n;
@@ -92,15 +109,15 @@ template <template <typename> class Cell, typename S> class Stack final : public
           }
           for (int k = 0; k < C::kStates; ++k) {  // each member copies its share of rows
             const int64_t width = w.cell.state_width(k), n = B * width;
-            const Range mine = share(B, tid, nt);
-            std::memcpy(static_cast<S*>(final_[k]) + k_ld * n + mine.first * width,
-                        ring[k] + (T % 2) * n + mine.first * width, size_t((mine.last - mine.first) * width) * sizeof(S));
+            std::memcpy(static_cast<S*>(final_[k]) + k_ld * n + batch.first * width,
+                        ring[k] + (T % 2) * n + batch.first * width,
+                        size_t((batch.last - batch.first) * width) * sizeof(S));
           }
           if (D_ > 1) {
             for (int64_t r = own_rows.first; r < own_rows.last; ++r) {
               const int64_t t = r / B, b = r % B;
               const int64_t src_t = d == 1 && t < len[b] ? len[b] - 1 - t : t;
-              std::memcpy(lout + r * DS + d * S0, dir_out.data() + (src_t * B + b) * S0, size_t(S0) * sizeof(S));
+              std::memcpy(lout + r * DS + d * S0, dir_out + (src_t * B + b) * S0, size_t(S0) * sizeof(S));
             }
           }
           s.sync();  // the rings, xw and dir_out are free; lout complete after the last direction
