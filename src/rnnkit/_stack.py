@@ -100,12 +100,28 @@ def _needs_grad(params: list, *tensors) -> bool:
         any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
 
 
+def _plain_states(hx, plan: _Plan, B: int, dtype) -> Optional[list]:
+    """hx as NumPy views [state 0, state 1 or None] if it is a full set of CPU tensors of
+    shape (L*D, B, S) and the module's dtype that need no gradient; else None (the
+    modules' checks then take it, and accept or explain it)."""
+    several = plan.n_states > 1
+    if several and not (type(hx) in (tuple, list) and len(hx) == plan.n_states):
+        return None
+    shape = (plan.L * plan.D, B, plan.width)
+    views = []
+    for h in (hx if several else (hx,)):
+        if type(h) is not Tensor or h.dtype != dtype or not h.is_cpu or h.requires_grad or h.shape != shape:
+            return None
+        views.append(h.numpy())
+    return views if several else views + [None]
+
+
 def forward(module, input, hx, lengths, batch_class):
     """The module's ``(output, final state)`` through one native call, or None where
     the one-call path does not apply (the caller then takes the layer-by-layer path).
 
     batch_class: rnnkit.modules._Batch, which checks and shapes any input that is not
-    a plain (T, B, I) / (B, T, I) tensor without lengths and initial state.
+    a plain (T, B, I) / (B, T, I) tensor without lengths (see _plain_states for hx).
     """
     if torch.compiler.is_compiling():
         return None
@@ -128,16 +144,20 @@ def forward(module, input, hx, lengths, batch_class):
                                                hx, *(hx if isinstance(hx, (tuple, list)) else ())):
         return None
 
-    # The plain case, checked here: a (T, B, I) tensor (or (B, T, I) with batch_first).
+    # The plain case, checked here: a (T, B, I) tensor (or (B, T, I) with batch_first)
+    # without lengths, and the initial states absent or given in full.
     batch = xn = None
-    if hx is None and lengths is None and type(input) is Tensor and input.dtype == dtype and input.is_cpu \
+    if lengths is None and type(input) is Tensor and input.dtype == dtype and input.is_cpu \
             and not input.requires_grad:
         size = input.shape
         if len(size) == 3 and size[2] == plan.input_size and size[0] and size[1]:
-            xn = input.numpy()  # a view (the binding reads a strided one through a C-order copy)
-            if module.batch_first:
-                xn = xn.transpose(1, 0, 2)
-            init, lens = (None, None), None
+            init = (None, None) if hx is None else \
+                _plain_states(hx, plan, size[0] if module.batch_first else size[1], dtype)
+            if init is not None:
+                xn = input.numpy()  # a view (the binding reads a strided one through a C-order copy)
+                if module.batch_first:
+                    xn = xn.transpose(1, 0, 2)
+                lens = None
     if xn is None:  # anything else: the modules' checks and shapes
         if isinstance(input, PackedSequence):
             probe = input.data
