@@ -331,3 +331,16 @@ def test_binding_checks_name_the_argument():
         _core.Stack(0, 1, 1, 0, True, 2, [2, 3, 0, 3, 3, 0],
                     [np.ones((12, 2), np.float32), None, np.ones((12, 3), np.float32), None, None] * 2
                     + [np.ones((12, 3), np.float32), None, np.ones((12, 3), np.float32), None, None] * 2)
+
+
+def test_a_traced_graph_holds_the_ops_not_the_one_call(monkeypatch):
+    """torch.jit.trace (torch.onnx.export's exporter) under no_grad records rnnkit's ops."""
+    m = rnnkit.LSTM(I, H).eval()
+    x = torch.randn(T, B, I)
+    counter = CallCounter(monkeypatch)
+    with torch.no_grad():
+        traced = torch.jit.trace(m, (x,), check_trace=False)
+    assert "Stack.run" not in counter.calls
+    assert "rnnkit::lstm" in str(traced.graph)
+    with torch.no_grad():
+        assert rel_err(traced(x)[0], m(x)[0]) <= TOL[torch.float32]

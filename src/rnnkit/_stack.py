@@ -32,6 +32,7 @@ from ._cache import PlanCache
 
 _ATTR = "_rnnkit_stack"  # where a module keeps its _Plan (in its __dict__)
 _NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_PLAIN = (Tensor, torch.nn.Parameter)  # tensors whose memory NumPy can view
 
 
 class _Plan:
@@ -123,7 +124,7 @@ def forward(module, input, hx, lengths, batch_class):
     batch_class: rnnkit.modules._Batch, which checks and shapes any input that is not
     a plain (T, B, I) / (B, T, I) tensor without lengths (see _plain_states for hx).
     """
-    if torch.compiler.is_compiling():
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a graph is captured: the ops of rnnkit._ops
         return None
     spec_plan: Optional[_Plan] = module.__dict__.get(_ATTR)
     if spec_plan is None or (spec_plan.spec.hyper and
@@ -159,18 +160,17 @@ def forward(module, input, hx, lengths, batch_class):
                     xn = xn.transpose(1, 0, 2)
                 lens = None
     if xn is None:  # anything else: the modules' checks and shapes
-        if isinstance(input, PackedSequence):
-            probe = input.data
-            if not (probe.is_cpu and probe.dtype == dtype):
-                return None
-        elif not (isinstance(input, Tensor) and input.is_cpu and input.dtype in _NUMPY):
-            return None
+        probe = input.data if isinstance(input, PackedSequence) else input
+        if not (type(probe) in _PLAIN and probe.is_cpu and probe.dtype in _NUMPY):
+            return None  # a tensor subclass (fake, functional, ...) or no native kernel
         batch = batch_class(input, lengths, module.batch_first, module.input_size, dtype)
         if batch.B == 0:
             return None
-        xn = batch.x.detach().numpy()
         shape = (plan.L * plan.D, batch.B, plan.width)
         states = module._initial_states(plan.spec, batch, hx, shape, dtype)
+        if any(s is not None and type(s) not in _PLAIN for s in states):
+            return None
+        xn = batch.x.detach().numpy()
         init = [None if s is None else s.detach().numpy() for s in states] + [None]
         lens = None if batch.lengths is None else batch.lengths.numpy()
 
