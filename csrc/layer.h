@@ -27,29 +27,17 @@ template <template <typename> class Cell, typename S> struct LayerWeights {
   }
 
   // xw (M, G*H) = in (M, I; rows ld_in apart) W_ih^T + bias, gates stacked as the
-  // sequence kernels take it, for this team member's share; the caller syncs before the
-  // cell reads xw. The share is panels of W_ih (columns of xw) when there are enough
-  // for the team, else row tiles of MR rows (so every row lands in the same micro-tile
-  // shape whatever the split): each element is computed by one thread in a fixed
-  // order, and the result does not depend on the thread count.
+  // sequence kernels take it, for this team member's panels of W_ih (columns of xw);
+  // the caller syncs before the cell reads xw. Each element is computed by one thread
+  // in a fixed order (gemm_panels), so the result does not depend on the thread count.
   void project(const Step<S>& s, int64_t M, const S* in, int64_t ld_in, S* xw) const {
-    constexpr int64_t NR = Packed<S>::NR, MR = Packed<S>::MR;
+    constexpr int64_t NR = Packed<S>::NR;
     const int64_t GH = C::G * cell.H;
-    int64_t p0 = 0, p1 = w_x.panels, r0 = 0, r1 = M;
-    if (w_x.panels >= s.nt) {
-      const Range mine = share(w_x.panels, s.tid, s.nt);
-      p0 = mine.first;
-      p1 = mine.last;
-    } else {
-      const Range mine = share((M + MR - 1) / MR, s.tid, s.nt);
-      r0 = mine.first * MR;
-      r1 = mine.last * MR < M ? mine.last * MR : M;
-    }
-    if (r1 <= r0 || p1 <= p0) return;
-    gemm_panels(r1 - r0, in + r0 * ld_in, ld_in, w_x, p0, p1, xw + r0 * GH, GH, false);
-    const int64_t c0 = p0 * NR, c1 = p1 * NR < GH ? p1 * NR : GH;
+    const Range mine = share(w_x.panels, s.tid, s.nt);
+    gemm_panels(M, in, ld_in, w_x, mine.first, mine.last, xw, GH, false);
+    const int64_t c0 = mine.first * NR, c1 = mine.last * NR < GH ? mine.last * NR : GH;
     const S* b = bias.data();
-    for (int64_t m = r0; m < r1; ++m)
+    for (int64_t m = 0; m < M; ++m)
       for (int64_t c = c0; c < c1; ++c) xw[m * GH + c] += b[c];
   }
 };
