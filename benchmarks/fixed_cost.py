@@ -59,8 +59,8 @@ def main() -> None:
     x_np = x.numpy()
     h0 = (torch.zeros(1, B, H), torch.zeros(1, B, H))
     with torch.inference_mode():
-        assert torch.allclose(ours(x)[0], torch.from_numpy(session.run([name_out], {name_in: x_np})[0]).reshape(T, B, H),
-                              atol=1e-5)
+        ort_out = torch.from_numpy(session.run([name_out], {name_in: x_np})[0]).reshape(T, B, H)
+        assert torch.allclose(ours(x)[0], ort_out, atol=1e-5), "onnxruntime and rnnkit disagree"
         calls = {
             "rnnkit lstm(x)": lambda: ours(x),
             "rnnkit lstm(x, (h0, c0))": lambda: ours(x, h0),

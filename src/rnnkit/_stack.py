@@ -126,13 +126,11 @@ def forward(module, input, hx, lengths, batch_class):
     """
     if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a graph is captured: the ops of rnnkit._ops
         return None
-    spec_plan: Optional[_Plan] = module.__dict__.get(_ATTR)
-    if spec_plan is None or (spec_plan.spec.hyper and
-                             spec_plan.hyper != tuple(getattr(module, n) for n in spec_plan.spec.hyper)):
+    plan: Optional[_Plan] = module.__dict__.get(_ATTR)
+    if plan is None or (plan.spec.hyper and plan.hyper != tuple(getattr(module, n) for n in plan.spec.hyper)):
         spec = networks.network_of(module)
-        spec_plan = _Plan(module, spec, tuple(getattr(module, n) for n in spec.hyper))
-        module.__dict__[_ATTR] = spec_plan
-    plan = spec_plan
+        plan = _Plan(module, spec, tuple(getattr(module, n) for n in spec.hyper))
+        module.__dict__[_ATTR] = plan
     if module.training and module.dropout and plan.L > 1:
         return None
     get = module._parameters.get
