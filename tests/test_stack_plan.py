@@ -344,3 +344,18 @@ def test_a_traced_graph_holds_the_ops_not_the_one_call(monkeypatch):
     assert "rnnkit::lstm" in str(traced.graph)
     with torch.no_grad():
         assert rel_err(traced(x)[0], m(x)[0]) <= TOL[torch.float32]
+
+
+def test_a_change_of_instruction_set_repacks():
+    m = rnnkit.GRU(I, 40, num_layers=2)
+    x = torch.randn(T, B, I)
+    expected = m(x)[0].detach()
+    outs = []
+    with torch.inference_mode():
+        for isa in rnnkit.available_isas():
+            with rnnkit.use_isa(isa):
+                outs += [m(x)[0], m(x)[0]]  # packed once per instruction set
+                assert m._rnnkit_stack.isa == rnnkit._backend.ISA_CODES[isa]
+    assert m._rnnkit_stack.cache.builds == len(rnnkit.available_isas())
+    for out in outs:
+        assert rel_err(out, expected) <= TOL[torch.float32]
