@@ -22,8 +22,8 @@ Modes:
 
 Every contender gets the same weights (one state_dict) and the same input; each repeat
 runs all contenders once, in an order rotated from repeat to repeat, after a warm-up;
-the table reports medians. The machine's fp32 GEMM peak and memory bandwidth are
-measured in the same run, and its CPU, flags, threads and library versions head the
+the table reports medians. The machine's fp32 GEMM peak (the fastest of torch's BLAS,
+oneDNN and the core's own GEMM) and memory bandwidth are measured in the same run, and its CPU, flags, threads and library versions head the
 output. Run it as a script (``python benchmarks/bench.py``), as ``rnnkit bench`` or::
 
     >>> from rnnkit import bench
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import gc
 import math
 import os
@@ -68,7 +69,12 @@ QUICK_MAX_REPEATS = 10
 
 MIN_SAMPLE_S = 2e-3  # a call faster than this is looped inside one timed sample
 SLOW_CALL_S = 0.5  # a first call slower than this is warm-up enough
-GEMM_N = 2048  # square fp32 matrices for the GEMM peak
+BLOCK_REPEATS = 5  # at most this many timed samples of one contender back to back
+LEAD_IN_MAX_S = 0.05  # a block of samples shorter than this starts with one untimed call
+PARTS_CALLS, PARTS_S = 5, 0.05  # rnnkit's parts: timed over up to 5 calls, about 50 ms
+ORDER_MARGIN = 0.25  # order check: flag a contender 25 % slower after another than after itself
+GEMM_SHAPE = (2048, 1024, 1024)  # M, K, N of the GEMM peak: (M, K) times (N, K)^T, fp32
+QUICK_GEMM_SHAPE = (512, 256, 256)  # --quick: a smoke test of the harness, not a peak
 BANDWIDTH_BYTES = 256 * 2**20  # tensor size for the bandwidth measurement
 MACHINE_REPEATS = 5  # best of this many for the peak and the bandwidth
 QUICK_MACHINE_REPEATS = 3
@@ -298,6 +304,8 @@ def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> 
     return Runner(call, steps=case.T)
 
 
+ONNX_SPINNING = False  # --onnx-spinning: onnxruntime's default, for the order check to show its effect
+
 # (session, exporter) or Unavailable, once per run, per key: (arch, H) for the TorchScript
 # exporter (T and B dynamic), (arch, H, T, B) for the dynamo one (it bakes T into the graph).
 _ORT_SESSIONS: dict = {}
@@ -346,6 +354,8 @@ def _export_and_open(case: Case, state: dict, threads: int, dynamo: bool):
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # Idle worker threads sleep instead of spinning, so they leave the cores to whoever runs next.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ONNX_SPINNING else "0")
     try:
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as e:
@@ -411,12 +421,107 @@ def _timed(fn: Callable, number: int = 1) -> float:
     return (time.perf_counter() - t0) / number
 
 
-def gemm_peak(n: int = GEMM_N, repeats: int = MACHINE_REPEATS) -> float:
-    """GFLOP/s of torch.mm on (n, n) fp32 matrices at the current thread count, best of repeats."""
-    a, b, c = torch.randn(n, n), torch.randn(n, n), torch.empty(n, n)
-    torch.mm(a, b, out=c)  # warm-up
-    best = min(_timed(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
-    return 2 * n**3 / best / 1e9
+def _gemm_kernels(a: torch.Tensor, w: torch.Tensor) -> dict:
+    """The fp32 products a @ w.T on offer here: name -> a call, or the reason it cannot run.
+
+    a (M, K), w (N, K): the shape of an input projection x W_ih^T. torch.mm goes through
+    torch's BLAS (MKL on x86); the oneDNN ones through torch's mkldnn bindings, on mkldnn
+    tensors (torch.utils.mkldnn's layout) and on plain ones; the last is the C++ core's own
+    packed GEMM where this build has it (rnnkit._backend.matmul_nt).
+    """
+    kernels = {}
+    c = torch.empty(a.shape[0], w.shape[0])
+    kernels["torch.mm (BLAS)"] = lambda: torch.mm(a, w.t(), out=c)
+    try:
+        a_md, w_md = a.to_mkldnn(), w.to_mkldnn()
+        kernels["oneDNN linear, mkldnn tensors"] = lambda: torch._C._nn.mkldnn_linear(a_md, w_md, None)
+    except Exception as e:
+        kernels["oneDNN linear, mkldnn tensors"] = f"{type(e).__name__}: {str(e).strip()[:100]}"
+    pointwise = getattr(getattr(torch.ops, "mkldnn", None), "_linear_pointwise", None)
+    if pointwise is not None:
+        kernels["oneDNN linear, plain tensors"] = lambda: pointwise(a, w, None, "none", [], "")
+    else:
+        kernels["oneDNN linear, plain tensors"] = "torch.ops.mkldnn._linear_pointwise is missing"
+    from . import _backend
+    matmul_nt = getattr(_backend, "matmul_nt", None)
+    if matmul_nt is not None:
+        kernels["rnnkit core (_backend.matmul_nt)"] = lambda: matmul_nt(a, w)
+    else:
+        kernels["rnnkit core (_backend.matmul_nt)"] = "not in this build"
+    return kernels
+
+
+@dataclass
+class Peaks:
+    """GFLOP/s of every fp32 GEMM on offer, at 1 thread and at the run's thread count."""
+
+    threads: int
+    shape: tuple = GEMM_SHAPE  # M, K, N
+    rates: dict = field(default_factory=dict)  # (kernel, threads) -> best GFLOP/s seen
+    missing: dict = field(default_factory=dict)  # kernel -> why it did not run
+
+    @property
+    def best(self) -> tuple:
+        """(kernel, GFLOP/s): the fastest at the run's thread count, the "peak"."""
+        at_n = {k: v for (k, t), v in self.rates.items() if t == self.threads}
+        if not at_n:
+            return "none", float("nan")
+        name = max(at_n, key=at_n.get)
+        return name, at_n[name]
+
+    @property
+    def peak(self) -> float:
+        return self.best[1]
+
+    def measure(self, repeats: int = MACHINE_REPEATS) -> "Peaks":
+        """Measure every kernel (best of repeats) and keep, per kernel and thread count, the
+        best of this and earlier measurements (others may share the CPU)."""
+        from . import _backend
+
+        M, K, N = self.shape
+        torch.manual_seed(SEED)
+        a, w = torch.randn(M, K), torch.randn(N, K)
+        want = None
+        before = torch.get_num_threads()
+        try:
+            for threads in sorted({1, self.threads}):
+                torch.set_num_threads(threads)
+                with _backend.use_threads(threads):
+                    for name, call in _gemm_kernels(a, w).items():
+                        if isinstance(call, str):
+                            self.missing[name] = call
+                            continue
+                        try:
+                            got = call()
+                            got = got.to_dense() if got.is_mkldnn else got
+                            want = a @ w.t() if want is None else want
+                            if not torch.allclose(got, want, rtol=1e-3, atol=1e-3):
+                                self.missing[name] = "differs from torch.mm"
+                                continue
+                            best = min(_timed(call) for _ in range(repeats))
+                        except Exception as e:
+                            self.missing[name] = f"{type(e).__name__}: {str(e).strip()[:100]}"
+                            continue
+                        rate = 2 * M * K * N / best / 1e9
+                        self.rates[name, threads] = max(rate, self.rates.get((name, threads), 0.0))
+        finally:
+            torch.set_num_threads(before)
+        return self
+
+    def describe(self, repeats: int) -> str:
+        M, K, N = self.shape
+        name, peak = self.best
+        each = []
+        for kernel in dict.fromkeys(k for k, _ in self.rates):
+            rates = ", ".join(f"{t} thread{'s' if t > 1 else ''} {self.rates[kernel, t]:.1f}"
+                              for t in sorted({1, self.threads}) if (kernel, t) in self.rates)
+            each.append(f"{kernel} {rates}")
+        each += [f"{kernel}: {why}" for kernel, why in self.missing.items() if not any(
+            k == kernel for k, _ in self.rates)]
+        return (f"- fp32 GEMM peak: {peak:.1f} GFLOP/s at {self.threads} thread{'s' if self.threads > 1 else ''} "
+                f"({name}), the fastest of these products of a {M}×{K} by a {K}×{N} fp32 matrix "
+                f"(x W^T, best of {repeats}, at the start and at the end of the run), in GFLOP/s: "
+                + "; ".join(each) + ". `% peak` is relative to it.")
 
 
 def bandwidth(nbytes: int = BANDWIDTH_BYTES, repeats: int = MACHINE_REPEATS) -> tuple:
@@ -440,6 +545,9 @@ class Result:
     saved: dict = field(default_factory=dict)  # contender -> bytes saved for backward
     repeats: int = 0
     notes: list = field(default_factory=list)
+    timed: dict = field(default_factory=dict)  # contender -> [(seconds, predecessor)] (time_blocks)
+    parts: dict = field(default_factory=dict)  # rnnkit's time_parts: part -> seconds per call
+    order: list = field(default_factory=list)  # OrderCheck per contender
 
     def median(self, name: str) -> Optional[float]:
         return statistics.median(self.times[name]) if self.times.get(name) else None
@@ -496,26 +604,244 @@ def run_case(case: Case, names: list, threads: int, budget: float, repeats: Opti
     for name, runner in runners.items():
         estimate[name] = first[name] if first[name] > SLOW_CALL_S else _timed(runner.call)
         number[name] = max(1, math.ceil(MIN_SAMPLE_S / max(estimate[name], 1e-9)))
+    samples = {name: estimate[name] * number[name] for name in runners}
     if repeats is None:
-        round_s = sum(estimate[n] * number[n] for n in runners)
-        repeats = min(max_repeats, max(MIN_REPEATS, int(budget / max(round_s, 1e-9))))
-    result.repeats = repeats
+        cycle_s = len(runners) * sum(s * (1 + (s <= LEAD_IN_MAX_S)) for s in samples.values())
+        repeats = min(max_repeats, max(MIN_REPEATS, int(budget / max(cycle_s, 1e-9) * len(runners))))
+    block, cycles = block_plan(len(runners), repeats)
+    calls = {name: _sample_call(r.call, number[name], r.steps) for name, r in runners.items()}
+    lead_in = {name: samples[name] <= LEAD_IN_MAX_S for name in runners}
+    result.timed = time_blocks(calls, block, cycles, lead_in)
+    result.repeats = len(result.timed[next(iter(runners))])
+    result.times = {name: [t for t, *_ in ts] for name, ts in result.timed.items()}
+    result.order = order_check(result.timed)
+    result.notes += [flag.note() for flag in result.order if flag.flagged]
+    if "rnnkit" in runners and case.mode in PARTS:
+        runner = runners["rnnkit"]
+        result.parts = time_parts(runner.call, max(1, min(PARTS_CALLS, math.ceil(PARTS_S / estimate["rnnkit"]))))
+    return result
 
-    order = list(runners)
-    times = {name: [] for name in order}
+
+def _sample_call(call: Callable, number: int, steps: int) -> Callable[[], float]:
+    """A timed sample of ``call``: seconds per timed unit (per step when streaming)."""
+    return lambda: _timed(call, number) / steps
+
+
+def block_schedule(n: int) -> list:
+    """Contender indices 0..n-1 in an order in which every ordered pair (a, b), a == b
+    included, is adjacent exactly once, read cyclically (an Eulerian circuit of the
+    complete directed graph with loops, by Hierholzer's algorithm): each contender runs n
+    blocks, once after each contender, itself included.
+
+    >>> block_schedule(2)
+    [0, 1, 1, 0]
+    """
+    successors = {a: list(range(n)) for a in range(n)}  # popped from the end
+    stack, circuit = [0], []
+    while stack:
+        v = stack[-1]
+        if successors[v]:
+            stack.append(successors[v].pop())
+        else:
+            circuit.append(stack.pop())
+    return circuit[::-1][:-1]  # the circuit ends where it starts: cyclic, drop the repeat
+
+
+def block_plan(n: int, repeats: int) -> tuple:
+    """(block, cycles): timed samples per block and passes over block_schedule(n), giving
+    every contender at least ``repeats`` samples (n blocks per pass, at most BLOCK_REPEATS
+    each; two passes or more where there are samples enough)."""
+    block = max(1, min(BLOCK_REPEATS, repeats // (2 * n)))
+    return block, max(1, math.ceil(repeats / (n * block)))
+
+
+def time_blocks(calls: dict, block: int, cycles: int, lead_in: Optional[dict] = None) -> dict:
+    """Time the contenders in interleaved blocks: ``cycles`` passes over block_schedule,
+    each block an untimed lead-in call (where ``lead_in[name]``) then ``block`` timed
+    samples back to back. ``calls[name]()`` runs one sample and returns its time.
+
+    Returns name -> [(seconds, predecessor, block)], predecessor being the contender whose
+    block ran just before (its threads may still be busy), the contender itself included,
+    and block the sample's block number.
+    """
+    names = list(calls)
+    order = [names[i] for i in block_schedule(len(names))]
+    timed = {name: [] for name in names}
     gc.collect()
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for r in range(repeats):
-            k = r % len(order)
-            for name in order[k:] + order[:k]:  # A,B,C / B,C,A / C,A,B ...
-                times[name].append(_timed(runners[name].call, number[name]) / runners[name].steps)
+        previous = order[-1]  # cyclic: the first block follows the last one's contender
+        for cycle in range(cycles):
+            for i, name in enumerate(order):
+                if lead_in is None or lead_in[name]:
+                    calls[name]()
+                timed[name] += [(calls[name](), previous, cycle * len(order) + i) for _ in range(block)]
+                previous = name
     finally:
         if gc_was_enabled:
             gc.enable()
-    result.times = times
-    return result
+    return timed
+
+
+@dataclass(frozen=True)
+class OrderCheck:
+    """A contender's time after its slowest predecessor against after itself: the median,
+    over its blocks after that predecessor, of the block's mean sample (a leftover busy
+    thread slows a block's first samples most)."""
+
+    name: str
+    after_self: float  # median block mean, in blocks that follow its own
+    worst: str  # the predecessor after which it is slowest
+    after_worst: float
+    margin: float = ORDER_MARGIN
+
+    @property
+    def ratio(self) -> float:
+        return self.after_worst / self.after_self
+
+    @property
+    def flagged(self) -> bool:
+        return self.ratio > 1 + self.margin
+
+    def note(self) -> str:
+        return (f"order check: {self.name} takes {self.ratio:.2f}x as long after {self.worst} "
+                f"({_fmt_time(self.after_worst)}) as after itself ({_fmt_time(self.after_self)})")
+
+
+def order_check(timed: dict, margin: float = ORDER_MARGIN) -> list:
+    """For every contender of time_blocks' result: its time after each predecessor (the
+    median of its block means), the slowest of them against the time after itself
+    (flagged above 1 + margin)."""
+    checks = []
+    for name, samples in timed.items():
+        blocks = {}  # block -> (predecessor, [seconds])
+        for seconds, previous, block in samples:
+            blocks.setdefault(block, (previous, []))[1].append(seconds)
+        by = {}
+        for previous, ts in blocks.values():
+            by.setdefault(previous, []).append(statistics.fmean(ts))
+        if name not in by or len(by) < 2:
+            continue
+        medians = {p: statistics.median(ts) for p, ts in by.items() if p != name}
+        worst = max(medians, key=medians.get)
+        checks.append(OrderCheck(name, statistics.median(by[name]), worst, medians[worst], margin))
+    return checks
+
+
+# ---------------------------------------------------------------- where rnnkit's time goes
+PRODUCT_OPS = frozenset({"mm", "addmm", "bmm", "baddbmm", "addbmm", "matmul", "linear", "mkldnn_linear",
+                         "_linear_pointwise"})  # torch's matrix products, at the dispatcher
+NATIVE_PRODUCT_WORDS = ("matmul", "gemm")  # a core function with one of these in its name is a product
+PARTS = {
+    "inference": ("projection", "recurrence"),
+    "training": ("projection", "recurrence", "recurrence bwd", "grad products"),
+}
+
+
+def _in_backward() -> bool:
+    return torch._C._current_graph_task_id() != -1
+
+
+class _PartTimer:
+    """Times, during one call of a contender, every matrix product torch runs (at the
+    dispatcher, so however it is spelled: @, mm, addmm, linear, oneDNN) and every call into
+    rnnkit's C++ core, by phase (forward, or inside autograd's backward).
+
+    Parts: ``projection`` (products in the forward: the input projections), ``recurrence``
+    (core calls in the forward), ``recurrence bwd`` (core calls in the backward),
+    ``grad products`` (products in the backward: input and weight gradients). A core
+    function whose name says matmul or gemm counts as a product.
+    """
+
+    def __init__(self):
+        self.seconds = {}
+        self._depth = 0  # a product inside a timed one is not counted twice
+
+    def add(self, part: str, seconds: float) -> None:
+        self.seconds[part] = self.seconds.get(part, 0.0) + seconds
+
+    def timed(self, fn: Callable, product: Optional[bool], *args, **kwargs):
+        if self._depth:
+            return fn(*args, **kwargs)
+        self._depth += 1
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            dt = time.perf_counter() - t0
+            self._depth -= 1
+            backward = _in_backward()
+            self.add(("grad products" if backward else "projection") if product else
+                     ("recurrence bwd" if backward or "backward" in getattr(fn, "__name__", "") else "recurrence"),
+                     dt)
+
+    def __enter__(self):
+        from torch.utils._python_dispatch import TorchDispatchMode
+
+        timer = self
+
+        class Products(TorchDispatchMode):
+            def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+                if func.overloadpacket.__name__ in PRODUCT_OPS:
+                    return timer.timed(func, True, *args, **(kwargs or {}))
+                return func(*args, **(kwargs or {}))
+
+        self._mode = Products()
+        self._patched = _patch_core(self)
+        self._mode.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self._mode.__exit__(*exc)
+        for owner, name, value in reversed(self._patched):
+            setattr(owner, name, value)
+
+
+def _patch_core(timer: _PartTimer) -> list:
+    """Route every reference an rnnkit module holds to the core (``_core``, or a function
+    imported from it) through ``timer``; returns what to restore."""
+    try:
+        from rnnkit import _core
+    except ImportError:
+        return []
+
+    class TimedCore:
+        def __getattr__(self, name):
+            value = getattr(_core, name)
+            if callable(value) and not isinstance(value, type):
+                product = any(w in name for w in NATIVE_PRODUCT_WORDS)
+                return functools.wraps(value)(lambda *a, **k: timer.timed(value, product, *a, **k))
+            return value
+
+    proxy = TimedCore()
+    patched = []
+    for modname, module in list(sys.modules.items()):
+        if not modname.startswith("rnnkit.") or modname == __name__ or module is None:
+            continue
+        for name, value in list(vars(module).items()):
+            if value is _core:
+                patched.append((module, name, value))
+                setattr(module, name, proxy)
+            elif callable(value) and not isinstance(value, type) and getattr(_core, name, None) is value:
+                patched.append((module, name, value))
+                setattr(module, name, getattr(proxy, name))
+    return patched
+
+
+def time_parts(call: Callable, calls: int) -> dict:
+    """Mean seconds per call of each part of ``call`` (see _PartTimer), over ``calls`` calls
+    run under the timers, and ``"total"``: the mean time of those (instrumented) calls."""
+    timer = _PartTimer()
+    with timer:
+        call()  # the timers' own first-use costs
+        timer.seconds.clear()
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            call()
+    parts = {part: s / calls for part, s in timer.seconds.items()}
+    parts["total"] = (time.perf_counter() - t0) / calls
+    return parts
 
 
 # ------------------------------------------------------------------------------ output
@@ -545,11 +871,11 @@ def _mib(n: Optional[int]) -> str:
 
 COLUMNS = {
     "inference": ["arch", "H", "B", "T", "rnnkit", "peer", "peer time", "speed-up",
-                  "onnxruntime", "speed-up vs ORT", "GFLOP/s", "% peak", "repeats"],
+                  "onnxruntime", "speed-up vs ORT", "GFLOP/s", "% peak", "repeats", "order"],
     "training": ["arch", "H", "B", "T", "rnnkit", "peer", "peer time", "speed-up",
-                 "GFLOP/s", "% peak", "saved MiB rnnkit", "saved MiB peer", "repeats"],
+                 "GFLOP/s", "% peak", "saved MiB rnnkit", "saved MiB peer", "repeats", "order"],
     "streaming": ["arch", "H", "B", "T", "rnnkit per step", "peer", "peer per step", "speed-up",
-                  "GFLOP/s", "% peak", "repeats"],
+                  "GFLOP/s", "% peak", "repeats", "order"],
 }
 
 
@@ -567,13 +893,43 @@ def _row(result: Result, peak: float) -> list:
     if c.mode == "training":
         cells += [_mib(result.saved.get("rnnkit")), _mib(result.saved.get(peer))]
     cells.append(str(result.repeats))
+    cells.append(_order_cell(result.order))
     return cells
+
+
+def _order_cell(checks: list) -> str:
+    """The order check's largest ratio in a cell (flagged with a !)."""
+    if not checks:
+        return "—"
+    worst = max(checks, key=lambda c: c.ratio)
+    return f"{worst.ratio:.2f}{' !' if worst.flagged else ''}"
 
 
 def markdown_table(mode: str, results: list, peak: float) -> str:
     head = COLUMNS[mode]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_row(r, peak)) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def parts_columns(mode: str) -> list:
+    return ["arch", "H", "B", "T", "rnnkit", *PARTS[mode], "rest", "instrumented call"]
+
+
+def parts_table(mode: str, results: list) -> str:
+    """Where rnnkit's time goes per cell: each part's seconds per call and its share of
+    rnnkit's (uninstrumented) median; rest = that median less the parts."""
+    head = parts_columns(mode)
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in results:
+        total, c = r.median("rnnkit"), r.case
+        if not r.parts or total is None:
+            continue
+        share = lambda s: f"{_fmt_time(s)} ({100 * s / total:.0f}%)"  # noqa: E731
+        parts = [r.parts.get(p, 0.0) for p in PARTS[mode]]
+        lines.append("| " + " | ".join([c.arch, str(c.H), str(c.B), str(c.T), _fmt_time(total),
+                                        *map(share, parts), share(total - sum(parts)),
+                                        _fmt_time(r.parts["total"])]) + " |")
     return "\n".join(lines)
 
 
@@ -621,7 +977,7 @@ def _rnnkit_info() -> str:
         return f"{v} (native core: {type(e).__name__})"
 
 
-def header(args, threads: int, peaks: tuple, bw: tuple, onnx_note: str) -> str:
+def header(args, threads: int, peaks: Peaks, bw: tuple, onnx_note: str) -> str:
     model, flags = _cpu_info()
     amx = any(f.startswith("amx") for f in flags)
     lines = [
@@ -634,8 +990,7 @@ def header(args, threads: int, peaks: tuple, bw: tuple, onnx_note: str) -> str:
         f"- threads: torch.get_num_threads() = {torch.get_num_threads()}, onnxruntime intra_op_num_threads = {threads}",
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy {_version('numpy')}, "
         f"onnxruntime {_version('onnxruntime')}, onnx {_version('onnx')}, rnnkit {_rnnkit_info()}",
-        f"- fp32 GEMM peak: {max(peaks):.1f} GFLOP/s (torch.mm, {GEMM_N}×{GEMM_N} fp32, best of "
-        f"{args.machine_repeats} at the start ({peaks[0]:.1f}) and at the end ({peaks[1]:.1f}) of the run)",
+        peaks.describe(args.machine_repeats),
         f"- memory bandwidth: copy {bw[0]:.1f} GB/s (dst.copy_(src) of {BANDWIDTH_BYTES // 2**20} MiB fp32, "
         f"bytes read + written), sum {bw[1]:.1f} GB/s (src.sum(), bytes read); best of {args.machine_repeats}",
         "- FLOPs: matrix products only, 2 per multiply-add; forward = Elman 2·T·B·(I+H)·H, "
@@ -644,14 +999,33 @@ def header(args, threads: int, peaks: tuple, bw: tuple, onnx_note: str) -> str:
         "- inference: one forward pass under torch.inference_mode; training: forward, loss = sum of all "
         "outputs, torch.autograd.grad to the input and every weight; streaming: B = 1, one cell call "
         "per step from Python returning the new state, time per step.",
-        "- timing: same weights (state_dict) and input for all contenders; warm-up, then each repeat runs "
-        "every contender once, order rotated per repeat; time = median over repeats, ± half the "
-        "interquartile range; repeats set per cell by a time budget "
+        "- timing: same weights (state_dict) and input for all contenders; warm-up, then interleaved "
+        "blocks: each block is one contender's untimed lead-in call (when its sample is under "
+        f"{LEAD_IN_MAX_S * 1e3:g} ms) and up to {BLOCK_REPEATS} timed samples back to back; the blocks "
+        "follow an order in which every contender runs once right after each contender, itself "
+        "included (repeated as the budget allows); time = median over samples, ± half the "
+        "interquartile range; samples per contender set per cell by a time budget "
         f"(at most {args.budget:g} s a cell, less when the run would exceed "
-        f"{QUICK_TOTAL_BUDGET_S if args.quick else TOTAL_BUDGET_S:g} s; {MIN_REPEATS}..{args.max_repeats} "
-        "repeats) unless --repeats.",
+        f"{QUICK_TOTAL_BUDGET_S if args.quick else TOTAL_BUDGET_S:g} s; at least {MIN_REPEATS}, about "
+        f"{args.max_repeats} at most) unless --repeats (at least that many).",
+        "- order check (column `order`): for each contender, its time in blocks that follow another "
+        "contender's, the slowest such predecessor, over its time in blocks that follow its own (time: "
+        "the median over those blocks of the block's mean sample); the cell's largest ratio is shown, "
+        f"`!` above {1 + ORDER_MARGIN:g} (then a note names the contender and the predecessor): a time "
+        "must not depend on who ran before.",
         "- speed-up = peer time / rnnkit time (> 1: rnnkit is faster). Peers: torch.nn for rnn (tanh), "
         "lstm, gru (reset after); rnnkit.reference for gru-rb (reset before) and jordan.",
+        "- where rnnkit's time goes: after the timing, a few more rnnkit calls (about "
+        f"{PARTS_S * 1e3:g} ms, at most {PARTS_CALLS}) run with timers around every matrix product torch "
+        "runs (at its dispatcher: @, mm, addmm, linear, oneDNN) and every call into the C++ core "
+        "(its functions, reached through rnnkit's modules); per call: projection = the products of "
+        "the forward (input projections), recurrence = the core's calls in the forward, recurrence bwd "
+        "= its calls inside autograd's backward, grad products = the products in the backward (input "
+        "and weight gradients); rest = rnnkit's median time less those parts: Python and torch glue "
+        "(checks, allocation, autograd, copies). `instrumented call`: the mean time of the calls under "
+        "the timers, to judge their overhead. The gate epilogue (pointwise math) runs inside the "
+        "core's recurrence call, interleaved with each step's product, and is not separated: timing a "
+        "step's product alone from Python costs a call overhead as large as the product at small H.",
         "- saved MiB: memory a training step holds for backward, the distinct storages saved by "
         "autograd (torch.autograd.graph.saved_tensors_hooks), input and parameters excluded.",
         f"- onnxruntime: {onnx_note}",
@@ -702,6 +1076,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, help="intra-op threads for torch and onnxruntime (default: torch's)")
     p.add_argument("--out", metavar="FILE.md", help="also write the markdown to this file")
     p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime contender")
+    p.add_argument("--onnx-spinning", action="store_true",
+                   help="let onnxruntime's idle threads spin (its default; off here so they do not slow the "
+                        "next contender): shows what the order check catches")
     return p
 
 
@@ -724,13 +1101,16 @@ def main(argv=None) -> int:
         if value is not None and value < 1:
             raise SystemExit(f"{name}: expected a positive integer, got {value}")
 
+    global ONNX_SPINNING
     threads_before = torch.get_num_threads()
     threads = args.threads or threads_before
     torch.set_num_threads(threads)
+    ONNX_SPINNING = args.onnx_spinning
     try:
         return _run(args, archs, modes, hidden, batch, T, threads)
     finally:
         torch.set_num_threads(threads_before)
+        ONNX_SPINNING = False
         _ORT_SESSIONS.clear()
 
 
@@ -744,12 +1124,14 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
         try:
             import onnxruntime  # noqa: F401
             onnx_note = ("torch.nn layer with the same weights exported to ONNX, CPU InferenceSession, "
-                         "sequential execution")
+                         "sequential execution, session.intra_op.allow_spinning = "
+                         + ("1 (its default: --onnx-spinning)" if args.onnx_spinning else
+                            "0 (idle threads sleep instead of spinning into the next contender's time)"))
         except ImportError:
             onnx, onnx_note = False, "skipped: onnxruntime is not installed"
 
     log(f"measuring the machine ({threads} threads) ...")
-    peak_start = gemm_peak(repeats=args.machine_repeats)
+    peaks = Peaks(threads, QUICK_GEMM_SHAPE if args.quick else GEMM_SHAPE).measure(args.machine_repeats)
     bw = bandwidth(repeats=args.machine_repeats)
 
     cases = []
@@ -775,8 +1157,7 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
         log(f"[{i}/{len(cases)}] {label}: {time.perf_counter() - t0:.1f} s")
 
     log("measuring the GEMM peak again ...")
-    peaks = (peak_start, gemm_peak(repeats=args.machine_repeats))  # the better of the two is the peak: others may share the CPU
-    peak = max(peaks)
+    peak = peaks.measure(args.machine_repeats).peak  # the better of the two: others may share the CPU
     exporters = sorted({v[1] for v in _ORT_SESSIONS.values() if isinstance(v, tuple)})
     if exporters:
         how = {"torch.onnx.export(dynamo=False)": " (ONNX RNN/LSTM/GRU operators, T and B dynamic)",
@@ -790,6 +1171,8 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
         rows = [r for r in results if r.case.mode == mode]
         if rows:
             parts.append(f"## {mode}\n\n" + markdown_table(mode, rows, peak))
+            if mode in PARTS and any(r.parts for r in rows):
+                parts.append(f"## where rnnkit's time goes: {mode}\n\n" + parts_table(mode, rows))
     if notes:
         lines = []
         for note, labels in notes.items():
