@@ -16,15 +16,24 @@ Modes:
 
     inference  one forward pass over x (T, B, I) under torch.inference_mode
     training   forward, loss = sum of all outputs, gradients to x and every weight
-    streaming  B = 1, T calls from Python, each returning the new state (rnnkit: rnnkit.Stream;
-               peers: their cells),
+    streaming  B = 1, T calls from Python, each returning the new state (rnnkit: rnnkit.Stream,
+               with torch tensors and with NumPy arrays; peers: their cells),
                under torch.inference_mode; reported per step
+    cells      rnnkit's cells against torch.nn's (or the reference's) at H = 64, B = 1, one
+               step per call, autograd on (the forward with gradients recorded, as in a
+               decoder's training loop) and off (torch.inference_mode)
+    call       the fixed cost of one call: an LSTM, 1 layer, H = 8, T = 1, B = 1, inference,
+               against onnxruntime's session.run; and the first call of fresh modules
+    variants   every example setting of the registry (networks.NETWORKS[...].examples) at
+               H = 256, B = 16, inference and training
 
-Every contender gets the same weights (one state_dict) and the same input; each repeat
-runs all contenders once, in an order rotated from repeat to repeat, after a warm-up;
-the table reports medians. The machine's fp32 GEMM peak (the fastest of torch's BLAS,
-oneDNN and the core's own GEMM) and memory bandwidth are measured in the same run, and its CPU, flags, threads and library versions head the
-output. Run it as a script (``python benchmarks/bench.py``), as ``rnnkit bench`` or::
+Every contender gets the same weights (one state_dict) and the same input; after a
+warm-up the contenders run in interleaved blocks of back-to-back samples, every one once
+right after each (itself included), and an order check compares a contender's time after
+each predecessor; the table reports medians. For rnnkit, timers on torch's matrix products
+and on the core's calls say where its time goes. The machine's fp32 GEMM peak (the fastest
+of torch's BLAS, oneDNN and the core's own GEMM) and memory bandwidth are measured in the
+same run, and its CPU, flags, threads and library versions head the output. Run it as a script (``python benchmarks/bench.py``), as ``rnnkit bench`` or::
 
     >>> from rnnkit import bench
     >>> bench.main(["--quick", "--archs", "lstm", "--hidden", "32", "--batch", "1"])  # doctest: +SKIP
@@ -55,7 +64,11 @@ from . import networks
 HIDDEN = (32, 64, 128, 256, 512, 1024)
 BATCH = (1, 16, 64)
 SEQ_LEN = 100
-MODES = ("inference", "training", "streaming")
+MODES = ("inference", "training", "streaming", "cells", "call", "variants")
+CELL_H = 64  # cells: one step per call at H = 64, B = 1
+CALL_CASE = ("lstm", 8, 1, 1)  # call: the fixed cost of one call (arch, H, B, T), inference
+FIRST_CALLS = 5  # call: first calls of this many fresh modules
+VARIANT_H, VARIANT_B = 256, 16  # variants: every example setting of the registry at this H and B
 BUDGET_S = 1.0  # measured time per cell, all contenders together; sets the repeats
 TOTAL_BUDGET_S = 720.0  # the whole run; cells get less than BUDGET_S when it runs short
 MIN_REPEATS, MAX_REPEATS = 3, 30
@@ -71,11 +84,12 @@ MIN_SAMPLE_S = 2e-3  # a call faster than this is looped inside one timed sample
 SLOW_CALL_S = 0.5  # a first call slower than this is warm-up enough
 BLOCK_REPEATS = 5  # at most this many timed samples of one contender back to back
 LEAD_IN_MAX_S = 0.05  # a block of samples shorter than this starts with one untimed call
-PARTS_CALLS, PARTS_S = 5, 0.05  # rnnkit's parts: timed over up to 5 calls, about 50 ms
+PARTS_CALLS, PARTS_S = 7, 0.05  # rnnkit's parts: the median of up to 7 calls, about 50 ms
 ORDER_MARGIN = 0.25  # order check: flag a contender 25 % slower after another than after itself
 GEMM_SHAPE = (2048, 1024, 1024)  # M, K, N of the GEMM peak: (M, K) times (N, K)^T, fp32
 QUICK_GEMM_SHAPE = (512, 256, 256)  # --quick: a smoke test of the harness, not a peak
 BANDWIDTH_BYTES = 256 * 2**20  # tensor size for the bandwidth measurement
+QUICK_BANDWIDTH_BYTES = 64 * 2**20  # --quick: still beyond the last-level cache of most CPUs
 MACHINE_REPEATS = 5  # best of this many for the peak and the bandwidth
 QUICK_MACHINE_REPEATS = 3
 SEED = 0
@@ -89,15 +103,23 @@ def _spec(arch: str) -> networks.Network:
     return networks.get(arch)
 
 
-def _torch_peer(arch: str) -> bool:
-    """torch.nn computes the same equations (with the default hyper-parameters)."""
-    spec = _spec(arch)
-    return spec.torch_computes_same(_hyper(spec))
+def _torch_peer(case: "Case") -> bool:
+    """torch.nn computes the same equations with the case's settings."""
+    return _spec(case.arch).torch_computes_same(_hyper(case))
 
 
-def _hyper(spec: networks.Network) -> dict:
-    """The hyper-parameters of the benchmarked layer: the first example setting (tanh)."""
-    return {**spec.examples[0], **spec.options}
+def _hyper(case: "Case") -> dict:
+    """The constructor settings of the benchmarked layer: the case's variant (one of the
+    registry's examples), by default the first example (tanh), and the network's options."""
+    spec = _spec(case.arch)
+    return {**(dict(case.settings) if case.settings else spec.examples[0]), **spec.options}
+
+
+def _torch_settings(case: "Case") -> dict:
+    """The settings torch.nn takes for the case: those it restricts, where they differ from
+    its default (the first value it supports: nonlinearity="relu"; never peephole=False)."""
+    supports = _spec(case.arch).torch_supports
+    return {k: v for k, v in _hyper(case).items() if k in supports and v != supports[k][0]}
 
 
 def forward_flops(arch: str, T: int, B: int, I: int, H: int, O: int) -> int:
@@ -118,11 +140,27 @@ def forward_flops(arch: str, T: int, B: int, I: int, H: int, O: int) -> int:
 class Case:
     """One cell of the grid. I = H, and O = H for Jordan."""
 
-    mode: str
+    mode: str  # inference, training, streaming, or cell (one step of a cell per call)
     arch: str
     H: int
     B: int
     T: int
+    settings: tuple = ()  # a variant: sorted (name, value) items of one of the registry's examples
+    autograd: bool = False  # cell: gradients recorded (else under torch.inference_mode)
+    section: str = ""  # the output table it goes to (default: the mode)
+
+    @property
+    def one_step(self) -> bool:
+        """Runs a cell (streaming, cell) rather than a layer over the sequence."""
+        return self.mode in ("streaming", "cell")
+
+    @property
+    def table(self) -> str:
+        return self.section or self.mode
+
+    @property
+    def variant(self) -> str:
+        return " ".join(f"{k}={v}" for k, v in self.settings) or "default"
 
     @property
     def I(self) -> int:  # noqa: E743 (the shape letter)
@@ -135,7 +173,7 @@ class Case:
     @property
     def flops(self) -> int:
         """Per timed unit: a whole sequence, or one step when streaming."""
-        if self.mode == "streaming":
+        if self.one_step:
             return forward_flops(self.arch, 1, self.B, self.I, self.H, self.O)
         f = forward_flops(self.arch, self.T, self.B, self.I, self.H, self.O)
         return 3 * f if self.mode == "training" else f
@@ -163,26 +201,23 @@ def _sizes(arch: str, I: int, H: int, O: int) -> tuple:
     return (I, H, O) if _spec(arch).state_size == "output_size" else (I, H)
 
 
-def _torch_class(arch: str, streaming: bool):
-    spec = _spec(arch)
-    return getattr(torch.nn, spec.cell if streaming else spec.torch_module)
+def _new_torch(case: Case) -> torch.nn.Module:
+    """torch.nn's layer (or cell, for one_step cases) with the case's settings."""
+    spec = _spec(case.arch)
+    return getattr(torch.nn, spec.cell if case.one_step else spec.torch_module)(case.I, case.H, **_torch_settings(case))
 
 
-def _new_rnnkit(arch: str, streaming: bool, case: Case) -> torch.nn.Module:
-    spec = _spec(arch)
-    cls = spec.cell_class if streaming else spec.module_class
-    return cls(*_sizes(arch, case.I, case.H, case.O), **_hyper(spec))
+def _new_rnnkit(case: Case) -> torch.nn.Module:
+    spec = _spec(case.arch)
+    cls = spec.cell_class if case.one_step else spec.module_class
+    return cls(*_sizes(case.arch, case.I, case.H, case.O), **_hyper(case))
 
 
 def source_state(case: Case) -> dict:
     """The weights every contender of this cell loads: a seeded torch.nn module where the
     peer is torch.nn, else a seeded rnnkit module. Same (arch, H, layer/cell) -> same weights."""
-    streaming = case.mode == "streaming"
     torch.manual_seed(SEED)
-    if _torch_peer(case.arch):
-        module = _torch_class(case.arch, streaming)(case.I, case.H)
-    else:
-        module = _new_rnnkit(case.arch, streaming, case)
+    module = _new_torch(case) if _torch_peer(case) else _new_rnnkit(case)
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
@@ -213,6 +248,8 @@ def _module_runner(module: torch.nn.Module, case: Case, x: torch.Tensor) -> Runn
 
     xs = x.unbind(0)  # T tensors (1, I)
     state0 = _zero_state(case)
+    if case.mode == "cell":
+        return Runner(_cell_call(lambda: module(xs[0], state0), case.autograd))
 
     def call():
         with torch.inference_mode():
@@ -221,6 +258,19 @@ def _module_runner(module: torch.nn.Module, case: Case, x: torch.Tensor) -> Runn
                 state = module(x_t, state)
             return _first(state)
     return Runner(call, steps=case.T)
+
+
+def _cell_call(step: Callable, autograd: bool) -> Callable[[], torch.Tensor]:
+    """One step of a cell as a decoder's loop runs it: with autograd on, the forward with
+    gradients recorded (parameters require grad; the backward, once per sequence, is not
+    part of a step); else under torch.inference_mode."""
+    if autograd:
+        return lambda: _first(step())
+
+    def call():
+        with torch.inference_mode():
+            return _first(step())
+    return call
 
 
 def _zero_state(case: Case):
@@ -232,42 +282,54 @@ def _zero_state(case: Case):
 
 
 def _build_rnnkit(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
-    module = _new_rnnkit(case.arch, case.mode == "streaming", case)
+    module = _new_rnnkit(case)
     module.load_state_dict(state)
     if case.mode == "streaming":
         return _stream_runner(module, case, x)
     return _module_runner(module, case, x)
 
 
-def _stream_runner(cell: torch.nn.Module, case: Case, x: torch.Tensor) -> Runner:
-    """rnnkit's streaming API: weights packed once, one native call per step."""
+def _stream_runner(cell: torch.nn.Module, case: Case, x: torch.Tensor, numpy: bool = False) -> Runner:
+    """rnnkit's streaming API: weights packed once, one native call per step; torch tensors
+    in and out, or NumPy arrays (``numpy``)."""
     from rnnkit import Stream
 
     stream = Stream(cell.eval(), batch_size=case.B)
     xs = x.unbind(0)  # T tensors (1, I)
     out = torch.empty(case.B, case.O if _spec(case.arch).state_size == "output_size" else case.H)
+    if numpy:
+        xs, out = [x_t.numpy() for x_t in xs], out.numpy()  # views of the same memory
 
     def call():
         stream.reset()
         for x_t in xs:
             stream.step(x_t, out=out)
-        return out
+        return torch.from_numpy(out) if numpy else out
     return Runner(call, steps=case.T)
 
 
+def _build_rnnkit_numpy(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
+    if case.mode != "streaming":
+        raise Unavailable("rnnkit (NumPy): streaming only")
+    cell = _new_rnnkit(case)
+    cell.load_state_dict(state)
+    return _stream_runner(cell, case, x, numpy=True)
+
+
 def _build_torch(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
-    if not _torch_peer(case.arch):
-        raise Unavailable(f"torch.nn has no {case.arch}")
-    module = _torch_class(case.arch, case.mode == "streaming")(case.I, case.H)
+    if not _torch_peer(case):
+        raise Unavailable(f"torch.nn has no {case.arch} {case.variant}")
+    module = _new_torch(case)
     module.load_state_dict(state)
     return _module_runner(module, case, x)
 
 
-def _state_entry(state: dict, name: str) -> torch.Tensor:
+def _state_entry(state: dict, name: str) -> Optional[torch.Tensor]:
+    """A layer's or a cell's parameter by role, None where it has none (peepholes, biases)."""
     for key in (name, name + "_l0"):
         if key in state:
             return state[key]
-    raise Unavailable(f"no {name!r} in the state_dict (keys: {sorted(state)})")
+    return None
 
 
 def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
@@ -275,8 +337,9 @@ def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> 
 
     spec = _spec(case.arch)
     training = case.mode == "training"
-    params = [_state_entry(state, n).clone().requires_grad_(training) for n in spec.param_roles]
-    kwargs = _hyper(spec)
+    params = [_state_entry(state, n) for n in spec.param_roles]  # None: a role this layer has not
+    params = [p if p is None else p.clone().requires_grad_(training or case.autograd) for p in params]
+    kwargs = {k: v for k, v in _hyper(case).items() if k in spec.hyper}
     n_states = len(spec.states)  # (h0, c0) or h0 or y0
     if case.mode == "inference":
         def call():
@@ -294,12 +357,15 @@ def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> 
 
     xs = x.unbind(0)
     state0 = _zero_state(case)
+    step = lambda x_t, s: spec.reference_step(x_t, *(s if isinstance(s, tuple) else (s,)), *params, **kwargs)  # noqa: E731
+    if case.mode == "cell":
+        return Runner(_cell_call(lambda: step(xs[0], state0), case.autograd))
 
     def call():
         with torch.inference_mode():
             s = state0
             for x_t in xs:
-                s = spec.reference_step(x_t, *(s if isinstance(s, tuple) else (s,)), *params, **kwargs)
+                s = step(x_t, s)
             return _first(s)
     return Runner(call, steps=case.T)
 
@@ -317,7 +383,7 @@ def _onnx_session(case: Case, state: dict, threads: int):
     torch.onnx.export(dynamo=False) first: ONNX's own RNN / LSTM / GRU operators, one export
     for every T and B. If it fails (it is deprecated), the dynamo exporter, per shape.
     """
-    keys = ((case.arch, case.H), (case.arch, case.H, case.T, case.B))
+    keys = ((case.arch, case.settings, case.H), (case.arch, case.settings, case.H, case.T, case.B))
     for key, dynamo in zip(keys, (False, True)):
         if key not in _ORT_SESSIONS:
             try:
@@ -334,7 +400,7 @@ def _export_and_open(case: Case, state: dict, threads: int, dynamo: bool):
         import onnxruntime as ort
     except ImportError as e:
         raise Unavailable(f"onnxruntime is not installed ({e})") from None
-    module = _torch_class(case.arch, False)(case.I, case.H).eval()
+    module = _new_torch(Case("inference", case.arch, case.H, 1, 1, case.settings)).eval()
     module.load_state_dict(state)
     exporter = f"torch.onnx.export(dynamo={dynamo})"
     path = os.path.join(tempfile.mkdtemp(prefix="rnnkit-bench-"), f"{case.arch}-{case.H}.onnx")
@@ -365,7 +431,7 @@ def _export_and_open(case: Case, state: dict, threads: int, dynamo: bool):
 
 
 def _build_onnxruntime(case: Case, state: dict, x: torch.Tensor, threads: int) -> Runner:
-    if case.mode != "inference" or not _torch_peer(case.arch):
+    if case.mode != "inference" or not _torch_peer(case):
         raise Unavailable("onnxruntime: inference of the torch.nn layers only")
     session, _ = _onnx_session(case, state, threads)
     name_in = session.get_inputs()[0].name
@@ -382,14 +448,17 @@ CONTENDERS = {
     "torch.nn": _build_torch,
     "reference": _build_reference,
     "onnxruntime": _build_onnxruntime,
+    "rnnkit (NumPy)": _build_rnnkit_numpy,
 }
 
 
 def contenders_for(case: Case, onnx: bool) -> list:
     """Names of the contenders of a cell, rnnkit first."""
-    names = ["rnnkit", "torch.nn" if _torch_peer(case.arch) else "reference"]
-    if onnx and case.mode == "inference" and _torch_peer(case.arch):
+    names = ["rnnkit", "torch.nn" if _torch_peer(case) else "reference"]
+    if onnx and case.mode == "inference" and _torch_peer(case):
         names.append("onnxruntime")
+    if case.mode == "streaming":
+        names.append("rnnkit (NumPy)")
     return names
 
 
@@ -547,6 +616,7 @@ class Result:
     notes: list = field(default_factory=list)
     timed: dict = field(default_factory=dict)  # contender -> [(seconds, predecessor)] (time_blocks)
     parts: dict = field(default_factory=dict)  # rnnkit's time_parts: part -> seconds per call
+    first_calls: dict = field(default_factory=dict)  # contender -> seconds of first calls (first_calls)
     order: list = field(default_factory=list)  # OrderCheck per contender
 
     def median(self, name: str) -> Optional[float]:
@@ -830,18 +900,19 @@ def _patch_core(timer: _PartTimer) -> list:
 
 
 def time_parts(call: Callable, calls: int) -> dict:
-    """Mean seconds per call of each part of ``call`` (see _PartTimer), over ``calls`` calls
-    run under the timers, and ``"total"``: the mean time of those (instrumented) calls."""
+    """Seconds of each part of one ``call`` (see _PartTimer), the median over ``calls`` calls
+    run under the timers, and ``"total"``: the median time of those (instrumented) calls."""
     timer = _PartTimer()
+    per_call = []
     with timer:
         call()  # the timers' own first-use costs
-        timer.seconds.clear()
-        t0 = time.perf_counter()
         for _ in range(calls):
+            timer.seconds = {}
+            t0 = time.perf_counter()
             call()
-    parts = {part: s / calls for part, s in timer.seconds.items()}
-    parts["total"] = (time.perf_counter() - t0) / calls
-    return parts
+            per_call.append({**timer.seconds, "total": time.perf_counter() - t0})
+    return {part: statistics.median(c.get(part, 0.0) for c in per_call)
+            for part in dict.fromkeys(k for c in per_call for k in c)}
 
 
 # ------------------------------------------------------------------------------ output
@@ -874,18 +945,33 @@ COLUMNS = {
                   "onnxruntime", "speed-up vs ORT", "GFLOP/s", "% peak", "repeats", "order"],
     "training": ["arch", "H", "B", "T", "rnnkit", "peer", "peer time", "speed-up",
                  "GFLOP/s", "% peak", "saved MiB rnnkit", "saved MiB peer", "repeats", "order"],
-    "streaming": ["arch", "H", "B", "T", "rnnkit per step", "peer", "peer per step", "speed-up",
-                  "GFLOP/s", "% peak", "repeats", "order"],
+    "streaming": ["arch", "H", "B", "T", "rnnkit per step", "rnnkit NumPy per step", "peer", "peer per step",
+                  "speed-up", "GFLOP/s", "% peak", "repeats", "order"],
+    "cell": ["arch", "H", "B", "autograd", "rnnkit per step", "peer", "peer per step", "speed-up", "repeats",
+             "order"],
 }
+
+
+def table_columns(table: str, mode: str) -> list:
+    """A table's header: its mode's columns, with the variant after the arch in the variants tables."""
+    head = list(COLUMNS[mode])
+    return head[:1] + ["variant"] + head[1:] if table.startswith("variants") else head
 
 
 def _row(result: Result, peak: float) -> list:
     c = result.case
-    peer = "torch.nn" if _torch_peer(c.arch) else "reference"
+    peer = "torch.nn" if _torch_peer(c) else "reference"
     ours, theirs = result.median("rnnkit"), result.median(peer)
     gflops = None if ours is None else c.flops / ours / 1e9
-    cells = [c.arch, str(c.H), str(c.B), str(c.T), _fmt_time(ours, result.spread("rnnkit")),
-             peer, _fmt_time(theirs, result.spread(peer)), _ratio(theirs, ours)]
+    if c.mode == "cell":
+        return [c.arch, str(c.H), str(c.B), "on" if c.autograd else "off (inference_mode)",
+                _fmt_time(ours, result.spread("rnnkit")), peer, _fmt_time(theirs, result.spread(peer)),
+                _ratio(theirs, ours), str(result.repeats), _order_cell(result.order)]
+    cells = [c.arch] + ([c.variant] if c.table.startswith("variants") else []) + [
+        str(c.H), str(c.B), str(c.T), _fmt_time(ours, result.spread("rnnkit"))]
+    if c.mode == "streaming":
+        cells.append(_fmt_time(result.median("rnnkit (NumPy)"), result.spread("rnnkit (NumPy)")))
+    cells += [peer, _fmt_time(theirs, result.spread(peer)), _ratio(theirs, ours)]
     if c.mode == "inference":
         ort = result.median("onnxruntime")
         cells += [_fmt_time(ort, result.spread("onnxruntime")), _ratio(ort, ours)]
@@ -905,21 +991,23 @@ def _order_cell(checks: list) -> str:
     return f"{worst.ratio:.2f}{' !' if worst.flagged else ''}"
 
 
-def markdown_table(mode: str, results: list, peak: float) -> str:
-    head = COLUMNS[mode]
+def markdown_table(table: str, results: list, peak: float) -> str:
+    head = table_columns(table, results[0].case.mode)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     lines += ["| " + " | ".join(_row(r, peak)) + " |" for r in results]
     return "\n".join(lines)
 
 
-def parts_columns(mode: str) -> list:
-    return ["arch", "H", "B", "T", "rnnkit", *PARTS[mode], "rest", "instrumented call"]
+def parts_columns(table: str, mode: str) -> list:
+    head = ["arch", "H", "B", "T", "rnnkit", *PARTS[mode], "rest", "instrumented call"]
+    return head[:1] + ["variant"] + head[1:] if table.startswith("variants") else head
 
 
-def parts_table(mode: str, results: list) -> str:
+def parts_table(table: str, results: list) -> str:
     """Where rnnkit's time goes per cell: each part's seconds per call and its share of
     rnnkit's (uninstrumented) median; rest = that median less the parts."""
-    head = parts_columns(mode)
+    mode = results[0].case.mode
+    head = parts_columns(table, mode)
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in results:
         total, c = r.median("rnnkit"), r.case
@@ -927,7 +1015,8 @@ def parts_table(mode: str, results: list) -> str:
             continue
         share = lambda s: f"{_fmt_time(s)} ({100 * s / total:.0f}%)"  # noqa: E731
         parts = [r.parts.get(p, 0.0) for p in PARTS[mode]]
-        lines.append("| " + " | ".join([c.arch, str(c.H), str(c.B), str(c.T), _fmt_time(total),
+        variant = [c.variant] if table.startswith("variants") else []
+        lines.append("| " + " | ".join([c.arch, *variant, str(c.H), str(c.B), str(c.T), _fmt_time(total),
                                         *map(share, parts), share(total - sum(parts)),
                                         _fmt_time(r.parts["total"])]) + " |")
     return "\n".join(lines)
@@ -991,14 +1080,25 @@ def header(args, threads: int, peaks: Peaks, bw: tuple, onnx_note: str) -> str:
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy {_version('numpy')}, "
         f"onnxruntime {_version('onnxruntime')}, onnx {_version('onnx')}, rnnkit {_rnnkit_info()}",
         peaks.describe(args.machine_repeats),
-        f"- memory bandwidth: copy {bw[0]:.1f} GB/s (dst.copy_(src) of {BANDWIDTH_BYTES // 2**20} MiB fp32, "
+        f"- memory bandwidth: copy {bw[0]:.1f} GB/s (dst.copy_(src) of {bw[2] // 2**20} MiB fp32, "
         f"bytes read + written), sum {bw[1]:.1f} GB/s (src.sum(), bytes read); best of {args.machine_repeats}",
         "- FLOPs: matrix products only, 2 per multiply-add; forward = Elman 2·T·B·(I+H)·H, "
         "LSTM 2·T·B·(I+H)·4H, GRU 2·T·B·(I+H)·3H, Jordan 2·T·B·(I·H + 2·O·H); I = H (= O); "
         "training = 3 × forward; streaming: one step (T = 1). GFLOP/s and % peak are rnnkit's.",
         "- inference: one forward pass under torch.inference_mode; training: forward, loss = sum of all "
         "outputs, torch.autograd.grad to the input and every weight; streaming: B = 1, one cell call "
-        "per step from Python returning the new state, time per step.",
+        "per step from Python returning the new state, time per step (rnnkit.Stream with torch tensors in "
+        "and out, and with NumPy arrays: `rnnkit NumPy per step`).",
+        f"- cells: one step of a cell per call at H = {CELL_H}, B = 1 from a zero state; autograd on: the "
+        "forward with gradients recorded (parameters require grad), as a decoder's training loop runs "
+        "each step (the backward, once per sequence, is not timed); off: under torch.inference_mode.",
+        f"- call: one call of an LSTM layer (1 layer, H = {CALL_CASE[1]}, B = {CALL_CASE[2]}, "
+        f"T = {CALL_CASE[3]}), inference, timed as an inference cell; first call: the first call "
+        f"(inference) of each of {FIRST_CALLS} freshly made modules loaded with the same weights, "
+        "median (max).",
+        f"- variants: every example setting of rnnkit.networks.NETWORKS[...].examples at H = {VARIANT_H} "
+        f"and B = {VARIANT_B} (the grid's largest when those are not in it), inference and training; "
+        "the peer is torch.nn where it computes the same equations with that setting, else the reference.",
         "- timing: same weights (state_dict) and input for all contenders; warm-up, then interleaved "
         "blocks: each block is one contender's untimed lead-in call (when its sample is under "
         f"{LEAD_IN_MAX_S * 1e3:g} ms) and up to {BLOCK_REPEATS} timed samples back to back; the blocks "
@@ -1022,14 +1122,74 @@ def header(args, threads: int, peaks: Peaks, bw: tuple, onnx_note: str) -> str:
         "the forward (input projections), recurrence = the core's calls in the forward, recurrence bwd "
         "= its calls inside autograd's backward, grad products = the products in the backward (input "
         "and weight gradients); rest = rnnkit's median time less those parts: Python and torch glue "
-        "(checks, allocation, autograd, copies). `instrumented call`: the mean time of the calls under "
-        "the timers, to judge their overhead. The gate epilogue (pointwise math) runs inside the "
+        "(checks, allocation, autograd, copies). `instrumented call`: the median time of the calls under "
+        "the timers, to judge their overhead; each part is the median over those calls. The gate epilogue (pointwise math) runs inside the "
         "core's recurrence call, interleaved with each step's product, and is not separated: timing a "
         "step's product alone from Python costs a call overhead as large as the product at small H.",
         "- saved MiB: memory a training step holds for backward, the distinct storages saved by "
         "autograd (torch.autograd.graph.saved_tensors_hooks), input and parameters excluded.",
         f"- onnxruntime: {onnx_note}",
     ]
+    return "\n".join(lines)
+
+
+def build_cases(modes: list, archs: list, hidden: list, batch: list, T: int) -> list:
+    """The cells of the run, section by section.
+
+    inference, training, streaming: the grid (streaming at B = 1); cells: every network's
+    cell at H = CELL_H, B = 1, one step per call, autograd off and on; call: one LSTM call at
+    H = 8, T = 1, B = 1 (inference); variants: every example setting of the registry
+    (rnnkit.networks.NETWORKS[...].examples) at H = VARIANT_H and B = VARIANT_B (else the
+    grid's largest), inference and training.
+    """
+    cases = []
+    for mode in modes:
+        if mode in ("inference", "training", "streaming"):
+            cases += [Case(mode, arch, H, B, T) for arch in archs for H in hidden
+                      for B in ([1] if mode == "streaming" else batch)]
+        elif mode == "cells":
+            cases += [Case("cell", arch, CELL_H, 1, 1, autograd=autograd, section="cells")
+                      for arch in archs for autograd in (False, True)]
+        elif mode == "call":
+            cases.append(Case("inference", *CALL_CASE, section="call"))
+        elif mode == "variants":
+            H = VARIANT_H if VARIANT_H in hidden else max(hidden)
+            B = VARIANT_B if VARIANT_B in batch else max(batch)
+            for m in ("inference", "training"):
+                cases += [Case(m, arch, H, B, T, settings=tuple(sorted(example.items())), section=f"variants: {m}")
+                          for arch in archs for example in _spec(arch).examples]
+    return cases
+
+
+def first_calls(case: Case, n: int) -> dict:
+    """Seconds of the first call (inference) of ``n`` freshly made modules, each loaded with
+    the case's weights: rnnkit's and torch.nn's (when it computes the same)."""
+    state = source_state(case)
+    x = torch.randn(case.T, case.B, case.I)
+    makers = {"rnnkit": _new_rnnkit}
+    if _torch_peer(case):
+        makers["torch.nn"] = _new_torch
+    seconds = {name: [] for name in makers}
+    for _ in range(n):
+        for name, make in makers.items():
+            module = make(case)
+            module.load_state_dict(state)
+            module.eval()
+            t0 = time.perf_counter()
+            with torch.inference_mode():
+                module(x)
+            seconds[name].append(time.perf_counter() - t0)
+    return seconds
+
+
+def first_calls_table(results: list) -> str:
+    lines = ["| first call of a fresh module | " + " | ".join(results[0].first_calls) + " |",
+             "|---|" + "---|" * len(results[0].first_calls)]
+    for r in results:
+        c = r.case
+        lines.append(f"| {c.arch} H={c.H} B={c.B} T={c.T}, median (max) of {len(next(iter(r.first_calls.values())))} | "
+                     + " | ".join(f"{_fmt_time(statistics.median(ts))} ({_fmt_time(max(ts))})"
+                                  for ts in r.first_calls.values()) + " |")
     return "\n".join(lines)
 
 
@@ -1132,14 +1292,10 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
 
     log(f"measuring the machine ({threads} threads) ...")
     peaks = Peaks(threads, QUICK_GEMM_SHAPE if args.quick else GEMM_SHAPE).measure(args.machine_repeats)
-    bw = bandwidth(repeats=args.machine_repeats)
+    nbytes = QUICK_BANDWIDTH_BYTES if args.quick else BANDWIDTH_BYTES
+    bw = (*bandwidth(nbytes, repeats=args.machine_repeats), nbytes)
 
-    cases = []
-    for mode in modes:
-        for arch in archs:
-            for H in hidden:
-                for B in ([1] if mode == "streaming" else batch):
-                    cases.append(Case(mode, arch, H, B, T))
+    cases = build_cases(modes, archs, hidden, batch, T)
 
     results, notes = [], {}  # note -> labels of the cells it applies to
     total = QUICK_TOTAL_BUDGET_S if args.quick else TOTAL_BUDGET_S
@@ -1151,7 +1307,10 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
         result = run_case(case, contenders_for(case, onnx), threads, budget, args.repeats,
                           args.max_repeats)
         results.append(result)
-        label = f"{case.mode} {case.arch} H={case.H} B={case.B} T={case.T}"
+        if case.table == "call":
+            result.first_calls = first_calls(case, FIRST_CALLS)
+        label = f"{case.table} {case.arch}{'' if not case.settings else ' ' + case.variant} H={case.H} B={case.B}" + (
+            f" autograd={'on' if case.autograd else 'off'}" if case.mode == "cell" else f" T={case.T}")
         for note in result.notes:
             notes.setdefault(note, []).append(label)
         log(f"[{i}/{len(cases)}] {label}: {time.perf_counter() - t0:.1f} s")
@@ -1167,12 +1326,14 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
     if problems:
         onnx_note += "; export problems: " + " | ".join(problems)
     parts = [header(args, threads, peaks, bw, onnx_note)]
-    for mode in modes:
-        rows = [r for r in results if r.case.mode == mode]
-        if rows:
-            parts.append(f"## {mode}\n\n" + markdown_table(mode, rows, peak))
-            if mode in PARTS and any(r.parts for r in rows):
-                parts.append(f"## where rnnkit's time goes: {mode}\n\n" + parts_table(mode, rows))
+    for table in dict.fromkeys(r.case.table for r in results):
+        rows = [r for r in results if r.case.table == table]
+        text = markdown_table(table, rows, peak)
+        if table == "call":
+            text += "\n\n" + first_calls_table(rows)
+        parts.append(f"## {table}\n\n{text}")
+        if rows[0].case.mode in PARTS and any(r.parts for r in rows):
+            parts.append(f"## where rnnkit's time goes: {table}\n\n" + parts_table(table, rows))
     if notes:
         lines = []
         for note, labels in notes.items():
