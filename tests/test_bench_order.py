@@ -89,9 +89,9 @@ def _victim(n=[]) -> float:
 
 def test_blocks_and_check_catch_a_contender_that_leaves_a_busy_thread():
     spinner = _Spinner(0.05)
-    timed = bench.time_blocks({"victim": _victim, "spinner": spinner}, block=3, cycles=3)
+    timed = bench.time_blocks({"victim": _victim, "spinner": spinner}, block=3, cycles=4)
     spinner.thread.join()
-    assert [len(v) for v in timed.values()] == [3 * 2 * 3] * 2
+    assert [len(v) for v in timed.values()] == [4 * 2 * 3] * 2
     assert {p for _, p, _ in timed["victim"]} == {"victim", "spinner"}
     checks = {c.name: c for c in bench.order_check(timed)}
     assert checks["victim"].worst == "spinner"
@@ -128,3 +128,16 @@ def test_time_parts_sees_the_products_and_the_core(mode):
     assert sum(parts[p] for p in bench.PARTS[mode]) <= parts["total"]
     from rnnkit import functional
     assert type(functional._core).__name__ == "module"  # the core is put back
+
+
+def test_time_parts_times_the_methods_of_the_cores_objects():
+    """A plan or stream object of the core (cached on a module, as whole-stack plans are)
+    is timed through its class, and its class is put back."""
+    from rnnkit import Stream, _core
+
+    step = vars(_core.Stream)["step"]
+    stream = Stream(bench.networks.get("lstm").make(8, 16).eval())
+    x = torch.randn(8)
+    parts = bench.time_parts(lambda: [stream.step(x) for _ in range(20)], 3)
+    assert parts["recurrence"] > 0 and parts["total"] >= parts["recurrence"]
+    assert vars(_core.Stream)["step"] is step

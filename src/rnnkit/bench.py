@@ -870,11 +870,17 @@ class _PartTimer:
 
 def _patch_core(timer: _PartTimer) -> list:
     """Route every reference an rnnkit module holds to the core (``_core``, or a function
-    imported from it) through ``timer``; returns what to restore."""
+    imported from it) and every method of the core's classes (plans, streams: instances
+    cached on a module included) through ``timer``; returns what to restore."""
+    import enum
+
     try:
         from rnnkit import _core
     except ImportError:
         return []
+
+    def timed_method(method, product):
+        return lambda self, *a, **k: timer.timed(method, product, self, *a, **k)
 
     class TimedCore:
         def __getattr__(self, name):
@@ -886,6 +892,12 @@ def _patch_core(timer: _PartTimer) -> list:
 
     proxy = TimedCore()
     patched = []
+    for cls in vars(_core).values():
+        if isinstance(cls, type) and not issubclass(cls, enum.Enum):
+            for name, method in list(vars(cls).items()):
+                if not name.startswith("_") and callable(method):
+                    patched.append((cls, name, method))
+                    setattr(cls, name, timed_method(method, any(w in name for w in NATIVE_PRODUCT_WORDS)))
     for modname, module in list(sys.modules.items()):
         if not modname.startswith("rnnkit.") or modname == __name__ or module is None:
             continue
@@ -1015,9 +1027,12 @@ def parts_table(table: str, results: list) -> str:
             continue
         share = lambda s: f"{_fmt_time(s)} ({100 * s / total:.0f}%)"  # noqa: E731
         parts = [r.parts.get(p, 0.0) for p in PARTS[mode]]
+        cells = list(map(share, parts))
+        if not parts[0] and parts[1]:  # one core call does the projections too (whole-stack path)
+            cells[0] = "in the core call"
         variant = [c.variant] if table.startswith("variants") else []
         lines.append("| " + " | ".join([c.arch, *variant, str(c.H), str(c.B), str(c.T), _fmt_time(total),
-                                        *map(share, parts), share(total - sum(parts)),
+                                        *cells, share(total - sum(parts)),
                                         _fmt_time(r.parts["total"])]) + " |")
     return "\n".join(lines)
 
@@ -1118,8 +1133,9 @@ def header(args, threads: int, peaks: Peaks, bw: tuple, onnx_note: str) -> str:
         "- where rnnkit's time goes: after the timing, a few more rnnkit calls (about "
         f"{PARTS_S * 1e3:g} ms, at most {PARTS_CALLS}) run with timers around every matrix product torch "
         "runs (at its dispatcher: @, mm, addmm, linear, oneDNN) and every call into the C++ core "
-        "(its functions, reached through rnnkit's modules); per call: projection = the products of "
-        "the forward (input projections), recurrence = the core's calls in the forward, recurrence bwd "
+        "(its functions and the methods of its plans); per call: projection = the products of the "
+        "forward (input projections; `in the core call` where none runs outside the core: then "
+        "recurrence includes them), recurrence = the core's calls in the forward, recurrence bwd "
         "= its calls inside autograd's backward, grad products = the products in the backward (input "
         "and weight gradients); rest = rnnkit's median time less those parts: Python and torch glue "
         "(checks, allocation, autograd, copies). `instrumented call`: the median time of the calls under "
