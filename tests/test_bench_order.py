@@ -141,3 +141,19 @@ def test_time_parts_times_the_methods_of_the_cores_objects():
     parts = bench.time_parts(lambda: [stream.step(x) for _ in range(20)], 3)
     assert parts["recurrence"] > 0 and parts["total"] >= parts["recurrence"]
     assert vars(_core.Stream)["step"] is step
+
+
+def test_variants_configure_torch_nn_as_the_registry_says():
+    """A variant's peer: torch.nn with the settings it restricts (nonlinearity=relu) or
+    computes itself (proj_size), never the network's options (reset_after) nor a setting it
+    refuses as unknown (an initialisation such as forget_bias); the reference where torch.nn
+    cannot compute it (peephole=True)."""
+    relu = bench.Case("inference", "rnn", 8, 2, 3, settings=(("nonlinearity", "relu"),))
+    assert bench._new_torch(relu).nonlinearity == "relu"
+    assert bench._torch_settings(bench.Case("inference", "gru", 8, 2, 3)) == {}
+    assert bench._torch_settings(bench.Case("inference", "rnn", 8, 2, 3)) == {}  # tanh: torch's default
+    init_only = bench.Case("inference", "lstm", 8, 2, 3, settings=(("forget_bias", 1.0),))
+    assert type(bench._new_torch(init_only)) is torch.nn.LSTM
+    assert bench._new_torch(bench.Case("inference", "lstm", 8, 2, 3, settings=(("proj_size", 3),))).proj_size == 3
+    peephole = bench.Case("inference", "lstm", 8, 2, 3, settings=(("peephole", True),))
+    assert bench.contenders_for(peephole, onnx=True) == ["rnnkit", "reference"]

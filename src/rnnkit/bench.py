@@ -116,13 +116,17 @@ def _hyper(case: "Case") -> dict:
 
 
 def _torch_settings(case: "Case") -> dict:
-    """The settings torch.nn takes for the case: those it restricts, where they differ from
-    its default (the first value it supports: nonlinearity="relu"; never peephole=False)."""
-    supports = _spec(case.arch).torch_supports
-    return {k: v for k, v in _hyper(case).items() if k in supports and v != supports[k][0]}
+    """The settings to pass torch.nn for the case: those it restricts where they differ from
+    its default (the first value it supports: nonlinearity="relu"; never peephole=False), and
+    those it does not restrict (proj_size: it computes them itself), less the network's
+    options (reset_after), which select the variant rather than configure torch.nn."""
+    spec = _spec(case.arch)
+    supports = spec.torch_supports
+    return {k: v for k, v in _hyper(case).items()
+            if k not in spec.options and (k not in supports or v != supports[k][0])}
 
 
-def forward_flops(arch: str, T: int, B: int, I: int, H: int, O: int) -> int:
+def forward_flops(arch: str, T: int, B: int, I: int, H: int, O: int, settings: tuple = ()) -> int:
     """Floating-point operations of one forward pass: matrix products only, 2 per multiply-add.
 
     The multiply-adds of one step are the sizes of the layer's weight matrices (Elman,
@@ -132,7 +136,7 @@ def forward_flops(arch: str, T: int, B: int, I: int, H: int, O: int) -> int:
     """
     spec = _spec(arch)
     kwargs = {"output_size": O} if spec.state_size == "output_size" else {}
-    module = spec.make(I, H, device="meta", **kwargs)
+    module = spec.make(I, H, device="meta", **{**dict(settings), **kwargs})
     return 2 * T * B * sum(p.numel() for p in module.parameters() if p.dim() == 2)
 
 
@@ -174,8 +178,8 @@ class Case:
     def flops(self) -> int:
         """Per timed unit: a whole sequence, or one step when streaming."""
         if self.one_step:
-            return forward_flops(self.arch, 1, self.B, self.I, self.H, self.O)
-        f = forward_flops(self.arch, self.T, self.B, self.I, self.H, self.O)
+            return forward_flops(self.arch, 1, self.B, self.I, self.H, self.O, self.settings)
+        f = forward_flops(self.arch, self.T, self.B, self.I, self.H, self.O, self.settings)
         return 3 * f if self.mode == "training" else f
 
 
@@ -202,9 +206,20 @@ def _sizes(arch: str, I: int, H: int, O: int) -> tuple:
 
 
 def _new_torch(case: Case) -> torch.nn.Module:
-    """torch.nn's layer (or cell, for one_step cases) with the case's settings."""
+    """torch.nn's layer (or cell, for one_step cases) with the case's settings. A setting
+    torch.nn refuses as an unknown keyword is one it has no part in (an initialisation, such
+    as forget_bias: the weights are loaded after), and is left out."""
     spec = _spec(case.arch)
-    return getattr(torch.nn, spec.cell if case.one_step else spec.torch_module)(case.I, case.H, **_torch_settings(case))
+    cls = getattr(torch.nn, spec.cell if case.one_step else spec.torch_module)
+    kwargs = _torch_settings(case)
+    while True:
+        try:
+            return cls(case.I, case.H, **kwargs)
+        except TypeError as e:
+            unknown = [k for k in kwargs if f"'{k}'" in str(e)]
+            if not unknown:
+                raise
+            del kwargs[unknown[0]]
 
 
 def _new_rnnkit(case: Case) -> torch.nn.Module:
