@@ -157,3 +157,21 @@ def test_variants_configure_torch_nn_as_the_registry_says():
     assert bench._new_torch(bench.Case("inference", "lstm", 8, 2, 3, settings=(("proj_size", 3),))).proj_size == 3
     peephole = bench.Case("inference", "lstm", 8, 2, 3, settings=(("peephole", True),))
     assert bench.contenders_for(peephole, onnx=True) == ["rnnkit", "reference"]
+
+
+def test_reference_trains_a_layer_without_some_roles():
+    """A role the layer does not have (the LSTM's peepholes) is passed as None and left out
+    of the gradients."""
+    case = bench.Case("training", "lstm", 8, 2, 3)
+    runner = bench.CONTENDERS["reference"](case, bench.source_state(case), torch.randn(3, 2, 8), 1)
+    assert runner.call().shape == (3, 2, 8)
+    assert all(leaf is not None for leaf in runner.leaves)
+
+
+def test_peak_is_the_fastest_product_measured():
+    peaks = bench.Peaks(2, (64, 32, 32))
+    peaks.rates = {("torch.mm (BLAS)", 1): 50.0, ("torch.mm (BLAS)", 2): 40.0, ("oneDNN", 2): 90.0}
+    assert peaks.best == ("oneDNN, 2 threads", 90.0)
+    measured = bench.Peaks(1, (64, 32, 32)).measure(repeats=1)
+    assert measured.peak > 0 and ("torch.mm (BLAS)", 1) in measured.rates
+    assert "fp32 GEMM peak" in measured.describe(1)
