@@ -705,7 +705,8 @@ def run_case(case: Case, names: list, threads: int, budget: float, repeats: Opti
     result.notes += [flag.note() for flag in result.order if flag.flagged]
     if "rnnkit" in runners and case.mode in PARTS:
         runner = runners["rnnkit"]
-        result.parts = time_parts(runner.call, max(1, min(PARTS_CALLS, math.ceil(PARTS_S / estimate["rnnkit"]))))
+        result.parts = time_parts(runner.call, max(1, min(PARTS_CALLS, math.ceil(PARTS_S / estimate["rnnkit"]))),
+                                  warm_up=estimate["rnnkit"] < PARTS_S)  # a long call hides those costs
     return result
 
 
@@ -928,13 +929,15 @@ def _patch_core(timer: _PartTimer) -> list:
     return patched
 
 
-def time_parts(call: Callable, calls: int) -> dict:
+def time_parts(call: Callable, calls: int, warm_up: bool = True) -> dict:
     """Seconds of each part of one ``call`` (see _PartTimer), the median over ``calls`` calls
-    run under the timers, and ``"total"``: the median time of those (instrumented) calls."""
+    run under the timers, and ``"total"``: the median time of those (instrumented) calls.
+    ``warm_up``: one untimed call first (the timers' first-use costs)."""
     timer = _PartTimer()
     per_call = []
     with timer:
-        call()  # the timers' own first-use costs
+        if warm_up:
+            call()
         for _ in range(calls):
             timer.seconds = {}
             t0 = time.perf_counter()
