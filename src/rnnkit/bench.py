@@ -437,7 +437,8 @@ def _export_and_open(case: Case, state: dict, threads: int, dynamo: bool):
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Idle worker threads sleep instead of spinning, so they leave the cores to whoever runs next.
-    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if ONNX_SPINNING else "0")
+    for pool in ("intra_op", "inter_op"):
+        options.add_session_config_entry(f"session.{pool}.allow_spinning", "1" if ONNX_SPINNING else "0")
     try:
         session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
     except Exception as e:
@@ -1111,7 +1112,9 @@ def header(args, threads: int, peaks: Peaks, bw: tuple, onnx_note: str) -> str:
         f"- command: `rnnkit bench {' '.join(args.argv)}`".rstrip(),
         f"- CPU: {model}; {os.cpu_count()} logical CPUs visible",
         f"- flags: {' '.join(flags) or 'none found'}; AMX: {'yes' if amx else 'no'}",
-        f"- threads: torch.get_num_threads() = {torch.get_num_threads()}, onnxruntime intra_op_num_threads = {threads}",
+        f"- threads: torch.get_num_threads() = {torch.get_num_threads()}, onnxruntime intra_op_num_threads = {threads}; "
+        "OpenMP wait policy from the environment (idle torch threads spin or sleep by it): "
+        + ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")),
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy {_version('numpy')}, "
         f"onnxruntime {_version('onnxruntime')}, onnx {_version('onnx')}, rnnkit {_rnnkit_info()}",
         peaks.describe(args.machine_repeats),
@@ -1320,7 +1323,7 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
         try:
             import onnxruntime  # noqa: F401
             onnx_note = ("torch.nn layer with the same weights exported to ONNX, CPU InferenceSession, "
-                         "sequential execution, session.intra_op.allow_spinning = "
+                         "sequential execution, session.intra_op.allow_spinning and inter_op.allow_spinning = "
                          + ("1 (its default: --onnx-spinning)" if args.onnx_spinning else
                             "0 (idle threads sleep instead of spinning into the next contender's time)"))
         except ImportError:
