@@ -641,4 +641,25 @@ NB_MODULE(_core, m) {
         nb::arg("w_hy"), nb::arg("hs"), nb::arg("ys"), nb::arg("lengths").none(), nb::arg("d_out").none(),
         nb::arg("dy_n").none(), nb::arg("da").noconvert(), nb::arg("d_o").noconvert(), nb::arg("dy0").noconvert(), nb::arg("dys").none().noconvert(),
         nb::arg("nthreads"));
+  m.def("same_bytes", [](const std::vector<uintptr_t>& addrs, const std::vector<int64_t>& sizes, uintptr_t copy) {
+    // Whether buffer i (addrs[i], sizes[i] bytes) holds the bytes of the i-th consecutive
+    // segment of `copy`: rnnkit._cache.PlanCache's check that a parameter still has the
+    // contents its plan was built from (a write through `.data` bumps no version
+    // counter). Private: the addresses come from live tensors and the cache's own copy.
+    if (addrs.size() != sizes.size()) throw nb::value_error("same_bytes: addrs and sizes differ in length");
+    int64_t total = 0;
+    for (int64_t n : sizes) {
+      if (n < 0) throw nb::value_error("same_bytes: a size is negative");
+      total += n;
+    }
+    auto compare = [&]() {
+      const char* c = reinterpret_cast<const char*>(copy);
+      for (size_t i = 0; i < addrs.size(); c += sizes[i], ++i)
+        if (sizes[i] && std::memcmp(reinterpret_cast<const void*>(addrs[i]), c, size_t(sizes[i])) != 0) return false;
+      return true;
+    };
+    if (total < (int64_t(1) << 20)) return compare();
+    nb::gil_scoped_release release;
+    return compare();
+  }, nb::arg("addrs"), nb::arg("sizes"), nb::arg("copy"));
 }

@@ -67,8 +67,23 @@ def _same_values_new_object(m):
     m.bias_hh_l0 = nn.Parameter(m.bias_hh_l0.detach().clone())
 
 
+def _write_through_data(m):
+    m.weight_hh_l0.data.add_(1)  # bumps no version counter (hand-written training loops do this)
+
+
+def _write_through_numpy(m):
+    m.bias_ih_l0.detach().numpy()[0] += 1  # neither does NumPy
+
+
+def _manual_sgd(m):
+    m(torch.randn(2, 1, 3))[0].sum().backward()
+    for p in m.parameters():
+        p.data -= 0.1 * p.grad
+
+
 @pytest.mark.parametrize("change", [_optimizer_step, _load_state_dict, _data_assignment, _in_place_no_grad,
-                                    _init, _new_parameter, _to_double, _same_values_new_object])
+                                    _init, _new_parameter, _to_double, _same_values_new_object,
+                                    _write_through_data, _write_through_numpy, _manual_sgd])
 def test_every_way_a_parameter_changes_rebuilds_the_plan(lstm, change):
     cache = PlanCache()
     assert _fresh(lstm, cache) and cache.builds == 1
@@ -88,6 +103,26 @@ def test_a_freed_storage_cannot_pass_as_the_watched_one(lstm):
         w.data = torch.randn_like(w)
         w.data = torch.randn_like(w)
     assert _fresh(lstm, cache)
+
+
+def test_same_storage_and_bytes_in_another_layout_rebuilds():
+    """A square weight replaced by its transpose: same address, shape and bytes, other values."""
+    w = nn.Parameter(torch.arange(9.0).reshape(3, 3))
+    cache = PlanCache()
+    assert torch.equal(cache.get([w], lambda: w.detach().clone()), w)
+    w.data = w.data.t()
+    assert torch.equal(cache.get([w], lambda: w.detach().clone()), w) and cache.builds == 2
+    assert torch.equal(cache.get([w], lambda: w.detach().clone()), w) and cache.builds == 3  # never known unchanged
+
+
+def test_parameters_made_under_inference_mode_are_cached():
+    with torch.inference_mode():
+        m = rnnkit.LSTM(3, 4)
+    cache = PlanCache()
+    assert _fresh(m, cache) and _fresh(m, cache) and cache.builds == 1
+    with torch.inference_mode():
+        m.weight_ih_l0.add_(1)
+    assert _fresh(m, cache) and cache.builds == 2
 
 
 def test_absent_parameters_and_clear():

@@ -242,18 +242,34 @@ def test_the_plan_is_built_once_and_per_dtype():
     assert out.dtype == torch.float64 and m._rnnkit_stack.cache.builds == 2
 
 
-def test_a_module_made_in_inference_mode_is_repacked_every_call():
-    # Inference tensors have no version counter: an in-place change cannot be seen.
+def test_a_module_made_in_inference_mode_follows_its_changes():
+    # Inference tensors have no version counter: the plan cache compares contents.
     with torch.inference_mode():
         m = rnnkit.GRU(I, H)
         x = torch.randn(T, B, I)
         first = m(x)[0]
+        assert torch.equal(m(x)[0], first) and m._rnnkit_stack.cache.builds == 1
         m.weight_hh_l0.mul_(2)
         second = m(x)[0]
         expected = torch.nn.GRU(I, H)
         expected.load_state_dict(m.state_dict())
-        assert not torch.equal(first, second)
+        assert not torch.equal(first, second) and m._rnnkit_stack.cache.builds == 2
         assert rel_err(second, expected(x)[0]) <= TOL[torch.float32]
+
+
+def test_a_write_through_data_is_seen():
+    # p.data.add_() bumps no version counter (the update of hand-written training loops).
+    m = rnnkit.LSTM(I, H)
+    x = torch.randn(T, B, I)
+    with torch.no_grad():
+        first = m(x)[0]
+    m.weight_hh_l0.data.add_(0.5)
+    with torch.no_grad():
+        second = m(x)[0]
+    expected = torch.nn.LSTM(I, H)
+    expected.load_state_dict(m.state_dict())
+    assert not torch.equal(first, second)
+    assert rel_err(second, expected(x)[0].detach()) <= TOL[torch.float32]
 
 
 def test_copies_and_pickles_carry_no_plan():
