@@ -44,7 +44,17 @@ def _default_isa() -> int:
 
 
 _DEFAULT_ISA = _default_isa()
-_local = threading.local()
+
+
+class _Local(threading.local):
+    """This thread's settings; the class attributes are the defaults (so reading an unset
+    one is a plain lookup, not a caught AttributeError: it happens on every call)."""
+
+    isa = _DEFAULT_ISA
+    threads = None
+
+
+_local = _Local()
 
 
 def current_isa() -> int:
