@@ -106,8 +106,11 @@ def test_run_case_reports_the_order_check(monkeypatch):
         return {name: [(1.0, name, 2)] * 2 + slow[name] for name in calls}
 
     monkeypatch.setattr(bench, "time_blocks", fake_blocks)
+    def build(case, state, x, threads):
+        return bench.Runner(lambda: torch.zeros(1))
+
     for name in ("victim", "spinner"):
-        monkeypatch.setitem(bench.CONTENDERS, name, lambda case, state, x, threads: bench.Runner(lambda: torch.zeros(1)))
+        monkeypatch.setitem(bench.CONTENDERS, name, build)
     case = bench.Case("inference", "lstm", 8, 1, 2)
     result = bench.run_case(case, ["victim", "spinner"], 1, budget=0.0, repeats=3, max_repeats=3)
     assert result.notes == ["order check: victim takes 3.00x as long after spinner (3.000 s) as after itself (1.000 s)"]

@@ -33,7 +33,8 @@ right after each (itself included), and an order check compares a contender's ti
 each predecessor; the table reports medians. For rnnkit, timers on torch's matrix products
 and on the core's calls say where its time goes. The machine's fp32 GEMM peak (the fastest
 of torch's BLAS, oneDNN and the core's own GEMM) and memory bandwidth are measured in the
-same run, and its CPU, flags, threads and library versions head the output. Run it as a script (``python benchmarks/bench.py``), as ``rnnkit bench`` or::
+same run, and its CPU, flags, threads and library versions head the output. Run it as a
+script (``python benchmarks/bench.py``), as ``rnnkit bench`` or::
 
     >>> from rnnkit import bench
     >>> bench.main(["--quick", "--archs", "lstm", "--hidden", "32", "--batch", "1"])  # doctest: +SKIP
@@ -373,7 +374,10 @@ def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> 
 
     xs = x.unbind(0)
     state0 = _zero_state(case)
-    step = lambda x_t, s: spec.reference_step(x_t, *(s if isinstance(s, tuple) else (s,)), *params, **kwargs)  # noqa: E731
+
+    def step(x_t, s):
+        return spec.reference_step(x_t, *(s if isinstance(s, tuple) else (s,)), *params, **kwargs)
+
     if case.mode == "cell":
         return Runner(_cell_call(lambda: step(xs[0], state0), case.autograd))
 
@@ -937,6 +941,7 @@ def time_parts(call: Callable, calls: int, warm_up: bool = True) -> dict:
     timer = _PartTimer()
     per_call = []
     with timer:
+        torch.ones(1, 1) @ torch.ones(1, 1)  # the dispatch mode's first use in the process (seconds)
         if warm_up:
             call()
         for _ in range(calls):
@@ -1112,9 +1117,11 @@ def header(args, threads: int, peaks: Peaks, bw: tuple, onnx_note: str) -> str:
         f"- command: `rnnkit bench {' '.join(args.argv)}`".rstrip(),
         f"- CPU: {model}; {os.cpu_count()} logical CPUs visible",
         f"- flags: {' '.join(flags) or 'none found'}; AMX: {'yes' if amx else 'no'}",
-        f"- threads: torch.get_num_threads() = {torch.get_num_threads()}, onnxruntime intra_op_num_threads = {threads}; "
+        f"- threads: torch.get_num_threads() = {torch.get_num_threads()}, onnxruntime intra_op_num_threads = "
+        f"{threads}; "
         "OpenMP wait policy from the environment (idle torch threads spin or sleep by it): "
-        + ", ".join(f"{k}={os.environ.get(k, 'unset')}" for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")),
+        + ", ".join(f"{k}={os.environ.get(k, 'unset')}"
+                    for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")),
         f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy {_version('numpy')}, "
         f"onnxruntime {_version('onnxruntime')}, onnx {_version('onnx')}, rnnkit {_rnnkit_info()}",
         peaks.describe(args.machine_repeats),
@@ -1162,7 +1169,8 @@ def header(args, threads: int, peaks: Peaks, bw: tuple, onnx_note: str) -> str:
         "= its calls inside autograd's backward, grad products = the products in the backward (input "
         "and weight gradients); rest = rnnkit's median time less those parts: Python and torch glue "
         "(checks, allocation, autograd, copies). `instrumented call`: the median time of the calls under "
-        "the timers, to judge their overhead; each part is the median over those calls. The gate epilogue (pointwise math) runs inside the "
+        "the timers, to judge their overhead; each part is the median over those calls. The gate epilogue "
+        "(pointwise math) runs inside the "
         "core's recurrence call, interleaved with each step's product, and is not separated: timing a "
         "step's product alone from Python costs a call overhead as large as the product at small H.",
         "- saved MiB: memory a training step holds for backward, the distinct storages saved by "
@@ -1270,8 +1278,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hidden", type=_csv(int), help=f"hidden sizes H (= I), default {HIDDEN}")
     p.add_argument("--batch", type=_csv(int), help=f"batch sizes B, default {BATCH} (streaming: always 1)")
     p.add_argument("--seq-len", type=int, help=f"sequence length T, default {SEQ_LEN}")
-    p.add_argument("--repeats", type=int, help="fixed number of timed repeats per cell (default: by time budget)")
-    p.add_argument("--budget", type=float, help=f"seconds of timing per cell (default {BUDGET_S}, quick {QUICK_BUDGET_S})")
+    p.add_argument("--repeats", type=int,
+                   help="at least this many timed samples per contender and cell (default: by time budget)")
+    p.add_argument("--budget", type=float,
+                   help=f"seconds of timing per cell (default {BUDGET_S}, quick {QUICK_BUDGET_S})")
     p.add_argument("--threads", type=int, help="intra-op threads for torch and onnxruntime (default: torch's)")
     p.add_argument("--out", metavar="FILE.md", help="also write the markdown to this file")
     p.add_argument("--no-onnx", action="store_true", help="skip the onnxruntime contender")
