@@ -79,6 +79,21 @@ def _describe(module: nn.Module):
     return spec, layers, sizes, params
 
 
+def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int):
+    """The core's stream (csrc/stream.cpp) over the packed copies of ``params``."""
+    return _core.Stream(isa, _backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
+                        _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
+                        bool(hyper.get("reset_after", True)), batch_size, sizes, params)
+
+
+def _is_buffer(t, dtype: torch.dtype, shape: tuple) -> bool:
+    """Whether ``t`` is a torch tensor the core may read or write through its address:
+    a dense, C-contiguous CPU tensor of this dtype and shape (checked before every
+    pointer call; anything else takes the checked general path)."""
+    return type(t) is Tensor and t.dtype is dtype and t.shape == shape and t.is_cpu and t.is_contiguous() \
+        and t.layout is torch.strided
+
+
 class Stream:
     """Holds a module's state and advances it one time step per :meth:`step` call.
 
@@ -110,17 +125,34 @@ class Stream:
         self.input_size = sizes[0]
         self.network = spec
         self._width = getattr(module, spec.state_size)
-        self._core = _core.Stream(_backend.current_isa(), _backend.ARCH_CODES[spec.kernel],
-                                  _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
-                                  _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
-                                  bool(hyper.get("reset_after", True)), batch_size, sizes, params)
+        self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa())
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._out = self._out_np = None  # the last `out=` buffer and its NumPy view
+        # The shapes of x and of the output, batched and (B = 1) unbatched, for the pointer path.
+        self._shapes = ((batch_size, self.input_size), (batch_size, self._width))
+        self._shapes_1 = ((self.input_size,), (self._width,)) if batch_size == 1 else (None, None)
 
     def step(self, x, out=None):
         """Advance one time step with input ``x``; returns the new top-layer state."""
+        # torch tensors as they usually come (contiguous, of the module's dtype): their
+        # addresses go straight to the core; anything else takes the general path below.
+        if type(x) is Tensor:
+            dtype = self.dtype
+            shapes = self._shapes if x.dim() == 2 else self._shapes_1
+            if _is_buffer(x, dtype, shapes[0]):
+                if out is None:
+                    y = torch.empty(shapes[1], dtype=dtype)
+                    _core.stream_step_ptr(self._core, x.data_ptr(), y.data_ptr(), self._threads)
+                    return y
+                if _is_buffer(out, dtype, shapes[1]):
+                    _core.stream_step_ptr(self._core, x.data_ptr(), out.data_ptr(), self._threads)
+                    return out
+        return self._step(x, out)
+
+    def _step(self, x, out):
+        """The general path: NumPy arrays, and every check with its error message."""
         B = self.batch_size
         if isinstance(x, Tensor):
             if x.dtype != self.dtype:
