@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import increment_version as _increment_version
 
 from . import _backend, _core
 from . import networks
@@ -146,8 +147,9 @@ class Stream:
                     y = torch.empty(shapes[1], dtype=dtype)
                     _core.stream_step_ptr(self._core, x.data_ptr(), y.data_ptr(), self._threads)
                     return y
-                if _is_buffer(out, dtype, shapes[1]):
+                if _is_buffer(out, dtype, shapes[1]) and not out.requires_grad:
                     _core.stream_step_ptr(self._core, x.data_ptr(), out.data_ptr(), self._threads)
+                    _increment_version(out)  # written in place: autograd and plan caches see it
                     return out
         return self._step(x, out)
 
@@ -180,6 +182,9 @@ class Stream:
                 np.empty((B, self._width), dtype=self._np_dtype)
             yn = y.numpy() if as_torch else y
         else:
+            if isinstance(out, Tensor) and out.requires_grad:
+                raise ValueError("out: a tensor that requires grad cannot be written in place; expected one that "
+                                 "does not (e.g. torch.empty(...) or t.detach())")
             y = out
             if out is self._out:  # the same buffer as last call: reuse its NumPy view
                 yn = self._out_np
@@ -188,6 +193,8 @@ class Stream:
                 self._out, self._out_np = out, yn
             yn = yn.reshape(B, self._width) if unbatched else yn
         self._core.step(xn if xn.flags.c_contiguous else np.ascontiguousarray(xn), yn, self._threads)
+        if out is not None and isinstance(out, Tensor):
+            _increment_version(out)
         return y.reshape(-1) if unbatched and out is None else y
 
     def state(self):
