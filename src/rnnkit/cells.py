@@ -2,9 +2,20 @@
 
 ``RNNCell``, ``LSTMCell`` and ``GRUCell`` subclass their torch.nn namesakes (same
 arguments, parameters and outputs); ``JordanCell`` is one step of
-:class:`rnnkit.JordanRNN`. A cell runs the sequence kernel with T = 1, so a cell
-stepped by hand equals the layer over the whole sequence. For many steps prefer
-the layers: a call per step pays Python's overhead each time.
+:class:`rnnkit.JordanRNN`. A cell stepped by hand equals the layer over the whole
+sequence, gradients included.
+
+A step is one native call on the cell's plan: its weights packed once into the
+core's layout (csrc/stream.cpp, one layer of a stream) and cached on the cell until
+a parameter changes (:class:`rnnkit._cache.PlanCache`: an optimizer step,
+``load_state_dict``, ``.data =``, ``to()``, a new Parameter). Without autograd the
+call writes the new state(s) into tensors allocated for them; with autograd it also
+writes what the layer's backward reads, and that backward (rnnkit.functional) runs
+at T = 1. A write the version counter does not see (``p.data.uniform_()``, a NumPy
+view of a parameter) is not seen by the plan either: write through the parameter
+itself (``with torch.no_grad(): p.uniform_()``) or assign it (``p.data = t``).
+Inputs the plan cannot take by address (non-contiguous, CUDA, half precision, a
+captured graph) take the general path: the layer function at T = 1.
 """
 
 from __future__ import annotations
@@ -207,7 +218,7 @@ class _Step:
 
     def __getstate__(self):
         # The plans hold native objects: a pickled or deep-copied cell builds its own.
-        state = self.__dict__.copy()
+        state = super().__getstate__()  # a copy of __dict__
         state.pop("_plans", None)
         return state
 
@@ -216,8 +227,9 @@ class _Step:
         (a gradient is needed, a graph is captured, or any buffer is not a contiguous CPU
         tensor of the parameters' dtype and the expected shape): the general path then
         runs, and raises any error. Kept lean: it is most of a small step's time."""
-        dtype = self._parameters["weight_ih"].dtype
-        if type(input) is not Tensor or input.dtype is not dtype or dtype not in _NATIVE_DTYPES:
+        w = self._parameters["weight_ih"]
+        dtype = w.dtype
+        if type(input) is not Tensor or input.dtype is not dtype or dtype not in _NATIVE_DTYPES or not w.is_cpu:
             return None
         spec = _NETWORK_OF_CLASS.get(type(self))
         if spec is None:

@@ -108,7 +108,10 @@ class Stream:
     NumPy array of the module's dtype (float32 or float64), and returns the top
     layer's new hidden state (a Jordan network's output y) of shape (B, H) or (H,), of
     the same kind as x. Pass ``out=`` (a C-contiguous array of that shape) to write
-    into it without allocating.
+    into it without allocating (a tensor that requires grad is refused; a written
+    tensor's version counter is bumped, as by an in-place op). A contiguous CPU tensor
+    of the module's dtype reaches the core by its address, checked here first, which
+    costs less than converting it; any other input goes through NumPy.
     """
 
     def __init__(self, module: nn.Module, batch_size: int = 1):
@@ -131,9 +134,13 @@ class Stream:
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._out = self._out_np = None  # the last `out=` buffer and its NumPy view
-        # The shapes of x and of the output, batched and (B = 1) unbatched, for the pointer path.
-        self._shapes = ((batch_size, self.input_size), (batch_size, self._width))
-        self._shapes_1 = ((self.input_size,), (self._width,)) if batch_size == 1 else (None, None)
+        # For the pointer path, batched and (B = 1) unbatched: the shapes of x and of the
+        # output, and an output-shaped tensor that torch.empty_like copies (the fastest way
+        # to allocate one).
+        self._shapes = ((batch_size, self.input_size), (batch_size, self._width),
+                        torch.empty(batch_size, self._width, dtype=dtype))
+        self._shapes_1 = ((self.input_size,), (self._width,), torch.empty(self._width, dtype=dtype)) \
+            if batch_size == 1 else (None, None, None)
 
     def step(self, x, out=None):
         """Advance one time step with input ``x``; returns the new top-layer state."""
@@ -144,7 +151,7 @@ class Stream:
             shapes = self._shapes if x.dim() == 2 else self._shapes_1
             if _is_buffer(x, dtype, shapes[0]):
                 if out is None:
-                    y = torch.empty(shapes[1], dtype=dtype)
+                    y = torch.empty_like(shapes[2])
                     _core.stream_step_ptr(self._core, x.data_ptr(), y.data_ptr(), self._threads)
                     return y
                 if _is_buffer(out, dtype, shapes[1]) and not out.requires_grad:
