@@ -1,7 +1,8 @@
 """Small calls: one cell step and one Stream step at B = 1, rnnkit against torch.nn.
 
 Prints, per network and hidden size, the microseconds of one call (best of
-``--repeats`` blocks of ``--steps`` calls, contenders interleaved block by block):
+``--repeats`` blocks of ``--steps`` calls, contenders interleaved block by block;
+short blocks, many repeats, so that on a loaded machine some blocks run alone):
 
   * cells with autograd on (parameters require grad; forward only, as a decoder loop
     runs it), and under ``torch.inference_mode``: rnnkit's cell against torch.nn's
@@ -12,7 +13,7 @@ Prints, per network and hidden size, the microseconds of one call (best of
     and with NumPy arrays.
 
     python benchmarks/small_calls.py                 # H = 64 and 1024
-    python benchmarks/small_calls.py --hidden 64 --steps 500 --repeats 10
+    python benchmarks/small_calls.py --hidden 64 --steps 200 --repeats 30
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def best_us(fns: dict, steps: int, repeats: int) -> dict:
     """Microseconds per call of each fn, best of `repeats` blocks, contenders interleaved."""
     best = {k: float("inf") for k in fns}
     for fn in fns.values():  # warm up
-        for _ in range(max(10, steps // 10)):
+        for _ in range(max(10, steps)):
             fn()
     for _ in range(repeats):
         for k, fn in fns.items():
@@ -116,15 +117,15 @@ def table(rows, columns, ratios=()):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 1024])
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--repeats", type=int, default=30)
+    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--repeats", type=int, default=200)
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
           f"rnnkit ISA {rnnkit._backend.current_isa_name()}, B = 1, load {os.getloadavg()}")
     print("# cells: microseconds per call; ratio = torch time / rnnkit time")
     for H in args.hidden:  # fewer calls per block for the large steps
-        steps = max(20, args.steps // (H // 64 or 1))
+        steps = max(3, args.steps // (H // 64 or 1))
         table(cell_rows(H, steps, args.repeats), ["rnnkit grad", "torch grad", "rnnkit inf", "torch inf"],
               [("grad ratio", "rnnkit grad", "torch grad"), ("inf ratio", "rnnkit inf", "torch inf")])
         print("# rnnkit.Stream.step: microseconds per step")

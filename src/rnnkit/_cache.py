@@ -22,17 +22,17 @@ from torch import Tensor
 
 
 def _watch(params: Sequence[Optional[Tensor]]) -> list:
-    return [None if p is None else (p.data_ptr(), p._version) for p in params]
+    # id(p): the same object (the cache holds every watched one, so no other can take its id)
+    return [None if p is None else (id(p), p.data_ptr(), p._version) for p in params]
 
 
 class PlanCache:
     """One cached plan, rebuilt by ``build()`` whenever ``params`` changed since the last build."""
 
-    __slots__ = ("_params", "_ids", "_state", "_keep", "plan", "builds")
+    __slots__ = ("_params", "_state", "_keep", "plan", "builds")
 
     def __init__(self) -> None:
         self._params: tuple = ()
-        self._ids: list = []  # id() of each of _params: one list comparison checks them all
         self._state: list = []
         self._keep: tuple = ()
         self.plan = None
@@ -40,16 +40,15 @@ class PlanCache:
 
     def get(self, params: Sequence[Optional[Tensor]], build: Callable[[], object]):
         """The plan for ``params`` (parameters or None, in a fixed order)."""
-        # Called once per step by the cells: the checks are kept to two list comparisons.
-        # An id equal to a watched one is that same object: _params keeps them alive.
+        # Called once per step by the cells: the check is one list comparison.
         if not isinstance(params, (tuple, list)):
             params = tuple(params)  # a generator is read once
-        if self.plan is not None and list(map(id, params)) == self._ids and _watch(params) == self._state:
+        if self.plan is not None and _watch(params) == self._state:
             return self.plan
         params = tuple(params)
         self.plan = None
         plan = build()
-        self._params, self._ids, self._state = params, list(map(id, params)), _watch(params)
+        self._params, self._state = params, _watch(params)  # _params keeps the watched objects alive
         self._keep = tuple(None if p is None else p.detach() for p in params)  # pins the storages
         self.plan = plan
         self.builds += 1
@@ -57,4 +56,4 @@ class PlanCache:
 
     def clear(self) -> None:
         """Forget the plan (the next ``get`` rebuilds it)."""
-        self.plan, self._params, self._ids, self._state, self._keep = None, (), [], [], ()
+        self.plan, self._params, self._state, self._keep = None, (), [], ()

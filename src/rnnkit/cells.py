@@ -25,7 +25,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import _backend, _core, _ops, functional, networks
+from . import _backend, _core, functional, networks
 from ._cache import PlanCache
 from .streaming import _core_stream, _is_buffer, _kernel_params
 from .modules import _JORDAN_ROLES, JordanRNN, _add_peepholes, _check_jordan_activations, _jordan_parameters, _positive_int, \
@@ -250,19 +250,21 @@ class _Step:
         if plans is None:
             plans = self.__dict__["_plans"] = PlanCache()
         # (isa, B, hyper-parameters) -> (core stream, threads, a state of each shape)
-        entry = plans.get(params, dict).get((_backend.current_isa(), B, *[getattr(self, k) for k in spec.hyper]))
+        isa = _backend.current_isa()
+        entry = plans.get(params, dict).get((isa, B, *[getattr(self, k) for k in spec.hyper]))
         if entry is None:
             entry = self._build_plan(spec, B)
         like = entry[2] if batched else entry[3]
+        shape = entry[4] if batched else entry[5]
         for s in parts:
-            if s is not None and not _is_buffer(s, dtype, like.shape):
+            if s is not None and not _is_buffer(s, dtype, shape):
                 return None
-        if _ops.capturing(input):
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a graph must see the kernel as an op
             return None
         if grad or torch.is_grad_enabled() and any(s is not None and s.requires_grad for s in parts):
             fn, tail = _STEP_FUNCTIONS[spec.kernel]
             out = fn.apply(input, *parts, *[self._parameters.get(r) for r in spec.param_roles],
-                           *tail(self, _backend.current_isa()), entry)
+                           *tail(self, isa), entry)
             return out
         new = torch.empty_like(like)
         if n == 1:
@@ -278,7 +280,8 @@ class _Step:
     def _build_plan(self, spec, B: int):
         """The plan entry for batch size B and the current instruction set and hyper-parameters:
         a one-layer core stream over the cell's weights (a packed copy), its thread count,
-        and a (B, width) and a (width,) tensor of the states' dtype (what empty_like copies)."""
+        a (B, width) and a (width,) tensor of the states' dtype (what empty_like copies) and
+        their shapes."""
         isa = _backend.current_isa()
         hyper = spec.hyper_of(self)
         p = {role: self._parameters.get(role) for role in spec.param_roles}
@@ -287,7 +290,7 @@ class _Step:
         core = _core_stream(networks.network_of(self), hyper, B, [self.input_size, H, O],
                             _kernel_params(spec, p, hyper), isa)
         entry = (core, _backend.num_threads(B, H, 2 * len(spec.gates), min_macs=1 << 23),
-                 torch.empty(B, width, dtype=dtype), torch.empty(width, dtype=dtype))
+                 torch.empty(B, width, dtype=dtype), torch.empty(width, dtype=dtype), (B, width), (width,))
         self._plans.plan[(isa, B, *hyper.values())] = entry
         return entry
 
