@@ -224,10 +224,11 @@ class _Step:
 
     def _native_step(self, input: Tensor, hx):
         """The new state(s) by one native call, or None where that path does not apply
-        (a gradient is needed, a graph is captured, or any buffer is not a contiguous CPU
-        tensor of the parameters' dtype and the expected shape): the general path then
-        runs, and raises any error. Kept lean: it is most of a small step's time."""
-        w = self._parameters["weight_ih"]
+        (a graph is captured, or any buffer is not a contiguous CPU tensor of the
+        parameters' dtype and the expected shape): the general path then runs, and
+        raises any error. Kept lean: at small sizes it is most of a step's time."""
+        params = self._parameters
+        w = params["weight_ih"]
         dtype = w.dtype
         if type(input) is not Tensor or input.dtype is not dtype or dtype not in _NATIVE_DTYPES or not w.is_cpu:
             return None
@@ -236,46 +237,44 @@ class _Step:
             spec = _NETWORK_OF_CLASS[type(self)] = networks.network_of(self)
         n = len(spec.states)
         parts = hx if isinstance(hx, (tuple, list)) else (hx,) * n if hx is None else (hx,)
-        batched = input.dim() == 2
-        B = input.shape[0] if batched else 1
+        shape = input.shape
+        batched = len(shape) == 2
+        B = shape[0] if batched else 1
         if B < 1 or len(parts) != n \
                 or not _is_buffer(input, dtype, (B, self.input_size) if batched else (self.input_size,)):
             return None
-        params = tuple(self._parameters.values())
-        grad = torch.is_grad_enabled() and (input.requires_grad or any(p is not None and p.requires_grad
-                                                                       for p in params))
-        if grad and not batched:
-            return None
+        watched = tuple(params.values())
         plans = self.__dict__.get("_plans")
         if plans is None:
             plans = self.__dict__["_plans"] = PlanCache()
-        # (isa, B, hyper-parameters) -> (core stream, threads, a state of each shape)
+        # (isa, B, hyper-parameters) -> (core stream, threads, a state of each shape, their shapes)
         isa = _backend.current_isa()
-        entry = plans.get(params, dict).get((isa, B, *[getattr(self, k) for k in spec.hyper]))
+        entry = plans.get(watched, dict).get((isa, B, *[getattr(self, k) for k in spec.hyper]))
         if entry is None:
             entry = self._build_plan(spec, B)
-        like = entry[2] if batched else entry[3]
-        shape = entry[4] if batched else entry[5]
+        state_shape = entry[4] if batched else entry[5]
         for s in parts:
-            if s is not None and not _is_buffer(s, dtype, shape):
+            if s is not None and not _is_buffer(s, dtype, state_shape):
                 return None
         if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a graph must see the kernel as an op
             return None
-        if grad or torch.is_grad_enabled() and any(s is not None and s.requires_grad for s in parts):
+        if torch.is_grad_enabled() and (input.requires_grad or any(p is not None and p.requires_grad for p in watched)
+                                        or any(s is not None and s.requires_grad for s in parts)):
+            if not batched:
+                return None
             fn, tail = _STEP_FUNCTIONS[spec.kernel]
-            out = fn.apply(input, *parts, *[self._parameters.get(r) for r in spec.param_roles],
-                           *tail(self, isa), entry)
-            return out
-        new = torch.empty_like(like)
+            return fn.apply(input, *parts, *[params.get(r) for r in spec.param_roles], *tail(self, isa), entry)
+        like = entry[2] if batched else entry[3]
+        h = torch.empty_like(like)
         if n == 1:
-            _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if hx is None else hx.data_ptr(), 0, new.data_ptr(), 0,
-                                0, 0, entry[1])
-            return new
-        new_c = torch.empty_like(like)
-        h, c = parts
-        _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if h is None else h.data_ptr(),
-                            0 if c is None else c.data_ptr(), new.data_ptr(), new_c.data_ptr(), 0, 0, entry[1])
-        return new, new_c
+            _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if hx is None else hx.data_ptr(), 0, h.data_ptr(), 0, 0,
+                                0, entry[1])
+            return h
+        c = torch.empty_like(like)
+        h0, c0 = parts
+        _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if h0 is None else h0.data_ptr(),
+                            0 if c0 is None else c0.data_ptr(), h.data_ptr(), c.data_ptr(), 0, 0, entry[1])
+        return h, c
 
     def _build_plan(self, spec, B: int):
         """The plan entry for batch size B and the current instruction set and hyper-parameters:
