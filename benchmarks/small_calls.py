@@ -77,13 +77,15 @@ def cell_rows(H: int, steps: int, repeats: int):
         peer_hx = (torch.zeros(1, H), torch.zeros(1, H)) if isinstance(peer, nn.LSTMCell) else torch.zeros(1, H)
         r = {"net": label, "H": H}
         # autograd on: parameters require grad (the default), forward builds the graph
-        r.update({f"{k} grad": v for k, v in best_us({"rnnkit": lambda: cell(x, hx),
-                                                       "torch": lambda: peer(x) if isinstance(peer, nn.Sequential)
-                                                       else peer(x, peer_hx)}, steps, repeats).items()})
+        if isinstance(peer, nn.Sequential):  # Jordan: h = RNNCell(x, h), y = Linear(h)
+            step = lambda: peer[1](peer[0](x, peer_hx))  # noqa: E731
+        else:
+            step = lambda: peer(x, peer_hx)  # noqa: E731
+        r.update({f"{k} grad": v for k, v in best_us({"rnnkit": lambda: cell(x, hx), "torch": step},
+                                                      steps, repeats).items()})
         with torch.inference_mode():
-            r.update({f"{k} inf": v for k, v in best_us({"rnnkit": lambda: cell(x, hx),
-                                                          "torch": lambda: peer(x) if isinstance(peer, nn.Sequential)
-                                                          else peer(x, peer_hx)}, steps, repeats).items()})
+            r.update({f"{k} inf": v for k, v in best_us({"rnnkit": lambda: cell(x, hx), "torch": step},
+                                                         steps, repeats).items()})
         rows.append(r)
     return rows
 
