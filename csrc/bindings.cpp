@@ -388,6 +388,69 @@ void jordan_backward(int isa, int f, int g, const Arr& w_yh, const Arr& w_hy, co
 }
 
 // ------------------------------------------------------------------------- Stream
+// The layers of a Stream or a Stack, checked: sizes (I, H, O) per layer; params five
+// per layer and direction (index l*D + d), as make_stream / make_stack in rnnkit.h.
+struct CheckedLayers {
+  Arch arch;
+  bool dbl = false;
+  std::vector<const void*> ptrs;       // the params' data, null for an absent entry
+  std::vector<int64_t> state_width;    // per layer: H, Jordan O
+  int64_t in = 0, out = 0;             // layer 0's input size, the top layer's state width
+};
+
+CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int64_t>& sizes,
+                             const std::vector<OptArr>& params) {
+  if (arch < 0 || arch > 3) throw nb::value_error(("arch: expected 0..3, got " + std::to_string(arch)).c_str());
+  CheckedLayers c;
+  c.arch = Arch(arch);
+  if (sizes.empty() || sizes.size() % 3 != 0)
+    throw nb::value_error("sizes: expected (I, H, O) for each layer");
+  const size_t layers = sizes.size() / 3, D = size_t(directions);
+  if (params.size() != 5 * layers * D)
+    throw nb::value_error(D == 1 ? "params: expected five entries per layer"
+                                 : "params: expected five entries per layer and direction");
+  const int64_t G = gate_count(c.arch);
+  const bool jordan = c.arch == Arch::jordan, gru = c.arch == Arch::gru, lstm = c.arch == Arch::lstm;
+  bool have_dtype = false;
+  for (size_t l = 0; l < layers; ++l) {
+    const int64_t I = sizes[3 * l], H = sizes[3 * l + 1], O = sizes[3 * l + 2];
+    if (I < 1 || H < 1 || (jordan && O < 1)) throw nb::value_error("sizes: every size must be positive");
+    if (l > 0 && I != int64_t(D) * (jordan ? sizes[3 * l - 1] : sizes[3 * l - 2]))
+      throw nb::value_error(D == 1 ? "sizes: a layer's input size must equal the previous layer's output size"
+                                   : "sizes: a layer's input size must equal the previous layer's output size "
+                                     "times the number of directions");
+    // w_ih, input-side bias, then the cell's weights; {} marks an unused entry.
+    const std::vector<std::vector<int64_t>> shapes =
+        jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
+        : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
+        : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}  // peepholes
+               : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
+    for (size_t d = 0; d < D; ++d)
+      for (size_t k = 0; k < 5; ++k) {
+        const size_t index = 5 * (l * D + d) + k;
+        const OptArr& p = params[index];
+        const std::string name = "params[" + std::to_string(index) + "]";
+        const bool weight = k == 0 || k == 2 || (jordan && k == 3);
+        if (!p.has_value() || shapes[k].empty()) {
+          if (weight) throw nb::value_error((name + ": a weight is required").c_str());
+          if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
+          c.ptrs.push_back(nullptr);
+          continue;
+        }
+        if (!have_dtype) {
+          c.dbl = is_double(*p, name.c_str());
+          have_dtype = true;
+        }
+        c.ptrs.push_back(c.dbl ? static_cast<const void*>(buf<double>(p, name.c_str(), shapes[k]))
+                               : static_cast<const void*>(buf<float>(p, name.c_str(), shapes[k])));
+      }
+    c.out = jordan ? O : H;
+    c.in = l == 0 ? I : c.in;
+    c.state_width.push_back(jordan ? O : H);
+  }
+  return c;
+}
+
 // Owns a StreamBase; checks shapes and dtypes on every call (cheap: two arrays).
 class PyStream {
  public:
@@ -396,57 +459,21 @@ class PyStream {
            const std::vector<OptArr>& params)
       : B_(B) {
     const Isa i = checked_isa(isa);
-    if (arch < 0 || arch > 3) throw nb::value_error(("arch: expected 0..3, got " + std::to_string(arch)).c_str());
-    const Arch a = Arch(arch);
     if (B < 1) throw nb::value_error(("batch_size: expected a positive integer, got " + std::to_string(B)).c_str());
-    if (sizes.empty() || sizes.size() % 3 != 0)
-      throw nb::value_error("sizes: expected (I, H, O) for each layer");
-    const size_t layers = sizes.size() / 3;
-    if (params.size() != 5 * layers) throw nb::value_error("params: expected five entries per layer");
-    const int64_t G = gate_count(a);
-    const bool jordan = a == Arch::jordan, gru = a == Arch::gru, lstm = a == Arch::lstm;
-    bool have_dtype = false;
-    for (size_t l = 0; l < layers; ++l) {
-      const int64_t I = sizes[3 * l], H = sizes[3 * l + 1], O = sizes[3 * l + 2];
-      if (I < 1 || H < 1 || (jordan && O < 1)) throw nb::value_error("sizes: every size must be positive");
-      if (l > 0 && I != (jordan ? sizes[3 * l - 1] : sizes[3 * l - 2]))
-        throw nb::value_error("sizes: a layer's input size must equal the previous layer's output size");
-      // w_ih, input-side bias, then the cell's weights; {} marks an unused entry.
-      const std::vector<std::vector<int64_t>> shapes =
-          jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
-          : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
-          : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}  // peepholes
-                 : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
-      for (size_t k = 0; k < 5; ++k) {
-        const OptArr& p = params[5 * l + k];
-        const std::string name = "params[" + std::to_string(5 * l + k) + "]";
-        const bool weight = k == 0 || k == 2 || (jordan && k == 3);
-        if (!p.has_value() || shapes[k].empty()) {
-          if (weight) throw nb::value_error((name + ": a weight is required").c_str());
-          if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
-          ptrs_.push_back(nullptr);
-          continue;
-        }
-        if (!have_dtype) {
-          dbl_ = is_double(*p, name.c_str());
-          have_dtype = true;
-        }
-        ptrs_.push_back(dbl_ ? static_cast<const void*>(buf<double>(p, name.c_str(), shapes[k]))
-                             : static_cast<const void*>(buf<float>(p, name.c_str(), shapes[k])));
-      }
-      out_ = jordan ? O : H;
-      in_ = l == 0 ? I : in_;
-      state_width_.push_back(jordan ? O : H);
-    }
+    CheckedLayers c = checked_layers(arch, 1, sizes, params);
+    const Arch a = c.arch;
+    const int64_t layers = int64_t(c.state_width.size());
+    dbl_ = c.dbl;
+    in_ = c.in;
+    out_ = c.out;
+    state_width_ = c.state_width;
     lstm_ = a == Arch::lstm;
-    const std::vector<int64_t> sz(sizes);
     const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
     auto make = [&]() -> StreamBase* {
       const Isa isa = i;
-      RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, a, f, g, reset_after, B, int64_t(layers), sz.data(), ptrs_.data())
+      RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, a, f, g, reset_after, B, layers, sizes.data(), c.ptrs.data())
     };
-    impl_ = make();
-    ptrs_.clear();  // the stream holds its own packed copies
+    impl_ = make();  // the stream holds its own packed copies
   }
   ~PyStream() { delete impl_; }
   PyStream(const PyStream&) = delete;
@@ -507,8 +534,74 @@ class PyStream {
   int64_t B_, in_ = 0, out_ = 0;
   bool dbl_ = false, lstm_ = false;
   std::vector<int64_t> state_width_;
-  std::vector<const void*> ptrs_;
   std::mutex busy_;
+};
+
+
+// ------------------------------------------------------------------------- Stack
+// Owns a StackBase (a module's whole forward pass for inference); run checks every
+// array against the plan's sizes and dtype.
+class PyStack {
+ public:
+  // directions: 1 or 2; sizes: (I, H, O) per layer; params: five per layer and
+  // direction (index l*D + d), as make_stack in rnnkit.h.
+  PyStack(int isa, int arch, int act, int out_act, bool reset_after, int64_t directions,
+          const std::vector<int64_t>& sizes, const std::vector<OptArr>& params) {
+    const Isa i = checked_isa(isa);
+    if (directions != 1 && directions != 2)
+      throw nb::value_error(("directions: expected 1 or 2, got " + std::to_string(directions)).c_str());
+    CheckedLayers c = checked_layers(arch, directions, sizes, params);
+    const Arch a = c.arch;
+    L_ = int64_t(c.state_width.size());
+    D_ = directions;
+    dbl_ = c.dbl;
+    in_ = c.in;
+    width_ = c.out;
+    states_ = a == Arch::lstm ? 2 : 1;
+    const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
+    auto make = [&]() -> StackBase* {
+      const Isa isa = i;
+      RNNKIT_DISPATCH_RETURN(isa, make_stack, dbl_, a, f, g, reset_after, L_, D_, sizes.data(), c.ptrs.data())
+    };
+    impl_ = make();  // the plan holds its own packed copies
+  }
+  ~PyStack() { delete impl_; }
+  PyStack(const PyStack&) = delete;
+  PyStack& operator=(const PyStack&) = delete;
+
+  void run(const Arr& x, const OptArr& lengths, const OptArr& init0, const OptArr& init1, const Out& out,
+           const Out& final0, const OptOut& final1, int nthreads) {
+    if (dbl_)
+      run_t<double>(x, lengths, init0, init1, out, final0, final1, nthreads);
+    else
+      run_t<float>(x, lengths, init0, init1, out, final0, final1, nthreads);
+  }
+
+ private:
+  template <typename S>
+  void run_t(const Arr& x, const OptArr& lengths, const OptArr& init0, const OptArr& init1, const Out& out,
+             const Out& final0, const OptOut& final1, int nthreads) {
+    if (x.ndim() != 3 || int64_t(x.shape(0)) < 1 || int64_t(x.shape(1)) < 1 || int64_t(x.shape(2)) != in_)
+      throw nb::value_error(("x: expected shape (T, B, " + std::to_string(in_) + ") with T, B >= 1, got " +
+                             shape_str(shape_of(x))).c_str());
+    const int64_t T = int64_t(x.shape(0)), B = int64_t(x.shape(1)), W = width_;
+    const S* p_x = buf<S>(x, "x", {T, B, in_});
+    const int64_t* p_len = lengths_buf(lengths, B, T);
+    if (states_ < 2 && init1.has_value()) throw nb::value_error("init1: expected None (only an LSTM has a second state)");
+    if (states_ < 2 && final1.has_value()) throw nb::value_error("final1: expected None (only an LSTM has a second state)");
+    const void* init[2] = {buf<S>(init0, "init0", {L_ * D_, B, W}), buf<S>(init1, "init1", {L_ * D_, B, W})};
+    S* p_out = buf<S>(out, "out", {T, B, D_ * W});
+    void* final[2] = {buf<S>(final0, "final0", {L_ * D_, B, W}), nullptr};
+    if (states_ > 1 && !final1) throw nb::value_error("final1: required for an LSTM (its final cell states), got None");
+    if (states_ > 1) final[1] = buf<S>(*final1, "final1", {L_ * D_, B, W});
+    nb::gil_scoped_release release;
+    impl_->run(T, B, p_x, p_len, init, p_out, final, checked_threads(nthreads));
+  }
+
+  StackBase* impl_ = nullptr;
+  int64_t L_ = 0, D_ = 1, in_ = 0, width_ = 0;
+  int states_ = 1;
+  bool dbl_ = false;
 };
 
 }  // namespace
@@ -520,6 +613,14 @@ NB_MODULE(_core, m) {
            nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"))
       .def("step", &PyStream::step, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("nthreads"))
       .def("state", &PyStream::state, nb::arg("layer"), nb::arg("which"), nb::arg("buffer").noconvert(), nb::arg("write"));
+  nb::class_<PyStack>(m, "Stack",
+                      "A module's whole forward pass for inference, weights packed once (see rnnkit._stack).")
+      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&>(),
+           nb::arg("isa"), nb::arg("arch"), nb::arg("act"), nb::arg("out_act"), nb::arg("reset_after"),
+           nb::arg("directions"), nb::arg("sizes"), nb::arg("params"))
+      .def("run", &PyStack::run, nb::arg("x"), nb::arg("lengths").none(), nb::arg("init0").none(),
+           nb::arg("init1").none(), nb::arg("out").noconvert(), nb::arg("final0").noconvert(),
+           nb::arg("final1").none().noconvert(), nb::arg("nthreads"));
   m.doc() = "rnnkit C++ core: sequential forward and BPTT kernels (see csrc/rnnkit.h)";
   // The codes the functions below take, as rnnkit.h defines them (Python reads them here).
   nb::enum_<Isa>(m, "Isa", nb::is_arithmetic(), "Instruction sets the kernels are compiled for.")

@@ -169,11 +169,39 @@ class StreamBase {
   StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B,      \
                           int64_t layers, const int64_t* sizes, const void* const* params);
 
+// ---------------------------------------------------------------------------------
+// Whole stacks (stack.cpp): every layer and direction of a module's forward pass, the
+// input projections included, in one call, keeping no per-step history (inference).
+// ---------------------------------------------------------------------------------
+class StackBase {
+ public:
+  virtual ~StackBase() {}
+  // With L layers, D directions and S = the state width of state k (the top layer's
+  // output width for k = 0):
+  //   x        (T, B, I of layer 0)
+  //   lengths  (B) values in [1, T], or null
+  //   init[k]  (L*D, B, S) initial state k of each layer and direction, or null (zeros)
+  //   out      (T, B, D*S) out: the top layer's outputs, directions side by side, zero
+  //            past a sequence's length
+  //   final[k] (L*D, B, S) out: the state k after the last step of each sequence
+  // Direction 1 reads each sequence reversed within its own length and its outputs are
+  // reversed back. S is float or double as the stack was made.
+  virtual void run(int64_t T, int64_t B, const void* x, const int64_t* lengths, const void* const* init, void* out,
+                   void* const* final, int nthreads) = 0;
+};
+
+// sizes: (I, H, O) per layer; params: five pointers per layer and direction (index
+// l*D + d), as make_stream takes them; copied and packed here.
+#define RNNKIT_DECLARE_STACK                                                                   \
+  StackBase* make_stack(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t layers,   \
+                        int64_t directions, const int64_t* sizes, const void* const* params);
+
 #define RNNKIT_DECLARE_ISA(NS)            \
   namespace NS {                          \
   RNNKIT_DECLARE_KERNELS(float)           \
   RNNKIT_DECLARE_KERNELS(double)          \
   RNNKIT_DECLARE_STREAM                   \
+  RNNKIT_DECLARE_STACK                    \
   }
 
 RNNKIT_DECLARE_ISA(generic)

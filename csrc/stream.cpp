@@ -7,22 +7,18 @@
 // Per layer and step (x: the layer's input (B, I)):
 //   xw = W_ih x + bias         one product, its panels shared between the threads
 //   the cell's forward step    exactly as in the sequence kernels
-#include "cells/elman.h"
-#include "cells/gru.h"
-#include "cells/jordan.h"
-#include "cells/lstm.h"
+#include "layer.h"
 
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
 namespace {
 
-template <template <typename> class Cell, typename S> struct Layer {
+// A layer's weights (layer.h) and its state: double-buffered, records not kept.
+template <template <typename> class Cell, typename S> struct Layer : LayerWeights<Cell, S> {
   typedef Cell<S> C;
-  C cell;
-  int64_t B, I;
-  Packed<S> w_x;   // W_ih (G*H, I)
-  Buffer<S> bias;  // (G*H) input-side bias, zeros when absent
+  using LayerWeights<Cell, S>::cell;
+  int64_t B;
   Buffer<S> xw;    // (B, G*H) W_ih x + bias, gates stacked as the sequence kernels get it
   Buffer<S> states, records;
   S* cur[2];       // (B, state_width(k)) the state now
@@ -32,10 +28,9 @@ template <template <typename> class Cell, typename S> struct Layer {
 
   // p: w_ih (G*H, I), bias (G*H) or null, then the cell's weights (see rnnkit.h).
   Layer(const CellConfig& cfg, int64_t B_, int64_t I_, const S* const* p)
-      : cell(cfg, p + 2, Pass::forward), B(B_), I(I_), w_x(p[0], C::G * cfg.H, I_, I_, 1), bias(C::G * cfg.H),
-        xw(B_ * C::G * cfg.H), states(2 * B_ * width(cell, C::kStates, false)),
-        records(B_ * width(cell, C::kRecords, true)), work(cell, B_) {
-    copy_or_zero(bias.data(), p[1], C::G * cfg.H);
+      : LayerWeights<Cell, S>(cfg, I_, p), B(B_), xw(B_ * C::G * cfg.H),
+        states(2 * B_ * width(cell, C::kStates, false)), records(B_ * width(cell, C::kRecords, true)),
+        work(cell, B_) {
     S* s = states.data();
     S* r = records.data();
     for (int k = 0; k < 2; ++k) {
@@ -59,12 +54,7 @@ template <template <typename> class Cell, typename S> struct Layer {
 
   // The same from given states: prev[k] -> to[k], the step's records into re[k].
   void step(const Step<S>& s, const S* in, const S* const* prev, S* const* to, S* const* re) {
-    const int64_t GH = C::G * cell.H;
-    const Range mine = share(w_x.panels, s.tid, s.nt);  // panels of W_ih: columns of xw
-    gemm_panels(B, in, I, w_x, mine.first, mine.last, xw.data(), GH, false);
-    const int64_t c0 = mine.first * Packed<S>::NR, c1 = mine.last * Packed<S>::NR < GH ? mine.last * Packed<S>::NR : GH;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t c = c0; c < c1; ++c) xw[b * GH + c] += bias[c];
+    this->project(s, B, in, this->I, xw.data());
     s.sync();  // the cell reads xw by unit blocks
     ForwardIO<S> io{xw.data(), {prev[0], prev[1]}, {to[0], to[1]}, {re[0], re[1]}, nullptr};
     cell.forward(s, io, work);

@@ -90,3 +90,24 @@ NETWORK_CASES = [NetworkCase(spec, ex) for spec in _networks.NETWORKS.values() f
 @pytest.fixture(params=NETWORK_CASES, ids=lambda c: c.name)
 def network(request) -> NetworkCase:
     return request.param
+
+
+# One tiny language-model run (10 steps) trained once per session; each test module that
+# needs a finished run folder gets its own copy, so that what one module writes into it
+# (a resumed checkpoint, a corrupted file) cannot reach another.
+@pytest.fixture(scope="session")
+def _tiny_run_pristine(tmp_path_factory):
+    from cli_support import train_tiny
+    rc, _, err, run_dir = train_tiny(tmp_path_factory.mktemp("tiny-run"), "--steps", "10", "--eval-every", "10",
+                                     "--sample-length", "0")
+    assert rc == 0, err
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def run(_tiny_run_pristine, tmp_path_factory):
+    """A copy of the session's tiny trained run folder, one per test module."""
+    import shutil
+    dst = tmp_path_factory.mktemp("run") / _tiny_run_pristine.name
+    shutil.copytree(_tiny_run_pristine, dst)
+    return dst

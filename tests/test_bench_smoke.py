@@ -6,23 +6,37 @@ from rnnkit import bench
 
 def test_quick_bench_prints_every_table(tmp_path, capsys):
     out = tmp_path / "bench.md"
-    code = bench.main(["--quick", "--hidden", "8", "--batch", "2", "--seq-len", "4", "--repeats", "2",
-                       "--out", str(out)])
+    code = bench.main(["--quick", "--mode", "inference,training,streaming", "--hidden", "8", "--batch", "2",
+                       "--seq-len", "4", "--repeats", "2", "--out", str(out)])
     assert code == 0
     text = capsys.readouterr().out
     assert out.read_text(encoding="utf-8") == text
     assert "fp32 GEMM peak" in text and "memory bandwidth" in text and "CPU:" in text
-    for mode, columns in bench.COLUMNS.items():
-        assert f"## {mode}" in text
-        assert "| " + " | ".join(columns) + " |" in text
-    rows = [line for line in text.splitlines() if line.startswith("| ") and not line.startswith("| arch")]
+    sections = _sections(text)
+    rows = []
+    for mode in ("inference", "training", "streaming"):
+        assert sections[mode][0] == "| " + " | ".join(bench.COLUMNS[mode]) + " |"
+        rows += [line for line in sections[mode][2:] if line.startswith("| ")]
     # inference and training: 5 archs x 1 H x 1 B; streaming: 5 archs x 1 H (B = 1)
     assert len(rows) == 15
+    for mode in bench.PARTS:
+        lines = sections[f"where rnnkit's time goes: {mode}"]
+        assert lines[0] == "| " + " | ".join(bench.parts_columns(mode, mode)) + " |"
+        assert len([line for line in lines[2:] if line.startswith("| ")]) == 5
     for line in rows:
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert cells[4] != "—", f"rnnkit did not run: {line}"
         assert cells[6] != "—", f"the peer did not run: {line}"
     assert "differs from rnnkit" not in text
+
+
+def _sections(text: str) -> dict:
+    """"## title" -> the section's non-empty lines."""
+    out = {}
+    for part in ("\n" + text).split("\n## ")[1:]:
+        title, *lines = part.splitlines()
+        out[title] = [line for line in lines if line.strip()]
+    return out
 
 
 def test_bench_flags_a_peer_whose_output_differs(monkeypatch, capsys):
@@ -35,3 +49,34 @@ def test_bench_flags_a_peer_whose_output_differs(monkeypatch, capsys):
     bench.main(["--quick", "--archs", "lstm", "--mode", "inference", "--hidden", "8", "--batch", "2", "--seq-len", "4",
                 "--repeats", "1", "--no-onnx"])
     assert "check: torch.nn differs from rnnkit" in capsys.readouterr().out
+
+
+def test_quick_bench_prints_cells_call_and_variants(capsys):
+    """The sections of issue 14's targets: cells (autograd on and off), the call cost with
+    the first call of fresh modules, and one row per example setting of the registry."""
+    from rnnkit import networks
+
+    code = bench.main(["--quick", "--mode", "cells,call,variants,streaming", "--archs", "lstm,gru-rb", "--hidden", "8",
+                       "--batch", "2", "--seq-len", "3", "--repeats", "2"])
+    assert code == 0
+    sections = _sections(capsys.readouterr().out)
+    cells = [line for line in sections["cells"][2:] if line.startswith("| ")]
+    assert sections["cells"][0] == "| " + " | ".join(bench.COLUMNS["cell"]) + " |"
+    assert [line.split(" | ")[3] for line in cells] == ["off (inference_mode)", "on"] * 2
+    assert cells[0].startswith("| lstm | 64 | 1 |") and "| torch.nn |" in cells[0] and "| reference |" in cells[2]
+    call = sections["call"]
+    assert call[2].startswith("| lstm | 8 | 1 | 1 |")
+    assert call[3] == "| first call of a fresh module | rnnkit | torch.nn |"
+    assert call[5].startswith(f"| lstm H=8 B=1 T=1, median (max) of {bench.FIRST_CALLS} | ")
+    for mode in ("inference", "training"):
+        rows = [line for line in sections[f"variants: {mode}"][2:] if line.startswith("| ")]
+        want = [(arch, " ".join(f"{k}={v}" for k, v in sorted(ex.items())) or "default")
+                for arch in ("lstm", "gru-rb") for ex in networks.get(arch).examples]
+        assert [tuple(line.split(" | ")[:2]) for line in rows] == [("| " + a, v) for a, v in want]
+        for line in rows:
+            assert line.split(" | ")[5] != "—" and line.split(" | ")[7] != "—", line  # rnnkit and its peer ran
+    assert "| lstm | peephole=True | 8 | 2 | 3 |" in "\n".join(sections["variants: inference"])
+    streaming = [line for line in sections["streaming"][2:] if line.startswith("| ")]
+    assert all(line.split(" | ")[5] != "—" for line in streaming)  # NumPy arrays through rnnkit.Stream
+    text = "\n".join(sum(sections.values(), []))
+    assert "differs from rnnkit" not in text and "failed" not in text

@@ -1,4 +1,4 @@
-"""Every sequence entry point of the binding (rnnkit._core), driven with random shapes,
+"""Every sequence entry point of the binding (rnnkit._core; Stack.run too), driven with random shapes,
 strides, dtypes, absent optionals and sizes: each call either equals the same call on
 clean, contiguous copies of the same values or raises a TypeError / ValueError that
 names the argument. Never a crash, never a silent wrong answer (issue 12).
@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from rnnkit import _backend, _core
 
 ACT = _backend.ACT_CODES
+ARCH = _backend.ARCH_CODES
 
 
 def _kernels(T, B, H, O, dtype, g):
@@ -25,7 +26,15 @@ def _kernels(T, B, H, O, dtype, g):
     e = lambda *s: torch.zeros(*s, dtype=dtype)  # noqa: E731
     lengths = torch.randint(1, T + 1, (B,), generator=g)
     common = {"lengths": (lengths, "opt")}
+    # A two-layer bidirectional LSTM with peepholes: five weights per layer and direction.
+    stack_params = [a for I in (3, 3, 2 * H, 2 * H)
+                    for a in (r(4 * H, I).numpy(), r(4 * H).numpy(), r(4 * H, H).numpy(), r(3 * H).numpy(), None)]
+    stack = _core.Stack(0, ARCH["lstm"], ACT["tanh"], ACT["identity"], True, 2, [3, H, 0, 2 * H, H, 0], stack_params)
     return {
+        "stack_run": (stack.run, [("x", (r(T, B, 3), "in")), ("lengths", common["lengths"]),
+                      ("init0", (r(4, B, H), "opt")), ("init1", (r(4, B, H), "opt")),
+                      ("out", (e(T, B, 2 * H), "out")), ("final0", (e(4, B, H), "out")),
+                      ("final1", (e(4, B, H), "out")), ("nthreads", 2)]),
         "elman_forward": (_core.elman_forward, [("isa", 0), ("act", ACT["tanh"]), ("xw", (r(T, B, H), "in")),
                           ("w_hh", (r(H, H), "in")), ("h0", (r(B, H), "opt")), ("lengths", common["lengths"]),
                           ("hs", (e(T + 1, B, H), "out")), ("out", (e(T, B, H), "optout")), ("nthreads", 2)]),
@@ -88,7 +97,7 @@ MUTATIONS = ("none", "strided", "absent", "dtype64", "dtype_int", "shape", "nump
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kernel=st.sampled_from(["elman_forward", "elman_backward", "lstm_forward", "lstm_backward", "gru_forward",
-                               "gru_backward", "jordan_forward", "jordan_backward"]),
+                               "gru_backward", "jordan_forward", "jordan_backward", "stack_run"]),
        T=st.integers(1, 5), B=st.integers(1, 4), H=st.integers(1, 19), O=st.integers(1, 5),
        dtype=st.sampled_from([torch.float32, torch.float64]), which=st.integers(0, 20),
        mutation=st.sampled_from(MUTATIONS), seed=st.integers(0, 2**16))

@@ -16,14 +16,6 @@ from cli_support import (TINY, header_meta, model_weights, records, run_cli, spa
 from rnnkit.training import checkpoint as C
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ck")
-    rc, _, err, run_dir = train_tiny(tmp, "--steps", "10", "--eval-every", "10", "--sample-length", "0")
-    assert rc == 0, err
-    return run_dir
-
-
 def _rewrite_meta(src, dst, **changes):
     """Copy a checkpoint with metadata fields changed (checksum recomputed)."""
     tensors, meta = C.read_checkpoint(src)

@@ -48,14 +48,6 @@ def test_train_option_out_of_bounds_is_one_line(tmp_path, args, needles):
     assert not out_dir.exists()
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("harg")
-    rc, _, err, run_dir = train_tiny(tmp, "--steps", "10", "--eval-every", "10", "--sample-length", "0")
-    assert rc == 0, err
-    return run_dir
-
-
 # (command with RUN standing for the run folder, needles)
 OTHER = [
     (["sample", "RUN", "--temperature", "nan"], ["--temperature", "finite"]),

@@ -18,20 +18,12 @@ import time
 import pytest
 import torch
 
-from cli_support import run_cli, train_tiny
+from cli_support import run_cli
 
 from rnnkit.training import checkpoint as C
 from cli_support import one_line_error as _one_line
 
 ENTRY_POINTS = ["evaluate", "sample", "load", "resume"]
-
-
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("hck")
-    rc, _, err, run_dir = train_tiny(tmp, "--steps", "10", "--eval-every", "10", "--sample-length", "0")
-    assert rc == 0, err
-    return run_dir
 
 
 # ---- raw safetensors editing ----------------------------------------------------------------

@@ -44,10 +44,14 @@ def _default_isa() -> int:
 
 
 _DEFAULT_ISA = _default_isa()
+
+
 class _Local(threading.local):
-    """This thread's overrides; the class attribute answers where none is set (read once
-    per native call: a class attribute is several times faster than getattr's default)."""
-    isa = None
+    """This thread's settings; the class attributes are the defaults (so reading an unset
+    one is a plain lookup, not a caught AttributeError: it happens on every call)."""
+
+    isa = _DEFAULT_ISA
+    threads = None
 
 
 _local = _Local()
@@ -55,8 +59,7 @@ _local = _Local()
 
 def current_isa() -> int:
     """Code of the instruction set the kernels use in this thread."""
-    isa = _local.isa
-    return _DEFAULT_ISA if isa is None else isa
+    return getattr(_local, "isa", _DEFAULT_ISA)
 
 
 def current_isa_name() -> str:

@@ -16,44 +16,50 @@ written in place); :meth:`PlanCache.clear` forgets the plan for such cases.
 
 from __future__ import annotations
 
+import operator
 from typing import Callable, Optional, Sequence
 
 from torch import Tensor
 
 
-def _watch(params: Sequence[Optional[Tensor]]) -> list:
-    # id(p): the same object (the cache holds every watched one, so no other can take its id)
-    return [None if p is None else (id(p), p.data_ptr(), p._version) for p in params]
+_data_ptr = Tensor.data_ptr
+_version = operator.attrgetter("_version")
+
+
+def _watch(present: Sequence[Tensor]) -> tuple:
+    """Where each tensor's storage is and how often it was written: (data pointers, versions)."""
+    try:
+        return list(map(_data_ptr, present)), list(map(_version, present))  # C-level loops: called every use
+    except RuntimeError:  # an inference tensor has no version counter: never known unchanged
+        return (object(),)
 
 
 class PlanCache:
     """One cached plan, rebuilt by ``build()`` whenever ``params`` changed since the last build."""
 
-    __slots__ = ("_params", "_state", "_keep", "plan", "builds")
+    __slots__ = ("_params", "_ids", "_present", "_state", "_keep", "plan", "builds")
 
     def __init__(self) -> None:
-        self._params: tuple = ()
-        self._state: list = []
-        self._keep: tuple = ()
-        self.plan = None
+        self.clear()
         self.builds = 0  # how many times a plan was built (tests read it)
 
     def get(self, params: Sequence[Optional[Tensor]], build: Callable[[], object]):
         """The plan for ``params`` (parameters or None, in a fixed order)."""
-        # Called once per step by the cells: the check is one list comparison.
-        if not isinstance(params, (tuple, list)):
-            params = tuple(params)  # a generator is read once
-        if self.plan is not None and _watch(params) == self._state:
+        # The same objects (``_params`` holds them, so an id cannot be reused meanwhile),
+        # each with the same storage and version.
+        if self.plan is not None and list(map(id, params)) == self._ids and _watch(self._present) == self._state:
             return self.plan
         params = tuple(params)
         self.plan = None
         plan = build()
-        self._params, self._state = params, _watch(params)  # _params keeps the watched objects alive
-        self._keep = tuple(None if p is None else p.detach() for p in params)  # pins the storages
+        self._params, self._ids = params, list(map(id, params))
+        self._present = tuple(p for p in params if p is not None)
+        self._state = _watch(self._present)
+        self._keep = tuple(p.detach() for p in self._present)  # pins the storages
         self.plan = plan
         self.builds += 1
         return plan
 
     def clear(self) -> None:
         """Forget the plan (the next ``get`` rebuilds it)."""
-        self.plan, self._params, self._state, self._keep = None, (), [], ()
+        self.plan, self._params, self._ids, self._present, self._state, self._keep = None, (), None, (), (), ()

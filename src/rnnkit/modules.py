@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import functional, networks
+from . import _stack, functional, networks
 from ._checks import lengths_tensor
 
 __all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "StateGradients"]
@@ -268,6 +268,10 @@ class _StackedNetwork:
 
     def _forward(self, input, hx, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
         self._check_supported()
+        if internals is None and recorders is None:  # no gradient needed: one native call (rnnkit._stack)
+            result = _stack.forward(self, input, hx, lengths, _Batch)
+            if result is not None:
+                return result
         spec = networks.network_of(self)
         dtype = self._parameters[f"{spec.param_roles[0]}_l0"].dtype
         probe = input.data if isinstance(input, PackedSequence) else input

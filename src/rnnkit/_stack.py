@@ -1,0 +1,189 @@
+"""One native call per module forward when no gradient is needed.
+
+When nothing needs a gradient (``torch.inference_mode``, ``torch.no_grad``, or neither
+the parameters nor the inputs require one), the forward pass of an rnnkit layer on
+the native path (CPU, float32 / float64) is one call of the core's ``Stack``
+(csrc/stack.cpp): every layer and direction, the input projections included, with
+the weights packed once and kept on the module in a :class:`rnnkit._cache.PlanCache`
+(rebuilt after any change of a parameter, and after a change of the instruction set
+or a hyper-parameter). The outputs and final states are allocated here, once, and
+written by the core; no per-step history is kept.
+
+Everything else takes the layer-by-layer path of :mod:`rnnkit.modules`, which this
+one equals (tests/test_stack_plan.py): a gradient to record, dropout in training,
+internals or gradient recorders, ``torch.compile`` tracing, other devices and dtypes.
+
+>>> lstm = rnnkit.LSTM(8, 64, num_layers=2, bidirectional=True).eval()
+>>> with torch.inference_mode():
+...     out, (h_n, c_n) = lstm(torch.randn(10, 4, 8))   # one native call
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import PackedSequence
+
+from . import _backend, _core, networks
+from ._cache import PlanCache
+
+_ATTR = "_rnnkit_stack"  # where a module keeps its _Plan (in its __dict__)
+_NUMPY = {torch.float32: np.float32, torch.float64: np.float64}
+_PLAIN = (Tensor, torch.nn.Parameter)  # tensors whose memory NumPy can view
+
+
+class _Plan:
+    """What one module's one-call forward needs, worked out once per module (and again
+    when a hyper-parameter changes): its network, parameter names in the core's order,
+    sizes, codes; and the packed weights, in ``cache``."""
+
+    __slots__ = ("spec", "hyper", "names", "L", "D", "width", "input_size", "n_states", "gates", "hidden", "jordan",
+                 "codes", "sizes", "cache", "isa")
+
+    def __init__(self, module, spec, hyper: tuple):
+        self.spec, self.hyper = spec, hyper
+        self.L, self.D = module.num_layers, 2 if module.bidirectional else 1
+        self.width = getattr(module, spec.state_size)
+        self.input_size = module.input_size
+        self.n_states = len(spec.states)
+        self.gates, self.hidden = len(spec.gates), module.hidden_size
+        self.jordan = spec.kernel == "jordan"
+        suffixes = [f"_l{l}{'_reverse' if d else ''}" for l in range(self.L) for d in range(self.D)]
+        self.names = tuple(role + s for s in suffixes for role in spec.param_roles)
+        h = dict(zip(spec.hyper, hyper))
+        self.codes = (_backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[h.get("nonlinearity", "tanh")],
+                      _backend.ACT_CODES[h.get("output_nonlinearity", "identity")], bool(h.get("reset_after", True)))
+        O = module.output_size if self.jordan else 0
+        self.sizes = [v for l in range(self.L)
+                      for v in (self.input_size if l == 0 else self.D * self.width, self.hidden, O)]
+        self.cache = PlanCache()
+        self.isa = None
+
+    def core(self, params: list, isa: int):
+        """The core's Stack for these parameters (packed now, or the cached one)."""
+        if isa != self.isa:
+            self.cache.clear()
+            self.isa = isa
+        return self.cache.get(params, lambda: self._build(params, isa))
+
+    def _build(self, params: list, isa: int):
+        from .streaming import _kernel_params  # one layer's five entries, as the Stream takes them
+
+        roles = self.spec.param_roles
+        hyper = dict(zip(self.spec.hyper, self.hyper))
+        entries = []
+        for k in range(self.L * self.D):
+            layer = params[k * len(roles):(k + 1) * len(roles)]
+            entries += [None if e is None else e.numpy()
+                        for e in _kernel_params(self.spec, dict(zip(roles, layer)), hyper)]
+        arch, act, out_act, reset_after = self.codes
+        return _core.Stack(isa, arch, act, out_act, reset_after, self.D, self.sizes, entries)
+
+    def __reduce__(self):  # a copy or a pickled module gets none: it is rebuilt on use
+        return (_none, ())
+
+
+def _none():
+    return None
+
+
+def _threads(plan: _Plan, B: int) -> int:
+    if plan.jordan:  # as functional._jordan_threads: one unless use_threads asks for more
+        return _backend.num_threads(B, 1, 2 * plan.hidden * plan.width, min_macs=1 << 62)
+    return _backend.num_threads(B, plan.hidden, plan.gates)
+
+
+def _needs_grad(params: list, *tensors) -> bool:
+    return any(p is not None and p.requires_grad for p in params) or \
+        any(isinstance(t, Tensor) and t.requires_grad for t in tensors)
+
+
+def _plain_states(hx, plan: _Plan, B: int, dtype) -> Optional[list]:
+    """hx as NumPy views [state 0, state 1 or None] if it is a full set of CPU tensors of
+    shape (L*D, B, S) and the module's dtype that need no gradient; else None (the
+    modules' checks then take it, and accept or explain it)."""
+    several = plan.n_states > 1
+    if several and not (type(hx) in (tuple, list) and len(hx) == plan.n_states):
+        return None
+    shape = (plan.L * plan.D, B, plan.width)
+    views = []
+    for h in (hx if several else (hx,)):
+        if type(h) is not Tensor or h.dtype != dtype or not h.is_cpu or h.requires_grad or h.shape != shape:
+            return None
+        views.append(h.numpy())
+    return views if several else views + [None]
+
+
+def forward(module, input, hx, lengths, batch_class):
+    """The module's ``(output, final state)`` through one native call, or None where
+    the one-call path does not apply (the caller then takes the layer-by-layer path).
+
+    batch_class: rnnkit.modules._Batch, which checks and shapes any input that is not
+    a plain (T, B, I) / (B, T, I) tensor without lengths (see _plain_states for hx).
+    """
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a graph is captured: the ops of rnnkit._ops
+        return None
+    plan: Optional[_Plan] = module.__dict__.get(_ATTR)
+    if plan is None or (plan.spec.hyper and plan.hyper != tuple(getattr(module, n) for n in plan.spec.hyper)):
+        spec = networks.network_of(module)
+        plan = _Plan(module, spec, tuple(getattr(module, n) for n in spec.hyper))
+        module.__dict__[_ATTR] = plan
+    if module.training and module.dropout and plan.L > 1:
+        return None
+    get = module._parameters.get
+    params = [get(n) for n in plan.names]
+    p0 = params[0]
+    dtype = p0.dtype
+    if dtype not in _NUMPY or not p0.is_cpu:
+        return None
+    if torch.is_grad_enabled() and _needs_grad(params, input.data if isinstance(input, PackedSequence) else input,
+                                               hx, *(hx if isinstance(hx, (tuple, list)) else ())):
+        return None
+
+    # The plain case, checked here: a (T, B, I) tensor (or (B, T, I) with batch_first)
+    # without lengths, and the initial states absent or given in full.
+    batch = xn = None
+    if lengths is None and type(input) is Tensor and input.dtype == dtype and input.is_cpu \
+            and not input.requires_grad:
+        size = input.shape
+        if len(size) == 3 and size[2] == plan.input_size and size[0] and size[1]:
+            init = (None, None) if hx is None else \
+                _plain_states(hx, plan, size[0] if module.batch_first else size[1], dtype)
+            if init is not None:
+                xn = input.numpy()  # a view (the binding reads a strided one through a C-order copy)
+                if module.batch_first:
+                    xn = xn.transpose(1, 0, 2)
+                lens = None
+    if xn is None:  # anything else: the modules' checks and shapes
+        probe = input.data if isinstance(input, PackedSequence) else input
+        if not (type(probe) in _PLAIN and probe.is_cpu and probe.dtype in _NUMPY):
+            return None  # a tensor subclass (fake, functional, ...) or no native kernel
+        batch = batch_class(input, lengths, module.batch_first, module.input_size, dtype)
+        if batch.B == 0:
+            return None
+        shape = (plan.L * plan.D, batch.B, plan.width)
+        states = module._initial_states(plan.spec, batch, hx, shape, dtype)
+        if any(s is not None and type(s) not in _PLAIN for s in states):
+            return None
+        xn = batch.x.detach().numpy()
+        init = [None if s is None else s.detach().numpy() for s in states] + [None]
+        lens = None if batch.lengths is None else batch.lengths.numpy()
+
+    T, B = xn.shape[0], xn.shape[1]
+    npt = _NUMPY[dtype]
+    out = np.empty((T, B, plan.D * plan.width), npt)
+    shape = (plan.L * plan.D, B, plan.width)
+    f0 = np.empty(shape, npt)
+    f1 = np.empty(shape, npt) if plan.n_states > 1 else None
+    plan.core(params, _backend.current_isa()).run(xn, lens, init[0], init[1], out, f0, f1, _threads(plan, B))
+
+    finals = [torch.from_numpy(f0)] if f1 is None else [torch.from_numpy(f0), torch.from_numpy(f1)]
+    if batch is None:  # (B, T, F) with batch_first, a view as torch.nn returns it
+        result = torch.from_numpy(out.transpose(1, 0, 2) if module.batch_first else out)
+    else:
+        result = batch.output(torch.from_numpy(out))
+        finals = [batch.final(f) for f in finals]
+    return result, (finals[0] if len(finals) == 1 else tuple(finals))
