@@ -7,7 +7,9 @@
 #include <nanobind/stl/optional.h>
 #include <nanobind/stl/vector.h>
 
+#include <cstdint>
 #include <cstring>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -483,7 +485,31 @@ class PyStream {
     void* py = dbl_ ? static_cast<void*>(buf<double>(y, "out", {B_, out_}))
                     : static_cast<void*>(buf<float>(y, "out", {B_, out_}));
     nb::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(busy_);
     impl_->step(px, py, nthreads < 1 ? 1 : nthreads);
+  }
+
+  // The pointer entries (rnnkit.Stream.step with torch tensors, the cells without autograd):
+  // buffer addresses whose dtype, shape, C-contiguity and device the Python caller has
+  // checked, since a check in Python costs less than nanobind's conversion of a torch
+  // tensor. x (B, I), y / next[k] (B, state width k), rec[k] (B, record width k) or 0.
+  void step_ptr(uintptr_t x, uintptr_t y, int nthreads) {
+    if (!x || !y) throw nb::value_error("x, out: expected the addresses of the buffers, got 0");
+    nb::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(busy_);
+    impl_->step(reinterpret_cast<const void*>(x), reinterpret_cast<void*>(y), nthreads < 1 ? 1 : nthreads);
+  }
+  void cell_step_ptr(uintptr_t x, uintptr_t prev0, uintptr_t prev1, uintptr_t next0, uintptr_t next1,
+                     uintptr_t rec0, uintptr_t rec1, int nthreads) {
+    if (state_width_.size() != 1) throw nb::value_error("cell_step: expected a one-layer stream");
+    if (!x || !next0 || (lstm_ && !next1))
+      throw nb::value_error("x, next: expected the addresses of the buffers, got 0");
+    const void* prev[2] = {reinterpret_cast<const void*>(prev0), reinterpret_cast<const void*>(prev1)};
+    void* next[2] = {reinterpret_cast<void*>(next0), reinterpret_cast<void*>(next1)};
+    void* rec[2] = {reinterpret_cast<void*>(rec0), reinterpret_cast<void*>(rec1)};
+    nb::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(busy_);  // the stream's scratch is shared by the calls
+    impl_->cell_step(reinterpret_cast<const void*>(x), prev, next, rec, nthreads < 1 ? 1 : nthreads);
   }
 
   // Copies the state of `layer` (which 0: h or y, 1: c) into / out of `buffer` (B, width).
@@ -508,6 +534,7 @@ class PyStream {
   int64_t B_, in_ = 0, out_ = 0;
   bool dbl_ = false, lstm_ = false;
   std::vector<int64_t> state_width_;
+  std::mutex busy_;
 };
 
 
@@ -662,4 +689,12 @@ NB_MODULE(_core, m) {
     nb::gil_scoped_release release;
     return compare();
   }, nb::arg("addrs"), nb::arg("sizes"), nb::arg("copy"));
+  // Pointer entries: the Python caller checks every buffer first (rnnkit.streaming, rnnkit.cells).
+  m.def("stream_step_ptr", [](PyStream& s, uintptr_t x, uintptr_t y, int nt) { s.step_ptr(x, y, nt); },
+        nb::arg("stream"), nb::arg("x"), nb::arg("out"), nb::arg("nthreads"));
+  m.def("cell_step_ptr",
+        [](PyStream& s, uintptr_t x, uintptr_t prev0, uintptr_t prev1, uintptr_t next0, uintptr_t next1,
+           uintptr_t rec0, uintptr_t rec1, int nt) { s.cell_step_ptr(x, prev0, prev1, next0, next1, rec0, rec1, nt); },
+        nb::arg("stream"), nb::arg("x"), nb::arg("prev0"), nb::arg("prev1"), nb::arg("next0"), nb::arg("next1"),
+        nb::arg("rec0"), nb::arg("rec1"), nb::arg("nthreads"));
 }

@@ -151,6 +151,13 @@ class StreamBase {
   virtual void step(const void* x, void* y, int nthreads) = 0;
   // The current state of `layer`: which 0 = h (Jordan: y), 1 = LSTM cell state c.
   virtual void* state(int64_t layer, int which) = 0;
+  // One step of layer 0 from the caller's states, for a one-step cell call; the stream's
+  // own state is left as it was. prev[k] (B, state width k) or null for zeros; next[k]
+  // (B, state width k) out: the new states; rec[k] (B, record width k) out: what the
+  // sequence kernels record for the backward pass (csrc/cells/<cell>.h), or null.
+  // k < 2, entries past the cell's count ignored; next must not overlap prev or x.
+  virtual void cell_step(const void* x, const void* const* prev, void* const* next, void* const* rec,
+                         int nthreads) = 0;
 };
 
 // sizes: (I, H, O) per layer. params: five pointers per layer (S = double if dbl, else

@@ -50,10 +50,13 @@ template <template <typename> class Cell, typename S> struct Layer : LayerWeight
 
   // One step for this team member's share; `in` is (B, I). Ends at a barrier (the
   // cell's last), after which every unit of next[0] is written.
-  void step(const Step<S>& s, const S* in) {
+  void step(const Step<S>& s, const S* in) { step(s, in, cur, next, rec); }
+
+  // The same from given states: prev[k] -> to[k], the step's records into re[k].
+  void step(const Step<S>& s, const S* in, const S* const* prev, S* const* to, S* const* re) {
     this->project(s, B, in, this->I, xw.data());
     s.sync();  // the cell reads xw by unit blocks
-    ForwardIO<S> io{xw.data(), {cur[0], cur[1]}, {next[0], next[1]}, {rec[0], rec[1]}, nullptr};
+    ForwardIO<S> io{xw.data(), {prev[0], prev[1]}, {to[0], to[1]}, {re[0], re[1]}, nullptr};
     cell.forward(s, io, work);
   }
   void swap() {
@@ -97,6 +100,25 @@ template <template <typename> class Cell, typename S> class Stream final : publi
   }
 
   void* state(int64_t layer, int which) override { return layers_[layer]->cur[which]; }
+
+  void cell_step(const void* x, const void* const* prev, void* const* next, void* const* rec,
+                 int nthreads) override {
+    Layer<Cell, S>& L = *layers_[0];
+    const S* p[2] = {nullptr, nullptr};
+    S* to[2] = {nullptr, nullptr};
+    S* re[2] = {nullptr, nullptr};
+    for (int k = 0; k < Cell<S>::kStates; ++k) {
+      if (!prev[k]) std::memset(L.next[k], 0, size_t(B_ * L.cell.state_width(k)) * sizeof(S));  // h_0 = 0
+      p[k] = prev[k] ? static_cast<const S*>(prev[k]) : L.next[k];
+      to[k] = static_cast<S*>(next[k]);
+    }
+    for (int k = 0; k < Cell<S>::kRecords; ++k) re[k] = rec[k] ? static_cast<S*>(rec[k]) : L.rec[k];
+    auto body = [&](int tid, int n, Barrier* barrier) {
+      const Step<S> s{tid, n, barrier, B_, 0, nullptr};
+      L.step(s, static_cast<const S*>(x), p, to, re);
+    };
+    run_team(team_size(nthreads, L.cell.blocks()), body);
+  }
 
  private:
   int64_t B_, n_;

@@ -2,9 +2,20 @@
 
 ``RNNCell``, ``LSTMCell`` and ``GRUCell`` subclass their torch.nn namesakes (same
 arguments, parameters and outputs); ``JordanCell`` is one step of
-:class:`rnnkit.JordanRNN`. A cell runs the sequence kernel with T = 1, so a cell
-stepped by hand equals the layer over the whole sequence. For many steps prefer
-the layers: a call per step pays Python's overhead each time.
+:class:`rnnkit.JordanRNN`. A cell stepped by hand equals the layer over the whole
+sequence, gradients included.
+
+A step is one native call on the cell's plan: its weights packed once into the
+core's layout (csrc/stream.cpp, one layer of a stream) and cached on the cell until
+a parameter changes (:class:`rnnkit._cache.PlanCache`: an optimizer step,
+``load_state_dict``, ``.data =``, ``to()``, a new Parameter). Without autograd the
+call writes the new state(s) into tensors allocated for them; with autograd it also
+writes what the layer's backward reads, and that backward (rnnkit.functional) runs
+at T = 1. A write the version counter does not see (``p.data.uniform_()``, a NumPy
+view of a parameter) is not seen by the plan either: write through the parameter
+itself (``with torch.no_grad(): p.uniform_()``) or assign it (``p.data = t``).
+Inputs the plan cannot take by address (non-contiguous, CUDA, half precision, a
+captured graph) take the general path: the layer function at T = 1.
 """
 
 from __future__ import annotations
@@ -14,7 +25,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import networks
+from . import _backend, _core, functional, networks
+from ._cache import PlanCache
+from .streaming import _core_stream, _is_buffer, _kernel_params
 from .modules import _JORDAN_ROLES, JordanRNN, _add_peepholes, _check_jordan_activations, _jordan_parameters, _positive_int, \
     _runs_natively, _warn_once
 
@@ -56,15 +69,234 @@ def _out(t: Tensor, unbatched: bool) -> Tensor:
     return t.squeeze(0) if unbatched else t
 
 
+# ----------------------------------------------------------------------------- autograd
+# With a gradient, a step is an autograd Function whose forward is one call of the
+# cell's plan, writing the new state(s) and the records the backward reads
+# (csrc/cells/<cell>.h), and whose backward is the layer's own (rnnkit.functional) at
+# T = 1: it gets the tensors in the layout the layer's forward saves, assembled only
+# when a backward runs. Each Function takes the layer Function's arguments (so
+# needs_input_grad has the same indices), then the plan entry; x is (B, I).
+def _plan_step(entry, x: Tensor, prevs, widths, records):
+    """Runs the plan on x (B, I) from ``prevs`` (each (B, W) or None for zeros); returns
+    the new states [(B, W)] and the records [(1, B, R)]."""
+    B = x.shape[0]
+    new = [x.new_empty(B, w) for w in widths] + [None]
+    recs = [x.new_empty(1, B, r) for r in records]
+    ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
+    prev = list(prevs) + [None]
+    rec = recs + [None, None]
+    _core.cell_step_ptr(entry[0], x.data_ptr(), ptr(prev[0]), ptr(prev[1]), ptr(new[0]), ptr(new[1]), ptr(rec[0]),
+                        ptr(rec[1]), entry[1])
+    return new[:-1], recs
+
+
+def _states(prev: Optional[Tensor], new: Tensor) -> Tensor:
+    """(2, B, W): the state before the step (zeros for None) and after it, as a layer records them."""
+    return torch.stack((torch.zeros_like(new) if prev is None else prev.detach(), new.detach()))
+
+
+class _LayerContext:
+    """What the layer Function's backward reads of its ctx, for one step."""
+
+    def __init__(self, ctx, saved: tuple):
+        self.__dict__.update(ctx.layer)
+        self.saved_tensors = saved
+        self.needs_input_grad = ctx.needs_input_grad
+        self.recorder = None
+
+
+def _layer_grads(ctx, g: tuple) -> tuple:
+    """The layer backward's gradients with dx brought back to (B, I), and None for the plan entry."""
+    return (None if g[0] is None else g[0].view(ctx.x_shape),) + tuple(g[1:]) + (None,)
+
+
+def _c(t: Optional[Tensor]) -> Optional[Tensor]:
+    return None if t is None else t.detach().contiguous()
+
+
+class _ElmanStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder, entry):
+        (h1,), _ = _plan_step(entry, x, (h0,), (w_hh.shape[0],), ())
+        ctx.save_for_backward(x, h0, h1, w_ih, w_hh)
+        ctx.x_shape = x.shape
+        ctx.layer = {"act": act, "isa": isa, "w_ih_index": 2, "has_bias": (b_ih is not None, b_hh is not None)}
+        return h1
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, h0, h1, w_ih, w_hh = ctx.saved_tensors
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), _states(h0, h1), None)
+        return _layer_grads(ctx, functional._Elman.backward(_LayerContext(ctx, saved), None, dh, None))
+
+
+class _LSTMStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, lengths, isa: int, recorder, entry):
+        H = w_hh.shape[1]
+        (h1, c1), (gates,) = _plan_step(entry, x, (h0, c0), (H, H), (4 * H,))
+        ctx.save_for_backward(x, h0, c0, h1, c1, gates, w_ih, w_hh, w_ch)
+        ctx.x_shape = x.shape
+        ctx.layer = {"isa": isa, "w_ih_index": 3, "has_bias": (b_ih is not None, b_hh is not None)}
+        return h1, c1
+
+    @staticmethod
+    def backward(ctx, dh, dc):
+        x, h0, c0, h1, c1, gates, w_ih, w_hh, w_ch = ctx.saved_tensors
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), _c(w_ch), _states(h0, h1), _states(c0, c1), gates,
+                 None)
+        return _layer_grads(ctx, functional._LSTM.backward(_LayerContext(ctx, saved), None, dh, dc, None, None))
+
+
+class _GRUStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder, entry):
+        H = w_hh.shape[1]
+        (h1,), (gates, hn) = _plan_step(entry, x, (h0,), (H,), (3 * H, H))
+        ctx.save_for_backward(x, h0, h1, gates, hn, w_ih, w_hh)
+        ctx.x_shape = x.shape
+        ctx.layer = {"isa": isa, "reset_after": reset_after, "w_ih_index": 2,
+                     "has_bias": (b_ih is not None, b_hh is not None)}
+        return h1
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, h0, h1, gates, hn, w_ih, w_hh = ctx.saved_tensors
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), _states(h0, h1), gates, hn, None)
+        return _layer_grads(ctx, functional._GRU.backward(_LayerContext(ctx, saved), None, dh, None))
+
+
+class _JordanStep(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder,
+                entry):
+        H, O = w_yh.shape
+        (y1,), (hs,) = _plan_step(entry, x, (y0,), (O,), (H,))
+        ctx.save_for_backward(x, y0, y1, hs, w_ih, w_yh, w_hy)
+        ctx.x_shape = x.shape
+        ctx.layer = {"act": act, "out_act": out_act, "isa": isa, "w_ih_index": 2,
+                     "has_bias": (b_ih is not None, b_yh is not None, b_hy is not None)}
+        return y1
+
+    @staticmethod
+    def backward(ctx, dy):
+        x, y0, y1, hs, w_ih, w_yh, w_hy = ctx.saved_tensors
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_yh), _c(w_hy), hs, _states(y0, y1), None)
+        return _layer_grads(ctx, functional._Jordan.backward(_LayerContext(ctx, saved), None, dy, None))
+
+
+# Per kernel: the Function, and its arguments after the parameters (lengths, codes, isa, recorder).
+_ACT = _backend.ACT_CODES
+_STEP_FUNCTIONS = {
+    "elman": (_ElmanStep, lambda m, isa: (None, _ACT[m.nonlinearity], isa, None)),
+    "lstm": (_LSTMStep, lambda m, isa: (None, isa, None)),
+    "gru": (_GRUStep, lambda m, isa: (None, m.reset_after, isa, None)),
+    "jordan": (_JordanStep, lambda m, isa: (None, _ACT[m.nonlinearity], _ACT[m.output_nonlinearity], isa, None)),
+}
+
+
+# What a step reads of the registry, per cell class: the network's states, parameter
+# roles, state size attribute, hyper-parameter names and kernel (the same for every
+# variant of a class, so a GRUCell whose reset_after changes keeps its entry).
+_NETWORK_OF_CLASS: dict = {}
+_NATIVE_DTYPES = (torch.float32, torch.float64)
+
+
 class _Step:
     """The forward of every cell: one step of the network's layer function with T = 1,
     driven by the cell's entry in :mod:`rnnkit.networks`. Off the native core (CUDA,
     half precision), torch.nn's own cell runs where it computes the same equations,
-    else the reference (with a one-time warning)."""
+    else the reference (with a one-time warning).
+
+    When no gradient is needed (``torch.no_grad``, ``torch.inference_mode``, frozen
+    parameters) a step is one native call (:meth:`_native_step`): the core's one-layer
+    stream (csrc/stream.cpp) over the cell's weights, packed once and cached on the
+    cell until a parameter changes (:class:`rnnkit._cache.PlanCache`), writing the new
+    states into tensors allocated once per call."""
 
     _state_argument = "hx"
 
+    def __getstate__(self):
+        # The plans hold native objects: a pickled or deep-copied cell builds its own.
+        state = super().__getstate__()  # a copy of __dict__
+        state.pop("_plans", None)
+        return state
+
+    def _native_step(self, input: Tensor, hx):
+        """The new state(s) by one native call, or None where that path does not apply
+        (a graph is captured, or any buffer is not a contiguous CPU tensor of the
+        parameters' dtype and the expected shape): the general path then runs, and
+        raises any error. Kept lean: at small sizes it is most of a step's time."""
+        params = self._parameters
+        w = params["weight_ih"]
+        dtype = w.dtype
+        if type(input) is not Tensor or input.dtype is not dtype or dtype not in _NATIVE_DTYPES or not w.is_cpu:
+            return None
+        spec = _NETWORK_OF_CLASS.get(type(self))
+        if spec is None:
+            spec = _NETWORK_OF_CLASS[type(self)] = networks.network_of(self)
+        n = len(spec.states)
+        parts = hx if isinstance(hx, (tuple, list)) else (hx,) * n if hx is None else (hx,)
+        shape = input.shape
+        batched = len(shape) == 2
+        B = shape[0] if batched else 1
+        if B < 1 or len(parts) != n \
+                or not _is_buffer(input, dtype, (B, self.input_size) if batched else (self.input_size,)):
+            return None
+        watched = tuple(params.values())
+        plans = self.__dict__.get("_plans")
+        if plans is None:
+            plans = self.__dict__["_plans"] = PlanCache()
+        # (isa, B, hyper-parameters) -> (core stream, threads, a state of each shape, their shapes)
+        isa = _backend.current_isa()
+        entry = plans.get(watched, dict).get((isa, B, *[getattr(self, k) for k in spec.hyper]))
+        if entry is None:
+            entry = self._build_plan(spec, B)
+        state_shape = entry[4] if batched else entry[5]
+        for s in parts:
+            if s is not None and not _is_buffer(s, dtype, state_shape):
+                return None
+        if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a graph must see the kernel as an op
+            return None
+        if torch.is_grad_enabled() and (input.requires_grad or any(p is not None and p.requires_grad for p in watched)
+                                        or any(s is not None and s.requires_grad for s in parts)):
+            if not batched:
+                return None
+            fn, tail = _STEP_FUNCTIONS[spec.kernel]
+            return fn.apply(input, *parts, *[params.get(r) for r in spec.param_roles], *tail(self, isa), entry)
+        like = entry[2] if batched else entry[3]
+        h = torch.empty_like(like)
+        if n == 1:
+            _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if hx is None else hx.data_ptr(), 0, h.data_ptr(), 0, 0,
+                                0, entry[1])
+            return h
+        c = torch.empty_like(like)
+        h0, c0 = parts
+        _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if h0 is None else h0.data_ptr(),
+                            0 if c0 is None else c0.data_ptr(), h.data_ptr(), c.data_ptr(), 0, 0, entry[1])
+        return h, c
+
+    def _build_plan(self, spec, B: int):
+        """The plan entry for batch size B and the current instruction set and hyper-parameters:
+        a one-layer core stream over the cell's weights (a packed copy), its thread count,
+        a (B, width) and a (width,) tensor of the states' dtype (what empty_like copies) and
+        their shapes."""
+        isa = _backend.current_isa()
+        hyper = spec.hyper_of(self)
+        p = {role: self._parameters.get(role) for role in spec.param_roles}
+        dtype, width, H = self._parameters["weight_ih"].dtype, getattr(self, spec.state_size), self.hidden_size
+        O = self.output_size if spec.state_size == "output_size" else 0
+        core = _core_stream(networks.network_of(self), hyper, B, [self.input_size, H, O],
+                            _kernel_params(spec, p, hyper), isa)
+        entry = (core, _backend.num_threads(B, H, 2 * len(spec.gates), min_macs=1 << 23),
+                 torch.empty(B, width, dtype=dtype), torch.empty(width, dtype=dtype), (B, width), (width,))
+        self._plans.plan[(isa, B, *hyper.values())] = entry
+        return entry
+
     def _step(self, input: Tensor, hx):
+        fast = self._native_step(input, hx)
+        if fast is not None:
+            return fast
         spec = networks.network_of(self)
         n = len(spec.states)
         if n == 1:

@@ -24,6 +24,7 @@ from typing import Optional
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.autograd.graph import increment_version as _increment_version
 
 from . import _backend, _core
 from . import networks
@@ -79,6 +80,21 @@ def _describe(module: nn.Module):
     return spec, layers, sizes, params
 
 
+def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int):
+    """The core's stream (csrc/stream.cpp) over the packed copies of ``params``."""
+    return _core.Stream(isa, _backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
+                        _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
+                        bool(hyper.get("reset_after", True)), batch_size, sizes, params)
+
+
+def _is_buffer(t, dtype: torch.dtype, shape: tuple) -> bool:
+    """Whether ``t`` is a torch tensor the core may read or write through its address:
+    a dense, C-contiguous CPU tensor of this dtype and shape (checked before every
+    pointer call; anything else takes the checked general path)."""
+    return type(t) is Tensor and t.dtype is dtype and t.shape == shape and t.is_cpu and t.is_contiguous() \
+        and t.layout is torch.strided
+
+
 class Stream:
     """Holds a module's state and advances it one time step per :meth:`step` call.
 
@@ -92,7 +108,10 @@ class Stream:
     NumPy array of the module's dtype (float32 or float64), and returns the top
     layer's new hidden state (a Jordan network's output y) of shape (B, H) or (H,), of
     the same kind as x. Pass ``out=`` (a C-contiguous array of that shape) to write
-    into it without allocating.
+    into it without allocating (a tensor that requires grad is refused; a written
+    tensor's version counter is bumped, as by an in-place op). A contiguous CPU tensor
+    of the module's dtype reaches the core by its address, checked here first, which
+    costs less than converting it; any other input goes through NumPy.
     """
 
     def __init__(self, module: nn.Module, batch_size: int = 1):
@@ -110,17 +129,39 @@ class Stream:
         self.input_size = sizes[0]
         self.network = spec
         self._width = getattr(module, spec.state_size)
-        self._core = _core.Stream(_backend.current_isa(), _backend.ARCH_CODES[spec.kernel],
-                                  _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
-                                  _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
-                                  bool(hyper.get("reset_after", True)), batch_size, sizes, params)
+        self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa())
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._out = self._out_np = None  # the last `out=` buffer and its NumPy view
+        # For the pointer path, batched and (B = 1) unbatched: the shapes of x and of the
+        # output, and an output-shaped tensor that torch.empty_like copies (the fastest way
+        # to allocate one).
+        self._shapes = ((batch_size, self.input_size), (batch_size, self._width),
+                        torch.empty(batch_size, self._width, dtype=dtype))
+        self._shapes_1 = ((self.input_size,), (self._width,), torch.empty(self._width, dtype=dtype)) \
+            if batch_size == 1 else (None, None, None)
 
     def step(self, x, out=None):
         """Advance one time step with input ``x``; returns the new top-layer state."""
+        # torch tensors as they usually come (contiguous, of the module's dtype): their
+        # addresses go straight to the core; anything else takes the general path below.
+        if type(x) is Tensor:
+            dtype = self.dtype
+            shapes = self._shapes if x.dim() == 2 else self._shapes_1
+            if _is_buffer(x, dtype, shapes[0]):
+                if out is None:
+                    y = torch.empty_like(shapes[2])
+                    _core.stream_step_ptr(self._core, x.data_ptr(), y.data_ptr(), self._threads)
+                    return y
+                if _is_buffer(out, dtype, shapes[1]) and not out.requires_grad:
+                    _core.stream_step_ptr(self._core, x.data_ptr(), out.data_ptr(), self._threads)
+                    _increment_version(out)  # written in place: autograd and plan caches see it
+                    return out
+        return self._step(x, out)
+
+    def _step(self, x, out):
+        """The general path: NumPy arrays, and every check with its error message."""
         B = self.batch_size
         if isinstance(x, Tensor):
             if x.dtype != self.dtype:
@@ -148,6 +189,9 @@ class Stream:
                 np.empty((B, self._width), dtype=self._np_dtype)
             yn = y.numpy() if as_torch else y
         else:
+            if isinstance(out, Tensor) and out.requires_grad:
+                raise ValueError("out: a tensor that requires grad cannot be written in place; expected one that "
+                                 "does not (e.g. torch.empty(...) or t.detach())")
             y = out
             if out is self._out:  # the same buffer as last call: reuse its NumPy view
                 yn = self._out_np
@@ -156,6 +200,8 @@ class Stream:
                 self._out, self._out_np = out, yn
             yn = yn.reshape(B, self._width) if unbatched else yn
         self._core.step(xn if xn.flags.c_contiguous else np.ascontiguousarray(xn), yn, self._threads)
+        if out is not None and isinstance(out, Tensor):
+            _increment_version(out)
         return y.reshape(-1) if unbatched and out is None else y
 
     def state(self):
