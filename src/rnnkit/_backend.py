@@ -110,3 +110,105 @@ def num_threads(batch: int = 1, hidden: int = 1, gates: int = 1, min_macs: int =
     if batch * gates * hidden * hidden < min_macs:
         return 1
     return max(1, torch.get_num_threads())
+
+
+# ---- The big products: C = A W^T on the fastest GEMM of this machine ----------------------
+# The input projection for all steps and the weight and input gradients (SPEC section 5)
+# are a few large matrix products per call. Which library runs them fastest depends on
+# the CPU: torch's BLAS (MKL) may take its AVX2 path on an AVX-512 AMD CPU, while
+# oneDNN's matmul and the core's own packed GEMM use AVX-512. The float32 products go to
+# whichever was fastest when measured at first use in this process; float64 ones (the
+# exactness checks) stay on torch's BLAS.
+
+
+def matmul_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ w.T (+ bias)`` on the core's own packed GEMM (float32 or float64).
+
+    a (M, K) and w (N, K) may be strided views (a transpose passes without a copy);
+    bias (N) or None. Returns a new (M, N) tensor. Rows are shared between
+    ``torch.get_num_threads()`` threads; the result is the same for any thread count.
+
+    >>> a, w = torch.randn(5, 3), torch.randn(4, 3)
+    >>> torch.allclose(matmul_nt(a, w), a @ w.T)
+    True
+    """
+    a, w = a.detach(), w.detach()
+    if a.dim() != 2 or w.dim() != 2:
+        raise ValueError(f"a, w: expected 2-D tensors, got shapes {tuple(a.shape)} and {tuple(w.shape)}")
+    out = a.new_empty(a.shape[0], w.shape[0])
+    b = None if bias is None else bias.detach().contiguous().numpy()
+    _core.matmul_nt(current_isa(), a.numpy(), w.numpy(), b, out.numpy(), max(1, torch.get_num_threads()))
+    return out
+
+
+def _torch_nt(a, w, bias):
+    return a @ w.t() if bias is None else torch.addmm(bias, a, w.t())
+
+
+def _onednn_nt(a, w, bias):
+    # oneDNN's matmul through torch's inference op (dense tensors in and out).
+    return torch.ops.mkldnn._linear_pointwise(a.contiguous(), w.contiguous(), bias, "none", [], "")
+
+
+def _candidates() -> dict:
+    found = {"torch": _torch_nt, "core": matmul_nt}
+    try:
+        probe = torch.ones(2, 2)
+        if torch.backends.mkldnn.is_available() and torch.equal(_onednn_nt(probe, probe, None), probe @ probe):
+            found["onednn"] = _onednn_nt
+    except (RuntimeError, AttributeError):  # op absent in this torch build
+        pass
+    return found
+
+
+# The shape the choice is measured on: an LSTM input projection (H = 256, 256 rows), about
+# 0.07 GFLOP, so the whole choice takes a few milliseconds once per process.
+_PROBE_SHAPE = (256, 1024, 256)
+_PROBE_REPEATS = 3
+_chosen: list = []  # [(name, fn)] once measured
+
+
+def _measure_choice() -> tuple:
+    import time
+
+    M, N, K = _PROBE_SHAPE
+    g = torch.Generator().manual_seed(0)
+    a, w, bias = (torch.randn(M, K, generator=g), torch.randn(N, K, generator=g), torch.randn(N, generator=g))
+    best = {}
+    candidates = _candidates()
+    for _ in range(_PROBE_REPEATS):  # rounds over all candidates: a burst of load hits all alike
+        for name, fn in candidates.items():
+            fn(a, w, bias)  # warm
+            t0 = time.perf_counter()
+            fn(a, w, bias)
+            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+    name = min(best, key=best.get)
+    return name, candidates[name]
+
+
+def gemm_backend() -> str:
+    """Name of the GEMM the float32 big products run on here: ``torch`` (its BLAS),
+    ``onednn`` or ``core`` (measured once per process, at first use; ``RNNKIT_GEMM``
+    in the environment forces one)."""
+    return _gemm()[0]
+
+
+def _gemm() -> tuple:
+    if not _chosen:
+        forced = os.environ.get("RNNKIT_GEMM")
+        if forced:
+            candidates = _candidates()
+            if forced not in candidates:
+                raise ValueError(f"RNNKIT_GEMM: expected one of {sorted(candidates)}, got {forced!r}")
+            _chosen.append((forced, candidates[forced]))
+        else:
+            _chosen.append(_measure_choice())
+    return _chosen[0]
+
+
+def gemm_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ w.T (+ bias)`` for detached tensors on the fastest GEMM here (see
+    :func:`gemm_backend`); float64 always on torch's BLAS."""
+    if a.dtype != torch.float32 or a.shape[0] * w.shape[0] * a.shape[1] == 0:
+        return _torch_nt(a, w, bias)
+    return _gemm()[1](a, w, bias)
