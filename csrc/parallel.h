@@ -11,6 +11,12 @@ class Barrier;
 // Blocks until all members of the team have called it (a no-op for a team of one).
 void barrier_wait(Barrier* barrier);
 
+// The team's size now: at a barrier the team may shrink to member 0 alone (when waiting
+// for the others costs more than working alone: a loaded machine). Members whose tid is
+// not below it have no share of the work after that barrier and leave at the end of
+// the step.
+int barrier_team(const Barrier* barrier);
+
 // Runs fn(ctx, tid, nthreads, barrier) on nthreads threads (the caller is tid 0) and
 // returns when all have finished. No state outlives the call.
 void parallel_run(int nthreads, void (*fn)(void* ctx, int tid, int nthreads, Barrier* barrier), void* ctx);

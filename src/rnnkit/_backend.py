@@ -75,11 +75,12 @@ def use_isa(name: str):
             _local.isa = previous
 
 
-# Below this many multiply-adds per step (B * G*H * H, about 4 M: e.g. an LSTM with
-# H = 256, B = 16) one thread is faster: the team meets at a barrier every step, and a
-# step must be long enough that a late thread (another process on the core) costs
-# little next to it.
-PARALLEL_MIN_MACS_PER_STEP = 1 << 22
+# Below this many multiply-adds per step (B * G*H * H, about 0.26 M: e.g. an LSTM with
+# H = 128, B = 4, or H = 256, B = 1) one thread is faster: the team meets at a barrier
+# every step (a few hundred nanoseconds when both members run). On a loaded machine,
+# where a member is often descheduled, the core's barrier shrinks the team to one
+# thread after a few long waits (csrc/parallel.cpp), so a team costs little there.
+PARALLEL_MIN_MACS_PER_STEP = 1 << 18
 
 
 @contextlib.contextmanager
