@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <climits>
+#include <cstdlib>
 #include <thread>
 #include <vector>
 
@@ -51,7 +52,8 @@ static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "the futex word
 // depend on the team size, so the change costs nothing in exactness.
 class Barrier {
  public:
-  explicit Barrier(int n) : team_(n) {}
+  // shrink_at > 0: the team shrinks at that barrier whatever the waits (for the tests).
+  Barrier(int n, long shrink_at) : team_(n), shrink_at_(shrink_at) {}
   int team() const { return team_.load(std::memory_order_acquire); }
   void wait() {
     const int n = team_.load(std::memory_order_acquire);
@@ -64,7 +66,7 @@ class Barrier {
         strikes_ += kStrike;
       else if (strikes_ > 0)
         --strikes_;
-      if (strikes_ >= kShrinkAt) team_.store(1, std::memory_order_relaxed);
+      if (strikes_ >= kShrinkAt || ++passed_ == shrink_at_) team_.store(1, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_seq_cst);
       if (sleepers_.load(std::memory_order_seq_cst) > 0) word_wake_all(&generation_);
       return;
@@ -90,6 +92,8 @@ class Barrier {
   alignas(64) std::atomic<int> sleepers_{0};
   std::atomic<bool> slept_{false};
   std::atomic<int> team_;
+  const long shrink_at_;
+  long passed_ = 0;  // barriers passed (only the last member of each touches it)
   int strikes_ = 0;
 };
 
@@ -99,7 +103,10 @@ int barrier_team(const Barrier* barrier) { return barrier->team(); }
 
 void parallel_run(int nthreads, void (*fn)(void*, int, int, Barrier*), void* ctx) {
   if (nthreads < 1) nthreads = 1;
-  Barrier barrier(nthreads);
+  // RNNKIT_TEAM_SHRINK_AT=k makes the team shrink at its k-th barrier: the tests use it
+  // to check that a shrink in any phase of a step leaves the results unchanged.
+  const char* forced = nthreads > 1 ? std::getenv("RNNKIT_TEAM_SHRINK_AT") : nullptr;
+  Barrier barrier(nthreads, forced ? std::atol(forced) : 0);
   if (nthreads == 1) {
     fn(ctx, 0, 1, &barrier);
     return;

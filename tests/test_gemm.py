@@ -70,7 +70,7 @@ def test_matmul_nt_bad_input():
 
 def test_gemm_choice_is_a_measured_candidate_and_matches():
     assert _backend.gemm_backend() in _backend._candidates()
-    a, w, bias = _operands(300, 80, 50, torch.float32, True)
+    a, w, bias = _operands(600, 80, 50, torch.float32, True)
     expected = a.double() @ w.double().t() + bias.double()
     assert (_backend.gemm_nt(a, w, bias).double() - expected).abs().max().item() < 1e-4
     for name, fn in _backend._candidates().items():  # every candidate computes the same product

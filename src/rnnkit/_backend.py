@@ -207,9 +207,14 @@ def _gemm() -> tuple:
     return _chosen[0]
 
 
+# Below this many multiply-adds (a few tens of microseconds) a product is too small for
+# the choice to matter, and torch's BLAS call costs the least around it (no packing).
+SMALL_PRODUCT_MACS = 1 << 21
+
+
 def gemm_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``a @ w.T (+ bias)`` for detached tensors on the fastest GEMM here (see
-    :func:`gemm_backend`); float64 always on torch's BLAS."""
-    if a.dtype != torch.float32 or a.shape[0] * w.shape[0] * a.shape[1] == 0:
+    :func:`gemm_backend`); float64 products and small ones on torch's BLAS."""
+    if a.dtype != torch.float32 or a.shape[0] * w.shape[0] * a.shape[1] < SMALL_PRODUCT_MACS:
         return _torch_nt(a, w, bias)
     return _gemm()[1](a, w, bias)
