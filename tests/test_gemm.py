@@ -69,7 +69,8 @@ def test_matmul_nt_bad_input():
 
 
 def test_gemm_choice_is_a_measured_candidate_and_matches():
-    assert _backend.gemm_backend() in _backend._candidates()
+    assert _backend.gemm_backend("rows") in _backend._candidates()
+    assert _backend.gemm_backend("transposed") in _backend._candidates()
     a, w, bias = _operands(600, 80, 50, torch.float32, True)
     expected = a.double() @ w.double().t() + bias.double()
     assert (_backend.gemm_nt(a, w, bias).double() - expected).abs().max().item() < 1e-4
@@ -83,10 +84,10 @@ def test_gemm_nt_float64_stays_on_torch_blas():
 
 
 def test_rnnkit_gemm_forces_a_backend(monkeypatch):
-    monkeypatch.setattr(_backend, "_chosen", [])
+    monkeypatch.setattr(_backend, "_chosen", {})
     monkeypatch.setenv("RNNKIT_GEMM", "torch")
-    assert _backend.gemm_backend() == "torch"
-    monkeypatch.setattr(_backend, "_chosen", [])
+    assert _backend.gemm_backend() == "torch" and _backend.gemm_backend("transposed") == "torch"
+    monkeypatch.setattr(_backend, "_chosen", {})
     monkeypatch.setenv("RNNKIT_GEMM", "nope")
     with pytest.raises(ValueError, match="RNNKIT_GEMM: expected one of .*, got 'nope'"):
         _backend.gemm_backend()

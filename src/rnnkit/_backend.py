@@ -162,49 +162,61 @@ def _candidates() -> dict:
     return found
 
 
-# The shape the choice is measured on: an LSTM input projection (H = 256, 256 rows), about
-# 0.07 GFLOP, so the whole choice takes a few milliseconds once per process.
-_PROBE_SHAPE = (256, 1024, 256)
-_PROBE_REPEATS = 3
-_chosen: list = []  # [(name, fn)] once measured
+# The shapes the choice is measured on, about 0.07 GFLOP each, so the whole choice takes
+# a few milliseconds once per process. Two forms are chosen separately: a with
+# contiguous rows (the input projection, dx) and a transposed (the weight gradients
+# da^T x, which some libraries must copy first).
+_PROBES = {"rows": (256, 1024, 256, False), "transposed": (1024, 256, 256, True)}
+_PROBE_REPEATS = 5
+_chosen: dict = {}  # form -> (name, fn) once measured
 
 
-def _measure_choice() -> tuple:
+def _form(a: torch.Tensor) -> str:
+    return "rows" if a.stride(-1) == 1 else "transposed"
+
+
+def _measure_choice(form: str) -> tuple:
     import time
 
-    M, N, K = _PROBE_SHAPE
+    M, N, K, transposed = _PROBES[form]
     g = torch.Generator().manual_seed(0)
-    a, w, bias = (torch.randn(M, K, generator=g), torch.randn(N, K, generator=g), torch.randn(N, generator=g))
+    a = torch.randn(K, M, generator=g).t() if transposed else torch.randn(M, K, generator=g)
+    w = torch.randn(K, N, generator=g).t() if transposed else torch.randn(N, K, generator=g)
+    bias = None if transposed else torch.randn(N, generator=g)
     best = {}
     candidates = _candidates()
-    for _ in range(_PROBE_REPEATS):  # rounds over all candidates: a burst of load hits all alike
+    # The CPU time of the process (all its threads), best of a few rounds over all
+    # candidates: on a machine shared with other processes wall time would mostly
+    # measure the scheduler.
+    for _ in range(_PROBE_REPEATS):
         for name, fn in candidates.items():
             fn(a, w, bias)  # warm
-            t0 = time.perf_counter()
+            t0 = time.process_time()
             fn(a, w, bias)
-            best[name] = min(best.get(name, float("inf")), time.perf_counter() - t0)
+            best[name] = min(best.get(name, float("inf")), time.process_time() - t0)
     name = min(best, key=best.get)
     return name, candidates[name]
 
 
-def gemm_backend() -> str:
-    """Name of the GEMM the float32 big products run on here: ``torch`` (its BLAS),
-    ``onednn`` or ``core`` (measured once per process, at first use; ``RNNKIT_GEMM``
-    in the environment forces one)."""
-    return _gemm()[0]
+def gemm_backend(form: str = "rows") -> str:
+    """Name of the GEMM the float32 big products of ``form`` run on here: ``torch`` (its
+    BLAS), ``onednn`` or ``core``; form ``rows`` (the input projection, dx) or
+    ``transposed`` (the weight gradients). Measured once per process, at first use;
+    ``RNNKIT_GEMM`` in the environment forces one for both forms."""
+    return _gemm(form)[0]
 
 
-def _gemm() -> tuple:
-    if not _chosen:
+def _gemm(form: str) -> tuple:
+    if form not in _chosen:
         forced = os.environ.get("RNNKIT_GEMM")
         if forced:
             candidates = _candidates()
             if forced not in candidates:
                 raise ValueError(f"RNNKIT_GEMM: expected one of {sorted(candidates)}, got {forced!r}")
-            _chosen.append((forced, candidates[forced]))
+            _chosen[form] = (forced, candidates[forced])
         else:
-            _chosen.append(_measure_choice())
-    return _chosen[0]
+            _chosen[form] = _measure_choice(form)
+    return _chosen[form]
 
 
 # Below this many multiply-adds (a few tens of microseconds) a product is too small for
@@ -217,4 +229,4 @@ def gemm_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) 
     :func:`gemm_backend`); float64 products and small ones on torch's BLAS."""
     if a.dtype != torch.float32 or a.shape[0] * w.shape[0] * a.shape[1] < SMALL_PRODUCT_MACS:
         return _torch_nt(a, w, bias)
-    return _gemm()[1](a, w, bias)
+    return _gemm(_form(a))[1](a, w, bias)
