@@ -66,8 +66,8 @@ static void matmul_nt_impl(int64_t M, int64_t N, int64_t K, const S* a, int64_t 
         const int64_t kc = K - k0 < KC ? K - k0 : KC;
         for (int64_t p = 0; p < W.panels; ++p) {
           const int nr = int(N - p * NR < NR ? N - p * NR : NR);
-          row_blocks<S, Packed<S>::MR>(mc, kc, A + m0 * lda + k0, lda, W.data.data() + (p * K + k0) * NR, cb + p * NR, N, nr,
-                            bias != nullptr || k0 > 0);
+          const S* panel = W.data.data() + (p * K + k0) * NR;
+          row_blocks<S, Packed<S>::MR>(mc, kc, A + m0 * lda + k0, lda, panel, cb + p * NR, N, nr, bias || k0 > 0);
         }
       }
     }
