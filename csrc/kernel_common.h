@@ -225,10 +225,12 @@ static void gemm_panels(int64_t M, const S* A, int64_t lda, const Packed<S>& W, 
 }
 
 // ---- Threads --------------------------------------------------------------------------
-// body(tid, nthreads, barrier) runs on a team of nthreads (see parallel.h).
-template <typename F> static void run_team(int nthreads, F& body) {
+// body(tid, nthreads, barrier) runs on a team of nthreads (see parallel.h; may_shrink:
+// the body splits its work by barrier_team after every barrier).
+template <typename F> static void run_team(int nthreads, F& body, bool may_shrink = false) {
   parallel_run(
-      nthreads, [](void* ctx, int tid, int n, Barrier* b) { (*static_cast<F*>(ctx))(tid, n, b); }, &body);
+      nthreads, [](void* ctx, int tid, int n, Barrier* b) { (*static_cast<F*>(ctx))(tid, n, b); }, &body,
+      may_shrink);
 }
 
 // The range [first, last) of `count` items that member tid of an n-thread team owns.

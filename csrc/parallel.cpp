@@ -46,14 +46,16 @@ static_assert(sizeof(std::atomic<unsigned>) == sizeof(unsigned), "the futex word
 // starts the next generation and wakes the sleepers, if any.
 //
 // A team that keeps waiting for a member the scheduler has taken away (several sleeps
-// in quick succession: other processes hold the cores) is slower than one thread, so
-// the last member to arrive then shrinks the team to member 0 alone for the rest of
-// the call (see barrier_team). The kernels split work so that the result does not
-// depend on the team size, so the change costs nothing in exactness.
+// in quick succession: other processes hold the cores) is slower than one thread, so,
+// if its body allows it (may_shrink), the last member to arrive then shrinks the team
+// to member 0 alone for the rest of the call (see barrier_team). The sequence kernels
+// split work so that the result does not depend on the team size, so the change costs
+// nothing in exactness.
 class Barrier {
  public:
-  // shrink_at > 0: the team shrinks at that barrier whatever the waits (for the tests).
-  Barrier(int n, long shrink_at) : team_(n), shrink_at_(shrink_at) {}
+  // may_shrink: after a few long waits the team shrinks (see above); shrink_at > 0: it
+  // shrinks at that barrier whatever the waits (for the tests).
+  Barrier(int n, bool may_shrink, long shrink_at) : team_(n), may_shrink_(may_shrink), shrink_at_(shrink_at) {}
   int team() const { return team_.load(std::memory_order_acquire); }
   void wait() {
     const int n = team_.load(std::memory_order_acquire);
@@ -66,7 +68,7 @@ class Barrier {
         strikes_ += kStrike;
       else if (strikes_ > 0)
         --strikes_;
-      if (strikes_ >= kShrinkAt || ++passed_ == shrink_at_) team_.store(1, std::memory_order_relaxed);
+      if (may_shrink_ && (strikes_ >= kShrinkAt || ++passed_ == shrink_at_)) team_.store(1, std::memory_order_relaxed);
       generation_.fetch_add(1, std::memory_order_seq_cst);
       if (sleepers_.load(std::memory_order_seq_cst) > 0) word_wake_all(&generation_);
       return;
@@ -92,6 +94,7 @@ class Barrier {
   alignas(64) std::atomic<int> sleepers_{0};
   std::atomic<bool> slept_{false};
   std::atomic<int> team_;
+  const bool may_shrink_;
   const long shrink_at_;
   long passed_ = 0;  // barriers passed (only the last member of each touches it)
   int strikes_ = 0;
@@ -101,12 +104,12 @@ void barrier_wait(Barrier* barrier) { barrier->wait(); }
 
 int barrier_team(const Barrier* barrier) { return barrier->team(); }
 
-void parallel_run(int nthreads, void (*fn)(void*, int, int, Barrier*), void* ctx) {
+void parallel_run(int nthreads, void (*fn)(void*, int, int, Barrier*), void* ctx, bool may_shrink) {
   if (nthreads < 1) nthreads = 1;
   // RNNKIT_TEAM_SHRINK_AT=k makes the team shrink at its k-th barrier: the tests use it
   // to check that a shrink in any phase of a step leaves the results unchanged.
-  const char* forced = nthreads > 1 ? std::getenv("RNNKIT_TEAM_SHRINK_AT") : nullptr;
-  Barrier barrier(nthreads, forced ? std::atol(forced) : 0);
+  const char* forced = may_shrink && nthreads > 1 ? std::getenv("RNNKIT_TEAM_SHRINK_AT") : nullptr;
+  Barrier barrier(nthreads, may_shrink, forced ? std::atol(forced) : 0);
   if (nthreads == 1) {
     fn(ctx, 0, 1, &barrier);
     return;

@@ -209,7 +209,7 @@ static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64
       if (!s.in_team()) return;
     }
   };
-  run_team(team_size(nthreads, cell.blocks()), body);
+  run_team(team_size(nthreads, cell.blocks()), body, true);  // the loop above leaves a shrunk team
 }
 
 // Backward through time, t = T-1 .. 0. states / records as the forward wrote them;
@@ -242,7 +242,7 @@ static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int6
       if (!s.in_team()) return;
     }
   };
-  run_team(team_size(nthreads, cell.blocks()), body);
+  run_team(team_size(nthreads, cell.blocks()), body, true);  // the loop above leaves a shrunk team
   for (int k = 0; k < Cell::kStates; ++k)
     std::memcpy(d_init[k], d[k], size_t(B * cell.state_width(k)) * sizeof(S));
 }

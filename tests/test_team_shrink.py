@@ -33,7 +33,9 @@ def test_shrink_anywhere_keeps_the_bits(network, lengths, monkeypatch):
             assert torch.equal(a, b), f"tensor {k} differs after a shrink at barrier {at}"
 
 
-def test_shrink_in_a_stream_step(monkeypatch):
+def test_a_stream_keeps_its_team(monkeypatch):
+    """A stream step's team never shrinks (its body splits work once per step): the forced
+    shrink applies to the sequence kernels only, and the stream still equals the module."""
     torch.manual_seed(0)
     m = rnnkit.LSTM(I, H, num_layers=2)
     x = torch.randn(5, 2, I)
