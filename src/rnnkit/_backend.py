@@ -162,12 +162,13 @@ def _candidates() -> dict:
     return found
 
 
-# The shapes the choice is measured on, about 0.07 GFLOP each, so the whole choice takes
-# a few milliseconds once per process. Two forms are chosen separately: a with
-# contiguous rows (the input projection, dx) and a transposed (the weight gradients
-# da^T x, which some libraries must copy first).
-_PROBES = {"rows": (256, 1024, 256, False), "transposed": (1024, 256, 256, True)}
-_PROBE_REPEATS = 5
+# The shapes the choice is measured on (M, N, K, a transposed), 34 MFLOP each: the
+# choice costs about 18 x 34 MFLOP per form, once per process, at the first large
+# float32 product. Two forms are chosen separately: a with contiguous rows (the input
+# projection, dx) and a transposed (the weight gradients da^T x, which some libraries
+# must copy first).
+_PROBES = {"rows": (128, 512, 256, False), "transposed": (512, 128, 256, True)}
+_PROBE_REPEATS = 3
 _chosen: dict = {}  # form -> (name, fn) once measured
 
 
@@ -185,7 +186,7 @@ def _measure_choice(form: str) -> tuple:
     bias = None if transposed else torch.randn(N, generator=g)
     best = {}
     candidates = _candidates()
-    # The CPU time of the process (all its threads), best of a few rounds over all
+    # The CPU time of the process (all its threads), best of three rounds over all
     # candidates: on a machine shared with other processes wall time would mostly
     # measure the scheduler.
     for _ in range(_PROBE_REPEATS):
