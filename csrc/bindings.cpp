@@ -604,6 +604,38 @@ class PyStack {
   bool dbl_ = false;
 };
 
+// ------------------------------------------------------------------------- Products
+// A and W may be any strided 2-D views (a transposed tensor passes without a copy).
+using Strided = nb::ndarray<nb::device::cpu, nb::ndim<2>>;
+
+template <typename S>
+void matmul_nt_t(Isa isa, const Strided& a, const Strided& w, const OptArr& bias, const Out& out, int nt) {
+  const int64_t M = int64_t(a.shape(0)), K = int64_t(a.shape(1)), N = int64_t(w.shape(0));
+  if (int64_t(w.shape(1)) != K)
+    throw nb::value_error(("w: expected shape (N, " + std::to_string(K) + ") to match a's columns, got " +
+                           shape_str(shape_of(w))).c_str());
+  if (w.dtype() != nb::dtype<S>())
+    throw nb::type_error(("w: expected dtype " + dtype_str(a.dtype()) + " like a, got " + dtype_str(w.dtype())).c_str());
+  const S* p_bias = buf<S>(bias, "bias", {N});
+  S* p_out = buf<S>(out, "out", {M, N});
+  const S* p_a = static_cast<const S*>(a.data());
+  const S* p_w = static_cast<const S*>(w.data());
+  const int64_t sam = a.stride(0), sak = a.stride(1), swn = w.stride(0), swk = w.stride(1);
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, matmul_nt, M, N, K, p_a, sam, sak, p_w, swn, swk, p_bias, p_out, nt)
+}
+
+void matmul_nt(int isa, const Strided& a, const Strided& w, const OptArr& bias, const Out& out, int nt) {
+  bool dbl;
+  if (a.dtype() == nb::dtype<float>())
+    dbl = false;
+  else if (a.dtype() == nb::dtype<double>())
+    dbl = true;
+  else
+    throw nb::type_error(("a: expected dtype float32 or float64, got " + dtype_str(a.dtype())).c_str());
+  (dbl ? matmul_nt_t<double> : matmul_nt_t<float>)(checked_isa(isa), a, w, bias, out, checked_threads(nt));
+}
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -697,4 +729,7 @@ NB_MODULE(_core, m) {
            uintptr_t rec0, uintptr_t rec1, int nt) { s.cell_step_ptr(x, prev0, prev1, next0, next1, rec0, rec1, nt); },
         nb::arg("stream"), nb::arg("x"), nb::arg("prev0"), nb::arg("prev1"), nb::arg("next0"), nb::arg("next1"),
         nb::arg("rec0"), nb::arg("rec1"), nb::arg("nthreads"));
+  m.def("matmul_nt", &matmul_nt, nb::arg("isa"), nb::arg("a"), nb::arg("w"), nb::arg("bias").none(),
+        nb::arg("out").noconvert(), nb::arg("nthreads"),
+        "out (M, N) = a (M, K) @ w (N, K)^T + bias (N) on the core's packed GEMM; a and w may be strided.");
 }

@@ -225,17 +225,23 @@ static void gemm_panels(int64_t M, const S* A, int64_t lda, const Packed<S>& W, 
 }
 
 // ---- Threads --------------------------------------------------------------------------
-// body(tid, nthreads, barrier) runs on a team of nthreads (see parallel.h).
-template <typename F> static void run_team(int nthreads, F& body) {
+// body(tid, nthreads, barrier) runs on a team of nthreads (see parallel.h; may_shrink:
+// the body splits its work by barrier_team after every barrier).
+template <typename F> static void run_team(int nthreads, F& body, bool may_shrink = false) {
   parallel_run(
-      nthreads, [](void* ctx, int tid, int n, Barrier* b) { (*static_cast<F*>(ctx))(tid, n, b); }, &body);
+      nthreads, [](void* ctx, int tid, int n, Barrier* b) { (*static_cast<F*>(ctx))(tid, n, b); }, &body,
+      may_shrink);
 }
 
 // The range [first, last) of `count` items that member tid of an n-thread team owns.
 struct Range {
   int64_t first, last;
 };
-static inline Range share(int64_t count, int tid, int n) { return {count * tid / n, count * (tid + 1) / n}; }
+// A member outside the team (tid >= n, after the team shrank) owns nothing.
+static inline Range share(int64_t count, int tid, int n) {
+  if (tid >= n) return {count, count};
+  return {count * tid / n, count * (tid + 1) / n};
+}
 
 // The unit blocks [first, last) a team member owns, and the hidden units they cover.
 struct UnitSlice {
@@ -245,7 +251,8 @@ struct UnitSlice {
 template <typename S> static inline UnitSlice unit_slice(int64_t H, int tid, int n) {
   const Range r = share(unit_blocks<S>(H), tid, n);
   const int64_t UB = Packed<S>::NR, end = r.last * UB < H ? r.last * UB : H;
-  return {r.first, r.last, r.first * UB, end};
+  const int64_t begin = r.first * UB < end ? r.first * UB : end;  // an empty share: j_first == j_last
+  return {r.first, r.last, begin, end};
 }
 
 // A team no larger than the number of unit blocks (each thread needs work).

@@ -103,7 +103,8 @@ template <typename S> struct Hold {
 template <typename S> struct Step {
   typedef typename VecOf<S>::type V;
   static constexpr int64_t L = sizeof(V) / sizeof(S), UB = Packed<S>::NR;
-  int tid, nt;
+  int tid;
+  mutable int nt;  // the team's size, read again at every barrier (it may shrink there)
   Barrier* barrier;
   int64_t B, t;
   const int64_t* lengths;  // (B) or null
@@ -151,7 +152,12 @@ template <typename S> struct Step {
         std::memcpy(dst + b * W + u.j_first, src + b * W + u.j_first, size_t(u.j_last - u.j_first) * sizeof(S));
   }
 
-  void sync() const { barrier_wait(barrier); }
+  void sync() const {
+    barrier_wait(barrier);
+    nt = barrier_team(barrier);
+  }
+  // Whether this member still has a share of the work (see barrier_team).
+  bool in_team() const { return tid < nt; }
 };
 
 // ---- One step's buffers --------------------------------------------------------------------
@@ -200,9 +206,10 @@ static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64
       }
       for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
       cell.forward(s, io, work);
+      if (!s.in_team()) return;
     }
   };
-  run_team(team_size(nthreads, cell.blocks()), body);
+  run_team(team_size(nthreads, cell.blocks()), body, true);  // the loop above leaves a shrunk team
 }
 
 // Backward through time, t = T-1 .. 0. states / records as the forward wrote them;
@@ -232,9 +239,10 @@ static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int6
       for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
       for (int k = 0; k < Cell::kGrads; ++k) io.grad[k] = grads[k] + t * B * cell.grad_width(k);
       cell.backward(s, io, work);
+      if (!s.in_team()) return;
     }
   };
-  run_team(team_size(nthreads, cell.blocks()), body);
+  run_team(team_size(nthreads, cell.blocks()), body, true);  // the loop above leaves a shrunk team
   for (int k = 0; k < Cell::kStates; ++k)
     std::memcpy(d_init[k], d[k], size_t(B * cell.state_width(k)) * sizeof(S));
 }

@@ -139,7 +139,14 @@ bool isa_supported(Isa isa);
                        S* d_o,         /* (T, B, O)  out: dL/d output pre-act      */ \
                        S* dy0,         /* (B, O)     out                           */ \
                        S* dys,         /* (T, B, O)  out: dL/d y_t, or null        */ \
-                       int nthreads);
+                       int nthreads);                                                  \
+  /* The big per-sequence products (gemm.cpp): C = A W^T (+ bias on every row).    */ \
+  void matmul_nt(int64_t M, int64_t N, int64_t K,                                     \
+                 const S* a, int64_t sam, int64_t sak, /* A (M, K) at a[m*sam+k*sak] */ \
+                 const S* w, int64_t swn, int64_t swk, /* W (N, K) at w[n*swn+k*swk] */ \
+                 const S* bias,        /* (N) or null                              */ \
+                 S* c,                 /* (M, N) out, C-contiguous                 */ \
+                 int nthreads);
 
 // ---------------------------------------------------------------------------------
 // Streaming (stream.cpp): a stack of unidirectional layers, one time step per call.

@@ -85,11 +85,12 @@ def use_isa(name: str):
             _local.isa = previous
 
 
-# Below this many multiply-adds per step (B * G*H * H, about 4 M: e.g. an LSTM with
-# H = 256, B = 16) one thread is faster: the team meets at a barrier every step, and a
-# step must be long enough that a late thread (another process on the core) costs
-# little next to it.
-PARALLEL_MIN_MACS_PER_STEP = 1 << 22
+# Below this many multiply-adds per step (B * G*H * H, about 0.26 M: e.g. an LSTM with
+# H = 128, B = 4, or H = 256, B = 1) one thread is faster: the team meets at a barrier
+# every step (a few hundred nanoseconds when both members run). On a loaded machine,
+# where a member is often descheduled, the core's barrier shrinks the team to one
+# thread after a few long waits (csrc/parallel.cpp), so a team costs little there.
+PARALLEL_MIN_MACS_PER_STEP = 1 << 18
 
 
 @contextlib.contextmanager
@@ -120,3 +121,103 @@ def num_threads(batch: int = 1, hidden: int = 1, gates: int = 1, min_macs: int =
     if batch * gates * hidden * hidden < min_macs:
         return 1
     return max(1, torch.get_num_threads())
+
+
+# ---- The big products: C = A W^T on the fastest GEMM of this machine ----------------------
+# The input projection for all steps and the weight and input gradients (SPEC section 5)
+# are a few large matrix products per call. Which library runs them fastest depends on
+# the CPU: torch's BLAS (MKL) may take its AVX2 path on an AVX-512 AMD CPU, while
+# oneDNN's matmul and the core's own packed GEMM use AVX-512. The float32 products go to
+# the one the rule below names; float64 ones (the exactness checks) stay on torch's BLAS.
+
+
+def matmul_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ w.T (+ bias)`` on the core's own packed GEMM (float32 or float64).
+
+    a (M, K) and w (N, K) may be strided views (a transpose passes without a copy);
+    bias (N) or None. Returns a new (M, N) tensor. Rows are shared between
+    ``torch.get_num_threads()`` threads; the result is the same for any thread count.
+
+    >>> a, w = torch.randn(5, 3), torch.randn(4, 3)
+    >>> torch.allclose(matmul_nt(a, w), a @ w.T)
+    True
+    """
+    a, w = a.detach(), w.detach()
+    if a.dim() != 2 or w.dim() != 2:
+        raise ValueError(f"a, w: expected 2-D tensors, got shapes {tuple(a.shape)} and {tuple(w.shape)}")
+    out = a.new_empty(a.shape[0], w.shape[0])
+    b = None if bias is None else bias.detach().contiguous().numpy()
+    _core.matmul_nt(current_isa(), a.numpy(), w.numpy(), b, out.numpy(), max(1, torch.get_num_threads()))
+    return out
+
+
+def _torch_nt(a, w, bias):
+    return a @ w.t() if bias is None else torch.addmm(bias, a, w.t())
+
+
+def _onednn_nt(a, w, bias):
+    # oneDNN's matmul through torch's inference op (dense tensors in and out).
+    return torch.ops.mkldnn._linear_pointwise(a.contiguous(), w.contiguous(), bias, "none", [], "")
+
+
+def _candidates() -> dict:
+    found = {"torch": _torch_nt, "core": matmul_nt}
+    try:
+        probe = torch.ones(2, 2)
+        if torch.backends.mkldnn.is_available() and torch.equal(_onednn_nt(probe, probe, None), probe @ probe):
+            found["onednn"] = _onednn_nt
+    except (RuntimeError, AttributeError):  # op absent in this torch build
+        pass
+    return found
+
+
+# Which GEMM runs each form is a fixed rule, not a timing: a timing taken at first use
+# could pick differently from one process to the next (the machine's load decides), and
+# float32 results, which differ in the last bits between libraries, would then differ
+# between two runs of the same program. Two forms: a with contiguous rows (the input
+# projection, dx) goes to oneDNN where torch has it (on this AMD EPYC, one thread,
+# 2048x1024x1024: oneDNN 100, the core 82, MKL 79 GFLOP/s; benchmarks/gemm_peak.py
+# measures them), a transposed (the weight gradients da^T x, which oneDNN must copy
+# first) to torch's BLAS, which reads it in place and measured fastest there.
+_RULE = {"rows": ("onednn", "torch"), "transposed": ("torch",)}  # first available wins
+_chosen: dict = {}  # form -> (name, fn)
+
+
+def _form(a: torch.Tensor) -> str:
+    return "rows" if a.stride(-1) == 1 else "transposed"
+
+
+def gemm_backend(form: str = "rows") -> str:
+    """Name of the GEMM the float32 big products of ``form`` run on here: ``torch`` (its
+    BLAS), ``onednn`` or ``core``; form ``rows`` (the input projection, dx) or
+    ``transposed`` (the weight gradients), by the rule above; ``RNNKIT_GEMM`` in the
+    environment forces one for both forms."""
+    return _gemm(form)[0]
+
+
+def _gemm(form: str) -> tuple:
+    if form not in _chosen:
+        forced = os.environ.get("RNNKIT_GEMM")
+        if forced:
+            candidates = _candidates()
+            if forced not in candidates:
+                raise ValueError(f"RNNKIT_GEMM: expected one of {sorted(candidates)}, got {forced!r}")
+            _chosen[form] = (forced, candidates[forced])
+        else:
+            candidates = _candidates()
+            name = next(n for n in _RULE[form] if n in candidates)
+            _chosen[form] = (name, candidates[name])
+    return _chosen[form]
+
+
+# Below this many multiply-adds (a few tens of microseconds) a product is too small for
+# the choice to matter, and torch's BLAS call costs the least around it (no packing).
+SMALL_PRODUCT_MACS = 1 << 21
+
+
+def gemm_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``a @ w.T (+ bias)`` for detached tensors on the fastest GEMM here (see
+    :func:`gemm_backend`); float64 products and small ones on torch's BLAS."""
+    if a.dtype != torch.float32 or a.shape[0] * w.shape[0] * a.shape[1] < SMALL_PRODUCT_MACS:
+        return _torch_nt(a, w, bias)
+    return _gemm(_form(a))[1](a, w, bias)

@@ -63,7 +63,7 @@ def _project(x: Tensor, weight: Tensor, bias: Optional[Tensor]) -> Tensor:
     T, B, I = x.shape
     x2 = x.detach().reshape(T * B, I)
     w = weight.detach()
-    out = torch.addmm(bias.detach(), x2, w.t()) if bias is not None else x2 @ w.t()
+    out = _backend.gemm_nt(x2, w, None if bias is None else bias.detach())
     return out.view(T, B, w.shape[0])
 
 
@@ -87,9 +87,14 @@ def _flat(t: Tensor) -> Tensor:
 def _input_grads(ctx, da: Tensor, x: Tensor, w_ih: Tensor):
     """dx = da W_ih and dW_ih = da^T x, each one matrix product over all steps."""
     T, B, _ = x.shape
-    dx = (_flat(da) @ w_ih).view(T, B, w_ih.shape[1]) if ctx.needs_input_grad[0] else None
-    dw_ih = _flat(da).t() @ _flat(x) if ctx.needs_input_grad[ctx.w_ih_index] else None
+    dx = _backend.gemm_nt(_flat(da), w_ih.detach().t()).view(T, B, w_ih.shape[1]) if ctx.needs_input_grad[0] else None
+    dw_ih = _weight_grad(da, x) if ctx.needs_input_grad[ctx.w_ih_index] else None
     return dx, dw_ih
+
+
+def _weight_grad(da: Tensor, inp: Tensor) -> Tensor:
+    """dW = da^T inp summed over all steps: (T, B, G), (T, B, K) -> (G, K)."""
+    return _backend.gemm_nt(_flat(da).t(), _flat(inp.detach()).t())
 
 
 def _record(recorder: Optional[dict], key: str, like: Tensor, T: int, B: int, H: int) -> Optional[Tensor]:
@@ -156,7 +161,7 @@ class _Elman(torch.autograd.Function):
         _core.elman_backward(ctx.isa, ctx.act, _np(w_hh), _np(hs), _np(lengths), _c(d_out), _c(dh_n), _np(da),
                              _np(dh0), _np(dhs), _backend.num_threads(B, H, 1))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
-        dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[3] else None
+        dw_hh = _weight_grad(da, hs[:-1]) if ctx.needs_input_grad[3] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh,
                 _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None, None, None)
@@ -226,7 +231,7 @@ class _LSTM(torch.autograd.Function):
                             _c(dc_n), _np(da), _np(dh0), _np(dc0), _np(dhs), _np(dcs), _backend.num_threads(B, H, 4),
                             _np(w_ch))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
-        dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[4] else None
+        dw_hh = _weight_grad(da, hs[:-1]) if ctx.needs_input_grad[4] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
         dw_ch = None
         if ctx.needs_input_grad[7]:  # SPEC section 13: p_i, p_f see c_{t-1}, p_o sees c_t; summed over all steps
@@ -316,7 +321,7 @@ class _GRU(torch.autograd.Function):
         if ctx.needs_input_grad[3]:
             # rows r, z see h_prev; rows n see h_prev (reset_after) or r * h_prev (seed form).
             n_input = hs[:-1] if ctx.reset_after else hn
-            dw_hh = torch.cat([_flat(da[..., : 2 * H]).t() @ _flat(hs[:-1]), _flat(da_hn).t() @ _flat(n_input)])
+            dw_hh = torch.cat([_weight_grad(da[..., : 2 * H], hs[:-1]), _weight_grad(da_hn, n_input)])
         db_ih = _flat(da).sum(0) if ctx.has_bias[0] else None
         db_hh = torch.cat([_flat(da[..., : 2 * H]).sum(0), _flat(da_hn).sum(0)]) if ctx.has_bias[1] else None
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None, None)
@@ -391,8 +396,8 @@ class _Jordan(torch.autograd.Function):
                               _c(d_out), _c(dy_n), _np(da), _np(d_o), _np(dy0), _np(dys), _jordan_threads(B, H, O))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         need = ctx.needs_input_grad
-        dw_yh = _flat(da).t() @ _flat(ys[:-1]) if need[3] else None
-        dw_hy = _flat(d_o).t() @ _flat(hs) if need[4] else None
+        dw_yh = _weight_grad(da, ys[:-1]) if need[3] else None
+        dw_hy = _weight_grad(d_o, hs) if need[4] else None
         db = _flat(da).sum(0) if (ctx.has_bias[0] or ctx.has_bias[1]) else None
         db_hy = _flat(d_o).sum(0) if ctx.has_bias[2] else None
         return (dx, _grad_or_none(need[1], dy0), dw_ih, dw_yh, dw_hy, _grad_or_none(ctx.has_bias[0], db),
