@@ -203,67 +203,88 @@ void elman_backward(int isa, int act, const Arr& w_hh, const Arr& hs, const OptA
 }
 
 // ------------------------------------------------------------------------- LSTM
+// H, the projection size P (0 without w_hr) and K, the width of h (P if projected, else H).
+void lstm_sizes(const Arr& w_hh, const OptArr& w_hr, int64_t& H, int64_t& P, int64_t& K) {
+  if (!w_hr.has_value()) {
+    H = K = hidden_of(w_hh, 4, "w_hh");
+    P = 0;
+    return;
+  }
+  if (w_hr->ndim() != 2 || w_hr->shape(0) < 1 || w_hr->shape(1) < 1)
+    throw nb::value_error(("w_hr: expected shape (P, H) with P, H >= 1, got " + shape_str(shape_of(*w_hr))).c_str());
+  P = K = int64_t(w_hr->shape(0));
+  H = int64_t(w_hr->shape(1));
+}
+
 template <typename S>
 void lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
                     const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
-                    const OptArr& w_ch) {
-  int64_t T, B;
-  const int64_t H = hidden_of(w_hh, 4, "w_hh");
+                    const OptArr& w_ch, const OptArr& w_hr) {
+  int64_t T, B, H, P, K;
+  lstm_sizes(w_hh, w_hr, H, P, K);
   seq_dims(xw, 4, H, T, B);
   const S* p_xw = buf<S>(xw, "xw", {T, B, 4 * H});
-  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, K});
   const S* p_ch = buf<S>(w_ch, "w_ch", {3 * H});
-  const S* p_h0 = buf<S>(h0, "h0", {B, H});
+  const S* p_hr = buf<S>(w_hr, "w_hr", {P, H});
+  const S* p_h0 = buf<S>(h0, "h0", {B, K});
   const S* p_c0 = buf<S>(c0, "c0", {B, H});
   const int64_t* p_len = lengths_buf(lengths, B, T);
-  S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  S* p_hs = buf<S>(hs, "hs", {T + 1, B, K});
   S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
   S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
-  S* p_out = buf<S>(out, "out", {T, B, H});
+  S* p_out = buf<S>(out, "out", {T, B, K});
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, lstm_forward, T, B, H, p_xw, p_w, p_ch, p_h0, p_c0, p_len, p_hs, p_cs, p_g, p_out, nt)
+  RNNKIT_DISPATCH(isa, lstm_forward, T, B, H, p_xw, p_w, p_ch, P, p_hr, p_h0, p_c0, p_len, p_hs, p_cs, p_g, p_out,
+                  nt)
 }
 
 void lstm_forward(int isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
                   const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
-                  const OptArr& w_ch) {
+                  const OptArr& w_ch, const OptArr& w_hr) {
   auto run = is_double(xw, "xw") ? lstm_forward_t<double> : lstm_forward_t<float>;
-  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch);
+  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch, w_hr);
 }
 
 template <typename S>
 void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates,
                      const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n,
                      const Out& da, const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt,
-                     const OptArr& w_ch) {
-  const int64_t H = hidden_of(w_hh, 4, "w_hh");
+                     const OptArr& w_ch, const OptArr& w_hr, const OptOut& dr) {
+  int64_t H, P, K;
+  lstm_sizes(w_hh, w_hr, H, P, K);
   require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
-  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, K});
   const S* p_ch = buf<S>(w_ch, "w_ch", {3 * H});
-  const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  const S* p_hr = buf<S>(w_hr, "w_hr", {P, H});
+  const S* p_hs = buf<S>(hs, "hs", {T + 1, B, K});
   const S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
   const S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
   const int64_t* p_len = lengths_buf(lengths, B, T);
-  const S* p_dout = buf<S>(d_out, "d_out", {T, B, H});
-  const S* p_dhn = buf<S>(dh_n, "dh_n", {B, H});
+  const S* p_dout = buf<S>(d_out, "d_out", {T, B, K});
+  const S* p_dhn = buf<S>(dh_n, "dh_n", {B, K});
   const S* p_dcn = buf<S>(dc_n, "dc_n", {B, H});
   S* p_da = buf<S>(da, "da", {T, B, 4 * H});
-  S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
+  S* p_dr = buf<S>(dr, "dr", {T, B, P});
+  if (P > 0 && !p_dr) throw nb::value_error("dr: required with w_hr (the gradient through the projection)");
+  if (P == 0 && p_dr) throw nb::value_error("dr: expected None without w_hr");
+  S* p_dh0 = buf<S>(dh0, "dh0", {B, K});
   S* p_dc0 = buf<S>(dc0, "dc0", {B, H});
-  S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
+  S* p_dhs = buf<S>(dhs, "dhs", {T, B, K});
   S* p_dcs = buf<S>(dcs, "dcs", {T, B, H});
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, lstm_backward, T, B, H, p_w, p_ch, p_hs, p_cs, p_g, p_len, p_dout, p_dhn, p_dcn, p_da, p_dh0,
-                  p_dc0, p_dhs, p_dcs, nt)
+  RNNKIT_DISPATCH(isa, lstm_backward, T, B, H, p_w, p_ch, P, p_hr, p_hs, p_cs, p_g, p_len, p_dout, p_dhn, p_dcn,
+                  p_da, p_dr, p_dh0, p_dc0, p_dhs, p_dcs, nt)
 }
 
 void lstm_backward(int isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates, const OptArr& lengths,
                    const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& da, const Out& dh0,
-                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch) {
+                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch,
+                   const OptArr& w_hr, const OptOut& dr) {
   auto run = is_double(hs, "hs") ? lstm_backward_t<double> : lstm_backward_t<float>;
   run(checked_isa(isa), w_hh, hs, cs, gates, lengths, d_out, dh_n, dc_n, da, dh0, dc0, dhs, dcs,
-      checked_threads(nt), w_ch);
+      checked_threads(nt), w_ch, w_hr, dr);
 }
 
 // ------------------------------------------------------------------------- GRU
@@ -406,19 +427,24 @@ class PyStream {
     bool have_dtype = false;
     for (size_t l = 0; l < layers; ++l) {
       const int64_t I = sizes[3 * l], H = sizes[3 * l + 1], O = sizes[3 * l + 2];
-      if (I < 1 || H < 1 || (jordan && O < 1)) throw nb::value_error("sizes: every size must be positive");
-      if (l > 0 && I != (jordan ? sizes[3 * l - 1] : sizes[3 * l - 2]))
+      if (I < 1 || H < 1 || (jordan && O < 1) || O < 0) throw nb::value_error("sizes: every size must be positive");
+      if (!jordan && !lstm && O != 0) throw nb::value_error("sizes: O must be 0 for this cell");
+      // The width of what a layer emits: Jordan's y (O), a projected LSTM's h (O = P > 0), else h (H).
+      auto emitted = [&](size_t k) { return jordan || (lstm && sizes[3 * k + 2] > 0) ? sizes[3 * k + 2] : sizes[3 * k + 1]; };
+      const int64_t K = emitted(l);
+      if (l > 0 && I != emitted(l - 1))
         throw nb::value_error("sizes: a layer's input size must equal the previous layer's output size");
       // w_ih, input-side bias, then the cell's weights; {} marks an unused entry.
       const std::vector<std::vector<int64_t>> shapes =
           jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
           : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
-          : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}  // peepholes
+          : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, K}, {3 * H},  // peepholes
+                                                     O > 0 ? std::vector<int64_t>{O, H} : std::vector<int64_t>{}}
                  : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
       for (size_t k = 0; k < 5; ++k) {
         const OptArr& p = params[5 * l + k];
         const std::string name = "params[" + std::to_string(5 * l + k) + "]";
-        const bool weight = k == 0 || k == 2 || (jordan && k == 3);
+        const bool weight = k == 0 || k == 2 || (jordan && k == 3) || (lstm && k == 4 && O > 0);
         if (!p.has_value() || shapes[k].empty()) {
           if (weight) throw nb::value_error((name + ": a weight is required").c_str());
           if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
@@ -432,9 +458,10 @@ class PyStream {
         ptrs_.push_back(dbl_ ? static_cast<const void*>(buf<double>(p, name.c_str(), shapes[k]))
                              : static_cast<const void*>(buf<float>(p, name.c_str(), shapes[k])));
       }
-      out_ = jordan ? O : H;
+      out_ = K;
       in_ = l == 0 ? I : in_;
-      state_width_.push_back(jordan ? O : H);
+      state_width_.push_back(K);
+      cell_width_.push_back(H);
     }
     lstm_ = a == Arch::lstm;
     const std::vector<int64_t> sz(sizes);
@@ -466,7 +493,7 @@ class PyStream {
                              std::to_string(layer)).c_str());
     if (which == 1 && !lstm_) throw nb::value_error("which: only an LSTM has a cell state");
     if (which != 0 && which != 1) throw nb::value_error(("which: expected 0 or 1, got " + std::to_string(which)).c_str());
-    const int64_t w = state_width_[size_t(layer)];
+    const int64_t w = (which == 1 ? cell_width_ : state_width_)[size_t(layer)];
     void* p = dbl_ ? static_cast<void*>(buf<double>(buffer, "state", {B_, w}))
                    : static_cast<void*>(buf<float>(buffer, "state", {B_, w}));
     const size_t bytes = size_t(B_ * w) * (dbl_ ? sizeof(double) : sizeof(float));
@@ -480,7 +507,7 @@ class PyStream {
   StreamBase* impl_ = nullptr;
   int64_t B_, in_ = 0, out_ = 0;
   bool dbl_ = false, lstm_ = false;
-  std::vector<int64_t> state_width_;
+  std::vector<int64_t> state_width_, cell_width_;  // per layer: h (or y), and an LSTM's c
   std::vector<const void*> ptrs_;
 };
 
@@ -522,11 +549,13 @@ NB_MODULE(_core, m) {
         nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
   m.def("lstm_forward", &lstm_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("h0").none(),
         nb::arg("c0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("cs").noconvert(), nb::arg("gates").noconvert(),
-        nb::arg("out").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none());
+        nb::arg("out").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none(),
+        nb::arg("w_hr").none() = nb::none());
   m.def("lstm_backward", &lstm_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("hs"), nb::arg("cs"),
         nb::arg("gates"), nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(),
         nb::arg("dc_n").none(), nb::arg("da").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(), nb::arg("dhs").none().noconvert(),
-        nb::arg("dcs").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none());
+        nb::arg("dcs").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none(),
+        nb::arg("w_hr").none() = nb::none(), nb::arg("dr").none().noconvert() = nb::none());
   m.def("gru_forward", &gru_forward, nb::arg("isa"), nb::arg("reset_after"), nb::arg("xw"), nb::arg("w_hh"),
         nb::arg("b_hn").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("gates").noconvert(),
         nb::arg("hn").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));

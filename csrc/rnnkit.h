@@ -74,27 +74,31 @@ bool isa_supported(Isa isa);
                       S* dh0,          /* (B, H)      out: dL/d h_0                */ \
                       S* dhs,          /* (T, B, H)   out: dL/d h_t total, or null */ \
                       int nthreads);                                                  \
-  /* LSTM (SPEC section 3), gate order i, f, g, o.                                 */ \
+  /* LSTM (SPEC section 3), gate order i, f, g, o. K = P if P > 0, else H.        */ \
   void lstm_forward(int64_t T, int64_t B, int64_t H,                                  \
                     const S* xw,       /* (T, B, 4H)  W_ih x_t + b_ih + b_hh       */ \
                     const S* w_hh,     /* (4H, H)                                  */ \
                     const S* w_ch,     /* (3H) peepholes i, f, o, or null          */ \
-                    const S* h0, const S* c0, /* (B, H) each, or null              */ \
+                    int64_t P,         /* projection size (section 14), 0: none    */ \
+                    const S* w_hr,     /* (P, H) projection, or null when P = 0    */ \
+                    const S* h0, const S* c0, /* (B, K), (B, H), or null           */ \
                     const int64_t* lengths,                                           \
-                    S* hs,             /* (T+1, B, H) out: hidden states           */ \
+                    S* hs,             /* (T+1, B, K) out: hidden states           */ \
                     S* cs,             /* (T+1, B, H) out: cell states             */ \
                     S* gates,          /* (T, B, 4H)  out: activated i, f, g, o    */ \
-                    S* out,            /* (T, B, H)   out: masked outputs, or null */ \
+                    S* out,            /* (T, B, K)   out: masked outputs, or null */ \
                     int nthreads);                                                    \
   void lstm_backward(int64_t T, int64_t B, int64_t H,                                 \
                      const S* w_hh, const S* w_ch, /* (3H) or null               */ \
+                     int64_t P, const S* w_hr, /* as lstm_forward                  */ \
                      const S* hs, const S* cs, const S* gates,                        \
                      const int64_t* lengths,                                          \
-                     const S* d_out,   /* (T, B, H) or null                        */ \
-                     const S* dh_n, const S* dc_n, /* (B, H) each, or null         */ \
+                     const S* d_out,   /* (T, B, K) or null                        */ \
+                     const S* dh_n, const S* dc_n, /* (B, K), (B, H), or null      */ \
                      S* da,            /* (T, B, 4H)  out: dL/d gate pre-acts      */ \
-                     S* dh0, S* dc0,   /* (B, H) each, out                         */ \
-                     S* dhs,           /* (T, B, H)   out: dL/d h_t, or null       */ \
+                     S* dr,            /* (T, B, P)   out: dL/d W_hr m_t; null: P=0*/ \
+                     S* dh0, S* dc0,   /* (B, K), (B, H), out                      */ \
+                     S* dhs,           /* (T, B, K)   out: dL/d h_t, or null       */ \
                      S* dcs,           /* (T, B, H)   out: dL/d c_t, or null       */ \
                      int nthreads);                                                   \
   /* GRU (SPEC section 4), gate order r, z, n. reset_after=true is torch's form:   */ \
@@ -156,8 +160,9 @@ class StreamBase {
 // sizes: (I, H, O) per layer. params: five pointers per layer (S = double if dbl, else
 // float), copied and packed here: w_ih (G*H, I), the input-side bias (G*H) or null (all
 // biases that add to W_ih x; GRU reset_after keeps b_hn apart), then the cell's
-// weights as its sequence kernels take them: Elman / LSTM w_hh, -, -; GRU w_hh, b_hn
-// (or null), -; Jordan w_yh, w_hy, b_hy (or null).
+// weights as its sequence kernels take them: Elman w_hh, -, -; LSTM w_hh, w_ch (or
+// null), w_hr (O = P > 0: the projection, else null); GRU w_hh, b_hn (or null), -;
+// Jordan w_yh, w_hy, b_hy (or null).
 #define RNNKIT_DECLARE_STREAM                                                                  \
   StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B,      \
                           int64_t layers, const int64_t* sizes, const void* const* params);

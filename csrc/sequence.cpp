@@ -26,21 +26,22 @@ namespace RNNKIT_ISA_NS {
     sequence_backward(Elman<S>({H, 0, f, f, false}, w, Pass::backward), T, B, lengths, states,                   \
                       (const S* const*)nullptr, d_out, d_final, grads, d_init, totals, nt);                      \
   }                                                                                                               \
-  void lstm_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* w_ch, const S* h0,    \
-                    const S* c0, const int64_t* lengths, S* hs, S* cs, S* gates, S* out, int nt) {               \
-    const S* w[] = {w_hh, w_ch};                                                                                 \
+  void lstm_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* w_ch, int64_t P,      \
+                    const S* w_hr, const S* h0, const S* c0, const int64_t* lengths, S* hs, S* cs, S* gates,     \
+                    S* out, int nt) {                                                                            \
+    const S* w[] = {w_hh, w_ch, w_hr};                                                                           \
     const S* init[] = {h0, c0};                                                                                  \
     S *states[] = {hs, cs}, *records[] = {gates};                                                                \
-    sequence_forward(Lstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::forward), T, B, lengths, xw, init,    \
+    sequence_forward(Lstm<S>({H, P, Act::tanh, Act::tanh, false}, w, Pass::forward), T, B, lengths, xw, init,    \
                      states, records, out, nt);                                                                  \
   }                                                                                                               \
-  void lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* w_ch, const S* hs, const S* cs,   \
-                     const S* gates, const int64_t* lengths, const S* d_out, const S* dh_n, const S* dc_n,       \
-                     S* da, S* dh0, S* dc0, S* dhs, S* dcs, int nt) {                                            \
-    const S* w[] = {w_hh, w_ch};                                                                                 \
+  void lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* w_ch, int64_t P, const S* w_hr,   \
+                     const S* hs, const S* cs, const S* gates, const int64_t* lengths, const S* d_out,           \
+                     const S* dh_n, const S* dc_n, S* da, S* dr, S* dh0, S* dc0, S* dhs, S* dcs, int nt) {       \
+    const S* w[] = {w_hh, w_ch, w_hr};                                                                           \
     const S *states[] = {hs, cs}, *records[] = {gates}, *d_final[] = {dh_n, dc_n};                               \
-    S *grads[] = {da}, *d_init[] = {dh0, dc0}, *totals[] = {dhs, dcs};                                           \
-    sequence_backward(Lstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::backward), T, B, lengths, states,    \
+    S *grads[] = {da, dr}, *d_init[] = {dh0, dc0}, *totals[] = {dhs, dcs};                                       \
+    sequence_backward(Lstm<S>({H, P, Act::tanh, Act::tanh, false}, w, Pass::backward), T, B, lengths, states,    \
                       records, d_out, d_final, grads, d_init, totals, nt);                                       \
   }                                                                                                               \
   void gru_forward(int64_t T, int64_t B, int64_t H, bool reset_after, const S* xw, const S* w_hh,               \

@@ -55,8 +55,8 @@ def oracle_stack(spec, module, x, states, lengths):
 
 def initial_states(case, module, dtype):
     D = 2 if module.bidirectional else 1
-    S = getattr(module, case.spec.state_size)
-    return [torch.randn(module.num_layers * D, B, S, dtype=dtype, requires_grad=True) for _ in case.spec.states]
+    return [torch.randn(module.num_layers * D, B, S, dtype=dtype, requires_grad=True)
+            for S in case.spec.state_widths(module)]
 
 
 def as_hx(states):
@@ -142,9 +142,8 @@ def test_float64_gradcheck_through_the_native_kernels(network):
     spec = network.spec
     m = network.layer(3, 4)
     params = [p.detach().clone().requires_grad_() for p in m.parameters()]
-    S = getattr(m, spec.state_size)
     x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
-    states = [torch.randn(2, S, dtype=torch.float64, requires_grad=True) for _ in spec.states]
+    states = [torch.randn(2, S, dtype=torch.float64, requires_grad=True) for S in spec.state_widths(m)]
     hyper = spec.hyper_of(m)
     lengths = torch.tensor([4, 2])
 
@@ -157,6 +156,7 @@ def test_float64_gradcheck_through_the_native_kernels(network):
 
 
 # ---- cell, stream, threads -------------------------------------------------------------
+@pytest.mark.parametrize("network", [c for c in NETWORK_CASES if c.has_cell], ids=lambda c: c.name)
 def test_cell_stepped_by_hand_equals_the_layer(network):
     spec = network.spec
     cell, layer = network.cell(I, H), network.layer(I, H)
@@ -250,4 +250,5 @@ def test_internals_and_state_gradients_are_the_registry_s(network):
     out.sum().backward()
     for rec in recorders:
         assert set(rec) == set(spec.gradient_keys())
-        assert all(rec[k].shape == (T, B, getattr(m, spec.state_size)) for k in rec)
+        widths = dict(zip(spec.gradient_keys(), spec.state_widths(m)))
+        assert all(rec[k].shape == (T, B, widths[k]) for k in rec)

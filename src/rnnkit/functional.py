@@ -193,19 +193,20 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
 # ----------------------------------------------------------------------------- LSTM
 class _LSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, lengths, isa: int, recorder):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder):
         T, B, _ = x.shape
-        H = w_hh.shape[1]
+        H, K = w_hh.shape[0] // 4, w_hh.shape[1]  # K: the width of h (P with a projection, else H)
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, 4H)
-        hs = x.new_empty(T + 1, B, H)
+        hs = x.new_empty(T + 1, B, K)
         cs = x.new_empty(T + 1, B, H)
         gates = x.new_empty(T, B, 4 * H)  # activated i, f, g, o
-        out = x.new_empty(T, B, H) if lengths is not None else None
+        out = x.new_empty(T, B, K) if lengths is not None else None
         w_hh_c = w_hh.detach().contiguous()
         w_ch_c = None if w_ch is None else w_ch.detach().contiguous()  # (3H) peepholes i, f, o
+        w_hr_c = None if w_hr is None else w_hr.detach().contiguous()  # (P, H) projection
         _core.lstm_forward(isa, _np(xw), _np(w_hh_c), _c(h0), _c(c0), _np(lengths), _np(hs), _np(cs), _np(gates),
-                           _np(out), _backend.num_threads(B, H, 4), _np(w_ch_c))
-        ctx.save_for_backward(x, w_ih, w_hh_c, w_ch_c, hs, cs, gates, lengths)
+                           _np(out), _backend.num_threads(B, H, 4), _np(w_ch_c), _np(w_hr_c))
+        ctx.save_for_backward(x, w_ih, w_hh_c, w_ch_c, w_hr_c, hs, cs, gates, lengths)
         ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 3, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(cs, gates)
@@ -214,17 +215,18 @@ class _LSTM(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, dh_n, dc_n, _cs, _gates):
-        x, w_ih, w_hh, w_ch, hs, cs, gates, lengths = ctx.saved_tensors
+        x, w_ih, w_hh, w_ch, w_hr, hs, cs, gates, lengths = ctx.saved_tensors
         T, B, _ = x.shape
-        H = w_hh.shape[1]
+        H, K = w_hh.shape[0] // 4, w_hh.shape[1]
         da = x.new_empty(T, B, 4 * H)
-        dh0 = x.new_empty(B, H)
+        dr = None if w_hr is None else x.new_empty(T, B, K)  # dL/dh_t through the projection
+        dh0 = x.new_empty(B, K)
         dc0 = x.new_empty(B, H)
-        dhs = _record(ctx.recorder, "dh", x, T, B, H)
+        dhs = _record(ctx.recorder, "dh", x, T, B, K)
         dcs = _record(ctx.recorder, "dc", x, T, B, H)
         _core.lstm_backward(ctx.isa, _np(w_hh), _np(hs), _np(cs), _np(gates), _np(lengths), _c(d_out), _c(dh_n),
                             _c(dc_n), _np(da), _np(dh0), _np(dc0), _np(dhs), _np(dcs), _backend.num_threads(B, H, 4),
-                            _np(w_ch))
+                            _np(w_ch), _np(w_hr), _np(dr))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = _flat(da).t() @ _flat(hs[:-1]) if ctx.needs_input_grad[4] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
@@ -233,14 +235,19 @@ class _LSTM(torch.autograd.Function):
             da_i, da_f, _, da_o = da.chunk(4, dim=2)
             dw_ch = torch.cat([(da_i * cs[:-1]).sum((0, 1)), (da_f * cs[:-1]).sum((0, 1)),
                                (da_o * cs[1:]).sum((0, 1))])
+        dw_hr = None
+        if ctx.needs_input_grad[8]:  # SPEC section 14: dW_hr = sum_t dr_t^T m_t, m_t = o_t tanh(c_t) (0 if inactive)
+            m = gates[..., 3 * H:] * torch.tanh(cs[1:])  # (T, B, H)
+            dw_hr = _flat(dr).t() @ _flat(m)
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), _grad_or_none(ctx.needs_input_grad[2], dc0),
-                dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), dw_ch, None,
-                None, None)
+                dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), dw_ch, dw_hr,
+                None, None, None)
 
 
 def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
          bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None, weight_ch: Optional[Tensor] = None,
-         lengths=None, return_internals: bool = False, grad_recorder: Optional[dict] = None):
+         weight_hr: Optional[Tensor] = None, lengths=None, return_internals: bool = False,
+         grad_recorder: Optional[dict] = None):
     """LSTM over a sequence (SPEC section 3), gate rows stacked i, f, g, o::
 
         i, f, o = sigmoid(.), g = tanh(.)   of   W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
@@ -248,16 +255,18 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
 
     With peepholes ``weight_ch`` = (p_i, p_f, p_o) (3H), ``p_i * c_{t-1}`` and
     ``p_f * c_{t-1}`` join the pre-activations of i and f, ``p_o * c_t`` that of o
-    (SPEC section 13).
+    (SPEC section 13). With a projection ``weight_hr`` (P, H) (torch.nn.LSTM's
+    ``proj_size``, SPEC section 14), ``h_t = W_hr (o * tanh(c_t))`` is P wide.
 
-    Args: x (T, B, I); h0, c0 (B, H) or None; weight_ih (4H, I); weight_hh (4H, H);
-    biases (4H) or None; weight_ch (3H) or None. Returns (out (T, B, H), (h_n, c_n)) [, internals
+    Args: x (T, B, I); h0 (B, K), c0 (B, H) or None, K = P with a projection, else H;
+    weight_ih (4H, I); weight_hh (4H, K); biases (4H) or None; weight_ch (3H) or None;
+    weight_hr (P, H) or None. Returns (out (T, B, K), (h_n (B, K), c_n (B, H))) [, internals
     {"i", "f", "g", "o", "c"} each (T, B, H) with return_internals].
     """
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
-    out, h_n, c_n, cs, gates = _apply(_LSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, lengths,
-                                      _backend.current_isa(), grad_recorder)
+    out, h_n, c_n, cs, gates = _apply(_LSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr,
+                                      lengths, _backend.current_isa(), grad_recorder)
     if return_internals:
         i, f, g, o = gates.detach().chunk(4, dim=2)
         c = cs.detach()[1:]

@@ -232,9 +232,7 @@ class _StackedNetwork:
         return networks.network_of(self)
 
     def _check_supported(self) -> None:
-        if getattr(self, "proj_size", 0):
-            raise NotImplementedError("proj_size > 0 (LSTM with projections) is not implemented by rnnkit yet; "
-                                      "use torch.nn.LSTM for it")
+        """Every setting of the layer classes runs natively (a hook for one that would not)."""
 
     def forward_with_internals(self, input, hx=None, *, lengths=None, grad_recorders: Optional[list] = None):
         """``forward`` that also returns what happens inside, at native speed.
@@ -254,17 +252,18 @@ class _StackedNetwork:
         out, h_n = self._forward(input, hx, lengths, internals, grad_recorders)
         return out, h_n, internals
 
-    def _initial_states(self, spec, batch: _Batch, hx, shape, dtype) -> list:
-        """hx as passed to forward -> one tensor (L*D, B, S) or None per state of the network."""
+    def _initial_states(self, spec, batch: _Batch, hx, shapes, dtype) -> list:
+        """hx as passed to forward -> one tensor (L*D, B, S) or None per state of the network
+        (``shapes``: one per state)."""
         arg = self._state_argument
         if len(spec.states) == 1:
-            return [batch.state(hx, arg, shape, dtype)]
+            return [batch.state(hx, arg, shapes[0], dtype)]
         if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == len(spec.states)):
             raise TypeError(f"{arg}: expected a tuple ({', '.join(s + '_0' for s in spec.states)}) "
                             f"for {spec.title}, got {type(hx).__name__}")
         parts = (None,) * len(spec.states) if hx is None else hx
         return [batch.state(p, f"{arg}[{i}] ({s}_0)", shape, dtype)
-                for i, (s, p) in enumerate(zip(spec.states, parts))]
+                for i, (s, p, shape) in enumerate(zip(spec.states, parts, shapes))]
 
     def _forward(self, input, hx, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
         self._check_supported()
@@ -285,8 +284,8 @@ class _StackedNetwork:
                        f"rnnkit.{type(self).__name__}: no native kernel for device={batch.x.device.type}, "
                        f"dtype={batch.x.dtype}; running the per-step reference implementation (slow)")
         D = 2 if self.bidirectional else 1
-        shape = (self.num_layers * D, batch.B, getattr(self, spec.state_size))
-        states = self._initial_states(spec, batch, hx, shape, dtype)
+        shapes = [(self.num_layers * D, batch.B, S) for S in spec.state_widths(self)]
+        states = self._initial_states(spec, batch, hx, shapes, dtype)
         out, finals = _run_stack(self, spec, batch, states, native, internals, recorders)
         finals = [batch.final(f) for f in finals]
         return batch.output(out), (tuple(finals) if len(finals) > 1 else finals[0])
@@ -327,10 +326,14 @@ class RNN(_StackedNetwork, nn.RNN):
 class LSTM(_StackedNetwork, nn.LSTM):
     """LSTM (SPEC section 3), a drop-in for ``torch.nn.LSTM`` (gate rows i, f, g, o).
 
-    Args as ``torch.nn.LSTM``; ``proj_size`` > 0 raises NotImplementedError.
+    Args as ``torch.nn.LSTM``. ``proj_size=P > 0`` is torch.nn's LSTM with projections
+    (LSTMP, Sak et al. 2014, SPEC section 14): ``h_t = W_hr (o_t * tanh(c_t))`` is P wide,
+    ``weight_hr_l{k}`` (P, H), ``weight_hh_l{k}`` (4H, P), layer l > 0 reads P * D
+    features, h_0 / h_n are (L * D, B, P) and c_0 / c_n (L * D, B, H); a torch.nn
+    state_dict loads unchanged, either way.
     ``peephole=True`` (Gers & Schmidhuber 2000, SPEC section 13) adds diagonal weights
     from the cell state to the gates, ``weight_ch_l{k}`` (3H) stacked i, f, o, initialised
-    as the other weights: i and f see c_{t-1}, o sees c_t.
+    as the other weights: i and f see c_{t-1}, o sees c_t (it combines with proj_size).
     ``forward(input, (h_0, c_0)=None, *, lengths=None) -> (output, (h_n, c_n))``.
 
     >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
@@ -501,9 +504,10 @@ class JordanRNN(_StackedNetwork, nn.Module):
     def forward(self, input, y0: Optional[Tensor] = None, lengths=None):
         return self._forward(input, y0, lengths)
 
-    def _initial_states(self, spec, batch: _Batch, y0, shape, dtype) -> list:
+    def _initial_states(self, spec, batch: _Batch, y0, shapes, dtype) -> list:
         # A one-layer unidirectional network also takes y0 without the layer
         # dimension, (B, O) (earlier versions' form).
+        shape = shapes[0]
         if isinstance(y0, Tensor) and shape[0] == 1:
             full = tuple(shape[1:]) if not batch.unbatched else (shape[2],)
             if y0.dim() == len(full):
@@ -511,7 +515,7 @@ class JordanRNN(_StackedNetwork, nn.Module):
                     raise ValueError(f"y0: expected shape {full}, got {tuple(y0.shape)} "
                                      f"(the (num_layers * D, B, O) form {(1,) + full} is accepted too)")
                 y0 = y0.unsqueeze(0)
-        return super()._initial_states(spec, batch, y0, shape, dtype)
+        return super()._initial_states(spec, batch, y0, shapes, dtype)
 
 
 for _role in _JORDAN_ROLES:  # layer 0's parameters under their earlier names

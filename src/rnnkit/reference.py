@@ -225,7 +225,7 @@ def elman(
 # LSTM
 
 
-def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None):
+def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None, weight_hr=None):
     gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # (B, 4H)
     a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)  # each (B, H)
     if weight_ch is not None:  # peepholes (SPEC section 13): i and f see c_{t-1}, o sees c_t
@@ -239,10 +239,12 @@ def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None):
         a_o = a_o + p_o * c_new
     o = torch.sigmoid(a_o)  # output gate
     h_new = o * torch.tanh(c_new)
+    if weight_hr is not None:  # projection (SPEC section 14): h_t = W_hr (o ⊙ tanh(c_t)), (B, P)
+        h_new = h_new @ weight_hr.T
     return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "c": c_new}
 
 
-def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_ch=None):
+def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_ch=None, weight_hr=None):
     """One LSTM step (SPEC section 3); gate rows stacked i, f, g, o.
 
         i = σ(W_ii x + b_ii + W_hi h + b_hi)
@@ -254,26 +256,30 @@ def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_
 
     With peepholes (``weight_ch`` = (p_i, p_f, p_o), Gers & Schmidhuber 2000),
     ``p_i ⊙ c`` and ``p_f ⊙ c`` join the pre-activations of i and f, and ``p_o ⊙ c_new``
-    that of o (SPEC section 13).
+    that of o (SPEC section 13). With a projection (``weight_hr`` (P, H), LSTMP, Sak et
+    al. 2014, torch.nn.LSTM's ``proj_size``), ``h_new = W_hr (o ⊙ tanh(c_new))`` is P wide
+    and ``weight_hh`` is (4H, P) (SPEC section 14).
 
     Args:
       x: input (B, I).
-      h, c: previous hidden and cell state (B, H), or None for zeros.
-      weight_ih: (4H, I).  weight_hh: (4H, H).  bias_ih, bias_hh: (4H,) or None.
+      h, c: previous hidden (B, K) and cell state (B, H), or None for zeros; K = P with a
+        projection, else H.
+      weight_ih: (4H, I).  weight_hh: (4H, K).  bias_ih, bias_hh: (4H,) or None.
       weight_ch: peephole weights (3H,) stacked i, f, o, or None.
+      weight_hr: projection (P, H), or None.
 
     Returns:
-      (h_new, c_new), each (B, H).
+      (h_new, c_new): (B, K), (B, H).
 
     Example:
       >>> h, c = lstm_cell(torch.ones(3, 2), None, None, torch.ones(16, 2), torch.ones(16, 4))
       >>> h.shape, c.shape
       (torch.Size([3, 4]), torch.Size([3, 4]))
     """
-    H = weight_hh.shape[1]
-    h = _zeros_if_none(h, x, H)
+    H, K = weight_hh.shape[0] // 4, weight_hh.shape[1]
+    h = _zeros_if_none(h, x, K)
     c = _zeros_if_none(c, x, H)
-    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch)
+    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr)
     return h_new, c_new
 
 
@@ -286,6 +292,7 @@ def lstm(
     bias_ih=None,
     bias_hh=None,
     weight_ch=None,
+    weight_hr=None,
     lengths=None,
     return_internals=False,
 ):
@@ -300,6 +307,8 @@ def lstm(
       h0, c0: initial states (B, H), or None for zeros.
       weight_ih: (4H, I).  weight_hh: (4H, H).  bias_ih, bias_hh: (4H,) or None.
       weight_ch: peephole weights (3H,) stacked i, f, o, or None (see lstm_cell).
+      weight_hr: projection (P, H), or None (see lstm_cell): then h0, out and h_n are
+        P wide and weight_hh is (4H, P).
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"i", "f", "g", "o", "c"}, each (T, B, H).
 
@@ -314,12 +323,12 @@ def lstm(
       (torch.Size([5, 3, 4]), torch.Size([3, 4]))
     """
     _check_sequence(x)
-    H = weight_hh.shape[1]
-    h = _zeros_if_none(h0, x[0], H)  # (B, H)
+    H, K = weight_hh.shape[0] // 4, weight_hh.shape[1]
+    h = _zeros_if_none(h0, x[0], K)  # (B, K)
     c = _zeros_if_none(c0, x[0], H)  # (B, H)
 
     def step(x_t, h, c):
-        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch)
+        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr)
         return (h_new, c_new), gates
 
     out, (h, c), internals = _scan(step, x, (h, c), lengths, return_internals)  # out (T, B, H)

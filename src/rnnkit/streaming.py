@@ -44,7 +44,8 @@ def _kernel_params(spec, p: dict, hyper: dict) -> list:
         H = p["weight_hh"].shape[1]  # b_hn stays inside r * (W_hn h + b_hn)
         return [d(p["weight_ih"]), _fold(p["bias_ih"], torch.cat([b_hh.detach()[:2 * H], b_hh.new_zeros(H)])),
                 d(p["weight_hh"]), d(b_hh[2 * H:]), None]
-    return [d(p["weight_ih"]), _fold(p["bias_ih"], b_hh), d(p["weight_hh"]), d(p.get("weight_ch")), None]
+    return [d(p["weight_ih"]), _fold(p["bias_ih"], b_hh), d(p["weight_hh"]), d(p.get("weight_ch")),
+            d(p.get("weight_hr"))]
 
 
 def _fold(*biases: Optional[Tensor]) -> Optional[Tensor]:
@@ -67,14 +68,14 @@ def _describe(module: nn.Module):
         module._check_supported()
     is_cell = isinstance(module, spec.cell_class)
     layers = 1 if is_cell else module.num_layers
-    width = getattr(module, spec.state_size)
+    width = spec.state_widths(module)[0]  # what a layer emits: h (P wide when projected), or y
     hyper = spec.hyper_of(module)
     sizes, params = [], []
     for l in range(layers):
         layer = [module._parameters.get(r) for r in spec.param_roles] if is_cell else \
             _layer_params(module, spec.param_roles, l, 0)
         params += _kernel_params(spec, dict(zip(spec.param_roles, layer)), hyper)
-        O = module.output_size if spec.state_size == "output_size" else 0
+        O = module.output_size if spec.state_size == "output_size" else getattr(module, "proj_size", 0)
         sizes += [module.input_size if l == 0 else width, module.hidden_size, O]
     return spec, layers, sizes, params
 
@@ -109,7 +110,8 @@ class Stream:
         self.layers = layers
         self.input_size = sizes[0]
         self.network = spec
-        self._width = getattr(module, spec.state_size)
+        self._widths = spec.state_widths(module)
+        self._width = self._widths[0]
         self._core = _core.Stream(_backend.current_isa(), _backend.ARCH_CODES[spec.kernel],
                                   _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
                                   _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
@@ -162,7 +164,7 @@ class Stream:
         """The current state as the module returns it: h (L, B, H); (h, c) for an LSTM;
         y (L, B, O) for a Jordan network (the network's states, rnnkit.networks)."""
         def read(which):
-            buf = torch.empty(self.layers, self.batch_size, self._width, dtype=self.dtype)
+            buf = torch.empty(self.layers, self.batch_size, self._widths[which], dtype=self.dtype)
             for l in range(self.layers):
                 self._core.state(l, which, buf[l], False)
             return buf
@@ -174,8 +176,8 @@ class Stream:
         """Set the state (zeros if None); same layout as :meth:`state` returns."""
         several = len(self.network.states) > 1
         parts = (list(state) if state is not None else [None] * len(self.network.states)) if several else [state]
-        shape = (self.layers, self.batch_size, self._width)
         for which, part in enumerate(parts):
+            shape = (self.layers, self.batch_size, self._widths[which])
             if part is None:
                 part = torch.zeros(shape, dtype=self.dtype)
             part = torch.as_tensor(part, dtype=self.dtype)
