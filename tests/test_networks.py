@@ -141,15 +141,16 @@ def test_matches_torch_nn_where_torch_has_it(network):
 def test_float64_gradcheck_through_the_native_kernels(network):
     spec = network.spec
     m = network.layer(3, 4)
-    params = [p.detach().clone().requires_grad_() for p in m.parameters()]
+    roles = [r for r in spec.param_roles if getattr(m, f"{r}_l0", None) is not None]  # present, in signature order
+    params = [getattr(m, f"{r}_l0").detach().clone().requires_grad_() for r in roles]
     x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
     states = [torch.randn(2, S, dtype=torch.float64, requires_grad=True) for S in spec.state_widths(m)]
     hyper = spec.hyper_of(m)
     lengths = torch.tensor([4, 2])
 
     def f(x, *rest):
-        st, ps = rest[:len(states)], rest[len(states):]
-        out, final = spec.functional(x, *st, *ps, **hyper, lengths=lengths)
+        st, ps = rest[:len(states)], dict(zip(roles, rest[len(states):]))
+        out, final = spec.functional(x, *st, *[ps.get(r) for r in spec.param_roles], **hyper, lengths=lengths)
         return (out, *as_list(final))
 
     assert torch.autograd.gradcheck(f, (x, *states, *params), eps=1e-6, atol=1e-7)

@@ -173,7 +173,3 @@ def test_lengths_keyword_equals_packed():
     assert torch.allclose(h, ph, atol=1e-14)
     assert torch.all(out[4:, 2] == 0) and torch.all(out[3:, 0] == 0)
 
-
-def test_proj_size_not_implemented():
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        rnnkit.LSTM(I, H, proj_size=3)(torch.randn(T, B, I))

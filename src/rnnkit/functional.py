@@ -236,8 +236,8 @@ class _LSTM(torch.autograd.Function):
             dw_ch = torch.cat([(da_i * cs[:-1]).sum((0, 1)), (da_f * cs[:-1]).sum((0, 1)),
                                (da_o * cs[1:]).sum((0, 1))])
         dw_hr = None
-        if ctx.needs_input_grad[8]:  # SPEC section 14: dW_hr = sum_t dr_t^T m_t, m_t = o_t tanh(c_t) (0 if inactive)
-            m = gates[..., 3 * H:] * torch.tanh(cs[1:])  # (T, B, H)
+        if w_hr is not None and ctx.needs_input_grad[8]:  # SPEC section 14: dW_hr = sum_t dr_t^T m_t
+            m = gates[..., 3 * H:] * torch.tanh(cs[1:])  # (T, B, H) m_t = o_t tanh(c_t), 0 where inactive
             dw_hr = _flat(dr).t() @ _flat(m)
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), _grad_or_none(ctx.needs_input_grad[2], dc0),
                 dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), dw_ch, dw_hr,
