@@ -165,3 +165,15 @@ def test_command_line_trains_saves_and_reloads_a_projected_lstm(tmp_path):
     assert rc == 2 and err.count("\n") == 1 and "--proj-size" in err and "--arch lstm" in err, err
     rc, out, err, _ = train_tiny(tmp_path, "--arch", "lstm", "--proj-size", "100000", name="wide")
     assert rc == 2 and err.count("\n") == 1 and "--proj-size" in err and "--hidden" in err, err
+
+
+def test_visualize_page_takes_the_narrower_projected_h():
+    """``rnnkit visualize``: a projected LSTM's h has P units, c and the gates H; each
+    quantity keeps its own width and --unit is checked against the one shown."""
+    from rnnkit.introspect import IntrospectError, visualize
+
+    tracks = {"h": torch.zeros(2, P), "c": torch.ones(2, H)}
+    page = visualize.activation_page("ab", tracks, arch="lstm", title="t", info="i", unit=H - 1, track="c")
+    assert '"units":6' in page
+    with pytest.raises(IntrospectError, match=r"--unit: expected a unit index in 0\.\.2 \(h has 3 units\), got 4"):
+        visualize.activation_page("ab", tracks, arch="lstm", title="t", info="i", unit=4, track="h")
