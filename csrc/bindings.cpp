@@ -430,7 +430,9 @@ class PyStream {
       if (I < 1 || H < 1 || (jordan && O < 1) || O < 0) throw nb::value_error("sizes: every size must be positive");
       if (!jordan && !lstm && O != 0) throw nb::value_error("sizes: O must be 0 for this cell");
       // The width of what a layer emits: Jordan's y (O), a projected LSTM's h (O = P > 0), else h (H).
-      auto emitted = [&](size_t k) { return jordan || (lstm && sizes[3 * k + 2] > 0) ? sizes[3 * k + 2] : sizes[3 * k + 1]; };
+      auto emitted = [&](size_t k) {
+        return jordan || (lstm && sizes[3 * k + 2] > 0) ? sizes[3 * k + 2] : sizes[3 * k + 1];
+      };
       const int64_t K = emitted(l);
       if (l > 0 && I != emitted(l - 1))
         throw nb::value_error("sizes: a layer's input size must equal the previous layer's output size");

@@ -134,7 +134,8 @@ template <typename S> struct Lstm {
       if (io.total[0] && !proj) l.set(dhs, dh_);
       if (io.total[1]) l.set(dcs, dc_);
       l.set(dc, peep_ ? dc_ * f_ + da_i * l(pv, 0) + da_f * l(pv, 1) : dc_ * f_);
-    }, proj ? Hold<S>{{zero(da), copy(dcs, cview(dc))}} : Hold<S>{{zero(da), copy(dhs, cview(dh)), copy(dcs, cview(dc))}});
+    }, proj ? Hold<S>{{zero(da), copy(dcs, cview(dc))}}
+            : Hold<S>{{zero(da), copy(dhs, cview(dh)), copy(dcs, cview(dc))}});
     s.sync();  // da_t complete
     S* dh_prev = proj ? w.r.data() : w.a.data();
     s.product(K, io.grad[0], 4 * H, W, dh_prev, K);  // dh_{t-1} = da_t W_hh

@@ -20,8 +20,8 @@ GRU (before)    GRU             the same, ``linear_before_reset=0``, and the z r
 ``lengths`` become ``sequence_lens`` (ONNX, like rnnkit, emits zeros past a sequence's
 length and returns its last valid state). The Jordan network and the LSTM with a
 projection (``proj_size``; ONNX's LSTM has none) have no standard operator and are written
-as an ONNX ``Loop`` over time (:func:`_sym_jordan`, :func:`_sym_lstm_projected`). Graphs are float32 or float64, with T and
-B dynamic.
+as an ONNX ``Loop`` over time (:func:`_sym_jordan`, :func:`_sym_lstm_projected`). Graphs
+are float32 or float64, with T and B dynamic.
 
 >>> lstm = rnnkit.LSTM(8, 16, num_layers=2)
 >>> rnnkit.export.to_onnx(lstm, "lstm.onnx", torch.randn(5, 3, 8))
@@ -144,7 +144,8 @@ def _sym_lstm_projected(g, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, length
     peep = [] if sh._is_none(w_ch) else [g.op("Slice", w_ch, _const(g, [k * H]), _const(g, [(k + 1) * H]),
                                              _const(g, [0])) for k in range(3)]  # p_i, p_f, p_o
     loop, body, i, (h, c) = _time_loop(g, x, [h0, c0], outputs=3)
-    a = body.op("Add", body.op("Gather", xw, i, axis_i=0), body.op("MatMul", h, body.op("Transpose", w_hh, perm_i=[1, 0])))
+    a = body.op("Add", body.op("Gather", xw, i, axis_i=0),
+                body.op("MatMul", h, body.op("Transpose", w_hh, perm_i=[1, 0])))  # (B, 4H)
     a_i, a_f, a_g, a_o = [body.op("Slice", a, _const(body, [k * H]), _const(body, [(k + 1) * H]), _const(body, [1]))
                           for k in range(4)]
     if peep:
