@@ -287,6 +287,80 @@ void lstm_backward(int isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const
       checked_threads(nt), w_ch, w_hr, dr);
 }
 
+// ------------------------------------------------------------------------- layer-normalised LSTM
+template <typename S>
+void ln_lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c,
+                       const Arr& beta_c, const OptArr& h0, const OptArr& c0, const OptArr& lengths, const Out& hs,
+                       const Out& cs, const Out& gates, const Out& raw, const OptOut& out, int nt) {
+  int64_t T, B;
+  const int64_t H = hidden_of(w_hh, 4, "w_hh");
+  seq_dims(xw, 4, H, T, B);
+  const S* p_xw = buf<S>(xw, "xw", {T, B, 4 * H});
+  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {4 * H});
+  const S* p_gc = buf<S>(gamma_c, "gamma_c", {H});
+  const S* p_bc = buf<S>(beta_c, "beta_c", {H});
+  const S* p_h0 = buf<S>(h0, "h0", {B, H});
+  const S* p_c0 = buf<S>(c0, "c0", {B, H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
+  S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
+  S* p_raw = buf<S>(raw, "raw", {T, B, 4 * H});
+  S* p_out = buf<S>(out, "out", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, ln_lstm_forward, T, B, H, p_xw, p_w, p_ghh, p_gc, p_bc, p_h0, p_c0, p_len, p_hs, p_cs, p_g,
+                  p_raw, p_out, nt)
+}
+
+void ln_lstm_forward(int isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c,
+                     const Arr& beta_c, const OptArr& h0, const OptArr& c0, const OptArr& lengths, const Out& hs,
+                     const Out& cs, const Out& gates, const Out& raw, const OptOut& out, int nt) {
+  auto run = is_double(xw, "xw") ? ln_lstm_forward_t<double> : ln_lstm_forward_t<float>;
+  run(checked_isa(isa), xw, w_hh, gamma_hh, gamma_c, beta_c, h0, c0, lengths, hs, cs, gates, raw, out,
+      checked_threads(nt));
+}
+
+template <typename S>
+void ln_lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c, const Arr& beta_c,
+                        const Arr& hs, const Arr& cs, const Arr& gates, const Arr& raw, const OptArr& lengths,
+                        const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& dv, const Out& dA,
+                        const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt) {
+  const int64_t H = hidden_of(w_hh, 4, "w_hh");
+  require_rank(hs, 3, "hs", "(T+1, B, H)");
+  const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
+  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {4 * H});
+  const S* p_gc = buf<S>(gamma_c, "gamma_c", {H});
+  const S* p_bc = buf<S>(beta_c, "beta_c", {H});
+  const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  const S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
+  const S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
+  const S* p_raw = buf<S>(raw, "raw", {T, B, 4 * H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  const S* p_dout = buf<S>(d_out, "d_out", {T, B, H});
+  const S* p_dhn = buf<S>(dh_n, "dh_n", {B, H});
+  const S* p_dcn = buf<S>(dc_n, "dc_n", {B, H});
+  S* p_dv = buf<S>(dv, "dv", {T, B, 4 * H});
+  S* p_dA = buf<S>(dA, "dA", {T, B, 4 * H});
+  S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
+  S* p_dc0 = buf<S>(dc0, "dc0", {B, H});
+  S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
+  S* p_dcs = buf<S>(dcs, "dcs", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, ln_lstm_backward, T, B, H, p_w, p_ghh, p_gc, p_bc, p_hs, p_cs, p_g, p_raw, p_len, p_dout,
+                  p_dhn, p_dcn, p_dv, p_dA, p_dh0, p_dc0, p_dhs, p_dcs, nt)
+}
+
+void ln_lstm_backward(int isa, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c, const Arr& beta_c,
+                      const Arr& hs, const Arr& cs, const Arr& gates, const Arr& raw, const OptArr& lengths,
+                      const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& dv, const Out& dA,
+                      const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt) {
+  auto run = is_double(hs, "hs") ? ln_lstm_backward_t<double> : ln_lstm_backward_t<float>;
+  run(checked_isa(isa), w_hh, gamma_hh, gamma_c, beta_c, hs, cs, gates, raw, lengths, d_out, dh_n, dc_n, dv, dA,
+      dh0, dc0, dhs, dcs, checked_threads(nt));
+}
+
 // ------------------------------------------------------------------------- GRU
 template <typename S>
 void gru_forward_t(Isa isa, bool reset_after, const Arr& xw, const Arr& w_hh, const OptArr& b_hn, const OptArr& h0,
@@ -558,6 +632,15 @@ NB_MODULE(_core, m) {
         nb::arg("dc_n").none(), nb::arg("da").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(), nb::arg("dhs").none().noconvert(),
         nb::arg("dcs").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none(),
         nb::arg("w_hr").none() = nb::none(), nb::arg("dr").none().noconvert() = nb::none());
+  m.def("ln_lstm_forward", &ln_lstm_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("gamma_c"), nb::arg("beta_c"), nb::arg("h0").none(), nb::arg("c0").none(), nb::arg("lengths").none(),
+        nb::arg("hs").noconvert(), nb::arg("cs").noconvert(), nb::arg("gates").noconvert(), nb::arg("raw").noconvert(),
+        nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+  m.def("ln_lstm_backward", &ln_lstm_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("gamma_c"), nb::arg("beta_c"), nb::arg("hs"), nb::arg("cs"), nb::arg("gates"), nb::arg("raw"),
+        nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(), nb::arg("dc_n").none(),
+        nb::arg("dv").noconvert(), nb::arg("dA").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(),
+        nb::arg("dhs").none().noconvert(), nb::arg("dcs").none().noconvert(), nb::arg("nthreads"));
   m.def("gru_forward", &gru_forward, nb::arg("isa"), nb::arg("reset_after"), nb::arg("xw"), nb::arg("w_hh"),
         nb::arg("b_hn").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("gates").noconvert(),
         nb::arg("hn").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));

@@ -101,6 +101,30 @@ bool isa_supported(Isa isa);
                      S* dhs,           /* (T, B, K)   out: dL/d h_t, or null       */ \
                      S* dcs,           /* (T, B, H)   out: dL/d c_t, or null       */ \
                      int nthreads);                                                   \
+  /* Layer-normalised LSTM (SPEC section 15, haste's form), one thread.          */ \
+  void ln_lstm_forward(int64_t T, int64_t B, int64_t H,                               \
+                       const S* xw,    /* (T, B, 4H) g_ih LN(W_ih x_t) + biases    */ \
+                       const S* w_hh,  /* (4H, H)                                  */ \
+                       const S* gamma_hh, /* (4H) gain of LN(W_hh h)               */ \
+                       const S* gamma_c, const S* beta_c, /* (H) of LN(c)          */ \
+                       const S* h0, const S* c0, /* (B, H) each, or null           */ \
+                       const int64_t* lengths,                                        \
+                       S* hs, S* cs,   /* (T+1, B, H) out each                     */ \
+                       S* gates,       /* (T, B, 4H)  out: activated i, f, g, o    */ \
+                       S* raw,         /* (T, B, 4H)  out: W_hh h_{t-1}            */ \
+                       S* out,         /* (T, B, H)   out: masked outputs, or null */ \
+                       int nthreads);                                                 \
+  void ln_lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh,               \
+                        const S* gamma_hh, const S* gamma_c, const S* beta_c,         \
+                        const S* hs, const S* cs, const S* gates, const S* raw,       \
+                        const int64_t* lengths,                                       \
+                        const S* d_out, /* (T, B, H) or null                       */ \
+                        const S* dh_n, const S* dc_n, /* (B, H) each, or null      */ \
+                        S* dv,          /* (T, B, 4H) out: dL/d pre-activations    */ \
+                        S* dA,          /* (T, B, 4H) out: dL/d W_hh h_{t-1}       */ \
+                        S* dh0, S* dc0, /* (B, H) each, out                        */ \
+                        S* dhs, S* dcs, /* (T, B, H) out each, or null             */ \
+                        int nthreads);                                                \
   /* GRU (SPEC section 4), gate order r, z, n. reset_after=true is torch's form:   */ \
   /*   n = tanh(xw_n + r * (W_hn h + b_hn)),  h = (1-z) n + z h_prev;              */ \
   /* reset_after=false is the seeds' form:                                          */ \

@@ -3,6 +3,7 @@
 #include "cells/elman.h"
 #include "cells/gru.h"
 #include "cells/jordan.h"
+#include "cells/ln_lstm.h"
 #include "cells/lstm.h"
 
 namespace rnnkit {
@@ -42,6 +43,25 @@ namespace RNNKIT_ISA_NS {
     const S *states[] = {hs, cs}, *records[] = {gates}, *d_final[] = {dh_n, dc_n};                               \
     S *grads[] = {da, dr}, *d_init[] = {dh0, dc0}, *totals[] = {dhs, dcs};                                       \
     sequence_backward(Lstm<S>({H, P, Act::tanh, Act::tanh, false}, w, Pass::backward), T, B, lengths, states,    \
+                      records, d_out, d_final, grads, d_init, totals, nt);                                       \
+  }                                                                                                               \
+  void ln_lstm_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* gamma_hh,            \
+                       const S* gamma_c, const S* beta_c, const S* h0, const S* c0, const int64_t* lengths, S* hs,  \
+                       S* cs, S* gates, S* raw, S* out, int nt) {                                                \
+    const S* w[] = {w_hh, gamma_hh, gamma_c, beta_c};                                                            \
+    const S* init[] = {h0, c0};                                                                                  \
+    S *states[] = {hs, cs}, *records[] = {gates, raw};                                                           \
+    sequence_forward(LnLstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::forward), T, B, lengths, xw, init,  \
+                     states, records, out, nt);                                                                  \
+  }                                                                                                               \
+  void ln_lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* gamma_hh, const S* gamma_c,     \
+                        const S* beta_c, const S* hs, const S* cs, const S* gates, const S* raw,                 \
+                        const int64_t* lengths, const S* d_out, const S* dh_n, const S* dc_n, S* dv, S* dA,      \
+                        S* dh0, S* dc0, S* dhs, S* dcs, int nt) {                                                \
+    const S* w[] = {w_hh, gamma_hh, gamma_c, beta_c};                                                            \
+    const S *states[] = {hs, cs}, *records[] = {gates, raw}, *d_final[] = {dh_n, dc_n};                          \
+    S *grads[] = {dv, dA}, *d_init[] = {dh0, dc0}, *totals[] = {dhs, dcs};                                       \
+    sequence_backward(LnLstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::backward), T, B, lengths, states,  \
                       records, d_out, d_final, grads, d_init, totals, nt);                                       \
   }                                                                                                               \
   void gru_forward(int64_t T, int64_t B, int64_t H, bool reset_after, const S* xw, const S* w_hh,               \

@@ -80,6 +80,11 @@ class NetworkCase:
         """Whether the cell class takes this setting (LSTMCell has no proj_size, as in torch.nn)."""
         return not set(self.hyper) & set(self.spec.layer_only)
 
+    @property
+    def streams(self) -> bool:
+        """Whether rnnkit.Stream runs this setting (not layer_norm yet: it says so)."""
+        return not any(self.hyper.get(k) for k in self.spec.not_streamed)
+
     def cell(self, I, H, dtype=torch.float64, **kwargs):
         """The cell of the network, with the settings a cell takes."""
         if self.spec.state_size == "output_size":

@@ -11,10 +11,17 @@ pytestmark = pytest.mark.skipif(not __import__("rnnkit")._ops.HAVE_OPS, reason="
 
 
 def _example(name):
-    """The network with every setting of its examples at once (the last value of each):
-    the LSTM with peepholes and a projection, the Elman RNN with identity, ..."""
+    """The network with the settings of its examples that combine (an example joins when a
+    layer takes it with those before; later values win): the LSTM with peepholes and a
+    projection, the Elman RNN with identity, ..."""
     spec = networks.get(name)
-    hyper = {k: v for ex in spec.examples for k, v in ex.items()}
+    hyper: dict = {}
+    for ex in spec.examples:
+        try:
+            spec.make(3, 5, **{**hyper, **ex})
+        except ValueError:
+            continue
+        hyper.update(ex)
     return spec, hyper
 
 
@@ -30,11 +37,11 @@ def _op_args(kernel, T=4, B=2, I=3, H=5, lengths=False, P=0):
     torch.manual_seed(1)
     k = _ops.KERNELS[kernel]
     O = 2
-    G = _core.gate_count(_backend.ARCH_CODES[kernel]) * H
+    G = _core.gate_count(_backend.ARCH_CODES[{"ln_lstm": "lstm"}.get(kernel, kernel)]) * H  # ln_lstm: the LSTM's gates
     K = P or H  # the width of h
     shapes = {"x": (T, B, I), "h0": (B, K), "c0": (B, H), "y0": (B, O), "w_ih": (G, I), "w_hh": (G, K),
               "b_ih": (G,), "b_hh": (G,), "w_ch": (3 * H,), "w_hr": (P, H), "w_yh": (H, O), "w_hy": (O, H),
-              "b_yh": (H,), "b_hy": (O,)}
+              "b_yh": (H,), "b_hy": (O,), "gamma_ih": (G,), "gamma_hh": (G,), "gamma_c": (H,), "beta_c": (H,)}
     args = []
     for a in k.args:
         name = a.rstrip("?")
@@ -109,6 +116,23 @@ def test_compile_fullgraph_matches_eager(name, bidirectional):
         torch.testing.assert_close(y, y_eager, rtol=1e-6, atol=1e-6)
         for a, b in zip(g, g_eager):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_layer_norm_lstm_matches_eager():
+    """The layer-normalised LSTM (its own op, rnnkit::ln_lstm) under torch.compile, with lengths."""
+    torch.manual_seed(0)
+    model = rnnkit.LSTM(3, 5, num_layers=2, bidirectional=True, layer_norm=True)
+
+    def f(x, lengths):
+        return model(x, lengths=lengths)[0]
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    x, lengths = torch.randn(6, 3, 3, requires_grad=True), torch.tensor([6, 2, 4])
+    y_eager, y = f(x, lengths), compiled(x, lengths)
+    torch.testing.assert_close(y, y_eager, rtol=1e-6, atol=1e-6)
+    for a, b in zip(torch.autograd.grad(y.square().sum(), [x, *model.parameters()]),
+                    torch.autograd.grad(y_eager.square().sum(), [x, *model.parameters()])):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_no_graph_break_lstm():

@@ -174,6 +174,7 @@ def test_cell_stepped_by_hand_equals_the_layer(network):
     assert_close([as_list(state)[0]], [out[-1]], TOL[torch.float64], "last output")
 
 
+@pytest.mark.parametrize("network", [c for c in NETWORK_CASES if c.streams], ids=lambda c: c.name)
 def test_stream_equals_the_layer_over_the_sequence(network):
     m = network.layer(I, H, torch.float32, num_layers=2).eval()
     x = torch.randn(T, B, I)
@@ -253,3 +254,9 @@ def test_internals_and_state_gradients_are_the_registry_s(network):
         assert set(rec) == set(spec.gradient_keys())
         widths = dict(zip(spec.gradient_keys(), spec.state_widths(m)))
         assert all(rec[k].shape == (T, B, widths[k]) for k in rec)
+
+
+@pytest.mark.parametrize("network", [c for c in NETWORK_CASES if not c.streams], ids=lambda c: c.name)
+def test_stream_names_a_setting_it_does_not_run(network):
+    with pytest.raises(NotImplementedError, match=r"module: rnnkit.Stream does not run \w+="):
+        rnnkit.Stream(network.layer(I, H, torch.float32))

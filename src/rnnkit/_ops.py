@@ -80,6 +80,11 @@ def _lstm_shapes(T, B, H, S):  # S: the width of h (P with a projection)
     return [(T, B, S), (B, S), (B, H)], [(T + 1, B, S), (T + 1, B, H), (T, B, 4 * H)]
 
 
+def _ln_lstm_shapes(T, B, H, S):
+    return [(T, B, H), (B, H), (B, H)], [(T, B, 4 * H), (T, B, 1), (T + 1, B, H), (T + 1, B, H), (T, B, 4 * H),
+                                         (T, B, 4 * H)]
+
+
 def _gru_shapes(T, B, H, S):
     return [(T, B, H), (B, H)], [(T + 1, B, H), (T, B, 3 * H), (T, B, H)]
 
@@ -93,6 +98,10 @@ KERNELS = {k.name: k for k in (
             ("act", "isa"), 1, ("hs",), (0,), ("w_hh",), _elman_shapes),
     _Kernel("lstm", functional._LSTM, ("x", "h0?", "c0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "w_ch?", "w_hr?",
                      "lengths?"), ("isa",), 2, ("hs", "cs", "gates"), (1, 2), ("w_hh", "w_ch", "w_hr"), _lstm_shapes),
+    _Kernel("ln_lstm", functional._LNLSTM, ("x", "h0?", "c0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "gamma_ih",
+                                             "gamma_hh", "gamma_c", "beta_c", "lengths?"),
+            ("isa",), 2, ("x_hat", "rho", "hs", "cs", "gates", "raw"), (3, 4),
+            ("w_hh", "gamma_ih", "gamma_hh", "gamma_c", "beta_c"), _ln_lstm_shapes),
     _Kernel("gru", functional._GRU, ("x", "h0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "lengths?"),
             ("reset_after", "isa"), 1, ("hs", "gates", "hn"), (1,), ("w_hh",), _gru_shapes),
     _Kernel("jordan", functional._Jordan, ("x", "y0?", "w_ih", "w_yh", "w_hy", "b_ih?", "b_yh?", "b_hy?", "lengths?"),

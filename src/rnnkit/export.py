@@ -166,6 +166,49 @@ def _sym_lstm_projected(g, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, length
     return out, h_n, c_n, out, out, out  # (hs, cs, gates: unused by forward)
 
 
+def _sym_ln_lstm(g, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gamma_ih, gamma_hh, gamma_c, beta_c, lengths, config):
+    """The layer-normalised LSTM (SPEC section 15) as an ONNX Loop over time: every
+    normalisation written out (a mean is a product with a constant 1/n column, which no
+    opset changes) around the LSTM step; past a sequence's length the states are kept and
+    the step emits zeros."""
+    sh = _helpers()
+    H = _hidden(w_hh)
+    dtype = sh._type_utils.JitScalarType.from_value(x).dtype()
+
+    def norm(gr, v, n, gain, bias=None):  # gain * (v - mean) / sqrt(var + eps) (+ bias) over the last axis
+        col = gr.op("Constant", value_t=torch.full((n, 1), 1.0 / n, dtype=dtype))
+        d = gr.op("Sub", v, gr.op("MatMul", v, col))
+        eps = gr.op("Constant", value_t=torch.tensor(1e-5, dtype=dtype))
+        y = gr.op("Mul", gr.op("Div", d, gr.op("Sqrt", gr.op("Add", gr.op("MatMul", gr.op("Mul", d, d), col), eps))),
+                  gain)
+        return y if bias is None else gr.op("Add", y, bias)
+
+    xw = norm(g, g.op("MatMul", x, g.op("Transpose", w_ih, perm_i=[1, 0])), 4 * H, gamma_ih)  # (T, B, 4H)
+    for b in (b_ih, b_hh):
+        if not sh._is_none(b):
+            xw = g.op("Add", xw, b)
+    B = g.op("Gather", g.op("Shape", x), _const(g, [1]), axis_i=0)
+    zeros = g.op("ConstantOfShape", g.op("Concat", B, _const(g, [H]), axis_i=0), value_t=torch.zeros(1, dtype=dtype))
+    h0 = zeros if sh._is_none(h0) else h0
+    c0 = zeros if sh._is_none(c0) else c0
+    loop, body, i, (h, c) = _time_loop(g, x, [h0, c0], outputs=3)
+    a = body.op("Add", body.op("Gather", xw, i, axis_i=0),
+                norm(body, body.op("MatMul", h, body.op("Transpose", w_hh, perm_i=[1, 0])), 4 * H, gamma_hh))
+    a_i, a_f, a_g, a_o = [body.op("Slice", a, _const(body, [k * H]), _const(body, [(k + 1) * H]), _const(body, [1]))
+                          for k in range(4)]
+    c_new = body.op("Add", body.op("Mul", body.op("Sigmoid", a_f), c),
+                    body.op("Mul", body.op("Sigmoid", a_i), body.op("Tanh", a_g)))
+    h_new = body.op("Mul", body.op("Sigmoid", a_o), body.op("Tanh", norm(body, c_new, H, gamma_c, beta_c)))
+    emit = h_new
+    if not sh._is_none(lengths):
+        active = body.op("Unsqueeze", body.op("Less", i, lengths), _const(body, [1]))  # (B, 1)
+        h_new, c_new = body.op("Where", active, h_new, h), body.op("Where", active, c_new, c)
+        emit = body.op("Where", active, emit, body.op("Sub", emit, emit))
+    _end_loop(body, h_new, c_new, emit)
+    h_n, c_n, out = loop
+    return out, h_n, c_n, out, out, out, out, out, out  # (x_hat, rho, hs, cs, gates, raw: unused by forward)
+
+
 def _time_loop(g, x, states, outputs: int):
     """An ONNX Loop over the T steps of x carrying ``states``; returns (the Loop's outputs,
     its body graph, the step index, the body's carried states). Close it with _end_loop."""
@@ -236,9 +279,10 @@ def _backend_codes():
     return ACT_CODES
 
 
-_SYMBOLICS = {"elman": _sym_elman, "lstm": _sym_lstm, "gru": _sym_gru, "jordan": _sym_jordan}
+_SYMBOLICS = {"elman": _sym_elman, "lstm": _sym_lstm, "gru": _sym_gru, "jordan": _sym_jordan,
+              "ln_lstm": _sym_ln_lstm}
 # The ONNX operator each kernel's layers become.
-ONNX_OPERATOR = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU", "jordan": "Loop"}
+ONNX_OPERATOR = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU", "jordan": "Loop", "ln_lstm": "Loop"}
 
 
 def register_onnx_symbolics(opset: int = MIN_OPSET) -> None:

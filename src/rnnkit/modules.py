@@ -334,22 +334,34 @@ class LSTM(_StackedNetwork, nn.LSTM):
     ``peephole=True`` (Gers & Schmidhuber 2000, SPEC section 13) adds diagonal weights
     from the cell state to the gates, ``weight_ch_l{k}`` (3H) stacked i, f, o, initialised
     as the other weights: i and f see c_{t-1}, o sees c_t (it combines with proj_size).
+    ``layer_norm=True`` is haste's LayerNormLSTM (Ba, Kiros & Hinton 2016; SPEC section
+    15): ``W_ih x`` and ``W_hh h`` normalised apart with gains ``ln_gain_ih_l{k}``,
+    ``ln_gain_hh_l{k}`` (4H), and c_t before its tanh with ``ln_gain_c_l{k}``,
+    ``ln_bias_c_l{k}`` (H); gains start at 1, the bias at 0. Its recurrence runs on one
+    thread (every normalisation sums over all units of a row).
     ``forward(input, (h_0, c_0)=None, *, lengths=None) -> (output, (h_n, c_n))``.
 
     >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
     >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10))   # (3, 5, 20), (1, 3, 20) x 2
     """
 
-    def __init__(self, *args, peephole: bool = False, **kwargs):
+    def __init__(self, *args, peephole: bool = False, layer_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.peephole = bool(peephole)
+        self.layer_norm = bool(layer_norm)
+        suffixes = [f"_l{l}{s}" for l in range(self.num_layers) for s in ("", "_reverse")[:2 if self.bidirectional else 1]]
         if self.peephole:
-            _add_peepholes(self, [f"_l{l}{s}" for l in range(self.num_layers)
-                                  for s in ("", "_reverse")[:2 if self.bidirectional else 1]])
+            _add_peepholes(self, suffixes)
+        if self.layer_norm:
+            _add_layer_norm(self, suffixes)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
+        _reset_layer_norm(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s + ", peephole=True" if self.peephole else s
+        return s + "".join(f", {k}=True" for k in ("peephole", "layer_norm") if getattr(self, k))
 
     def forward(self, input, hx=None, lengths=None):
         return self._forward(input, hx, lengths)
@@ -388,6 +400,27 @@ def _add_peepholes(module: nn.Module, suffixes) -> None:
         p = nn.Parameter(torch.empty(3 * H, device=w.device, dtype=w.dtype))
         nn.init.uniform_(p, -k, k)
         module.register_parameter("weight_ch" + suffix, p)
+
+
+def _add_layer_norm(module: nn.Module, suffixes) -> None:
+    """Registers the layer-normalisation parameters (SPEC section 15) ``ln_gain_ih{suffix}``,
+    ``ln_gain_hh{suffix}`` (4H) and ``ln_gain_c{suffix}`` (H), ones, and ``ln_bias_c{suffix}`` (H), zeros."""
+    if getattr(module, "proj_size", 0) or getattr(module, "peephole", False):
+        raise ValueError("layer_norm: expected layer_norm=False with peephole=True or proj_size > 0 (they are not "
+                         "combined yet), got True")
+    H, w = module.hidden_size, module.weight_hh_l0 if hasattr(module, "weight_hh_l0") else module.weight_hh
+    for suffix in suffixes:
+        for role, size in (("ln_gain_ih", 4 * H), ("ln_gain_hh", 4 * H), ("ln_gain_c", H), ("ln_bias_c", H)):
+            module.register_parameter(role + suffix, nn.Parameter(torch.empty(size, device=w.device, dtype=w.dtype)))
+    _reset_layer_norm(module)
+
+
+def _reset_layer_norm(module: nn.Module) -> None:
+    """Gains one, bias zero: layer normalisation starts as the plain normalisation."""
+    with torch.no_grad():
+        for name, p in module._parameters.items():
+            if name.startswith("ln_") and p is not None:
+                p.fill_(0.0 if name.startswith("ln_bias") else 1.0)
 
 
 def _positive_int(name: str, value) -> None:

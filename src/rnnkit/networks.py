@@ -92,6 +92,8 @@ class Network:
         wide, its c stays H); see :meth:`state_widths`.
       layer_only: settings the layer takes and the cell does not (``proj_size``: as in
         torch.nn, LSTMCell has no projection).
+      not_streamed: settings :class:`rnnkit.Stream` does not run yet (it says so when
+        made): ``layer_norm``, whose input-side normalisation the streaming step lacks.
     """
 
     name: str
@@ -117,6 +119,7 @@ class Network:
     examples: Tuple[Mapping, ...] = (_frozen(),)
     narrowed: Mapping = field(default_factory=_frozen)
     layer_only: Tuple[str, ...] = ()
+    not_streamed: Tuple[str, ...] = ()
 
     # ---- classes, resolved lazily (the modules import this file's users, not it)
     @property
@@ -211,11 +214,11 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         descriptions=_frozen({"h": "hidden state h", "c": "cell state c", "i": "input gate i",
                               "f": "forget gate f", "o": "output gate o", "g": "candidate cell g"}),
         unit_interval=("i", "f", "o"),
-        param_roles=_ELMAN_ROLES + ("weight_ch", "weight_hr"), functional=functional.lstm,
-        reference=reference.lstm, reference_step=reference.lstm_cell, kernel="lstm", torch_module="LSTM",
-        torch_supports=_frozen({"peephole": (False,)}),
-        examples=(_frozen(), _frozen({"peephole": True}), _frozen({"proj_size": 3})),
-        narrowed=_frozen({"h": "proj_size"}), layer_only=("proj_size",),
+        param_roles=_ELMAN_ROLES + ("weight_ch", "weight_hr", "ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c"),
+        functional=functional.lstm, reference=reference.lstm, reference_step=reference.lstm_cell, kernel="lstm",
+        torch_module="LSTM", torch_supports=_frozen({"peephole": (False,), "layer_norm": (False,)}),
+        examples=(_frozen(), _frozen({"peephole": True}), _frozen({"proj_size": 3}), _frozen({"layer_norm": True})),
+        narrowed=_frozen({"h": "proj_size"}), layer_only=("proj_size",), not_streamed=("layer_norm",),
     ),
     Network(
         name="gru", title="GRU (reset after, torch.nn's form)", spec_section=4, module="GRU", cell="GRUCell",

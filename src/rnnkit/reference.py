@@ -225,8 +225,19 @@ def elman(
 # LSTM
 
 
-def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None, weight_hr=None):
-    gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # (B, 4H)
+def _layer_norm(v, gain, bias=None):
+    """gain ⊙ (v - mean) / sqrt(var + 1e-5) + bias over the last dimension (torch's layer_norm)."""
+    return torch.nn.functional.layer_norm(v, v.shape[-1:], gain, bias)
+
+
+def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None, weight_hr=None, ln=None):
+    if ln is None:
+        gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # (B, 4H)
+    else:  # layer normalisation (SPEC section 15, haste's LayerNormLSTM): each projection apart
+        g_ih, g_hh, g_c, b_c = ln
+        gates = _layer_norm(x @ weight_ih.T, g_ih) + _layer_norm(h @ weight_hh.T, g_hh)  # (B, 4H)
+        for b in (bias_ih, bias_hh):
+            gates = gates if b is None else gates + b
     a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)  # each (B, H)
     if weight_ch is not None:  # peepholes (SPEC section 13): i and f see c_{t-1}, o sees c_t
         p_i, p_f, p_o = weight_ch.chunk(3)  # each (H,)
@@ -238,13 +249,14 @@ def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None, 
     if weight_ch is not None:
         a_o = a_o + p_o * c_new
     o = torch.sigmoid(a_o)  # output gate
-    h_new = o * torch.tanh(c_new)
+    h_new = o * torch.tanh(c_new if ln is None else _layer_norm(c_new, g_c, b_c))
     if weight_hr is not None:  # projection (SPEC section 14): h_t = W_hr (o ⊙ tanh(c_t)), (B, P)
         h_new = h_new @ weight_hr.T
     return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "c": c_new}
 
 
-def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_ch=None, weight_hr=None):
+def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_ch=None, weight_hr=None,
+              ln_gain_ih=None, ln_gain_hh=None, ln_gain_c=None, ln_bias_c=None):
     """One LSTM step (SPEC section 3); gate rows stacked i, f, g, o.
 
         i = σ(W_ii x + b_ii + W_hi h + b_hi)
@@ -258,7 +270,12 @@ def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_
     ``p_i ⊙ c`` and ``p_f ⊙ c`` join the pre-activations of i and f, and ``p_o ⊙ c_new``
     that of o (SPEC section 13). With a projection (``weight_hr`` (P, H), LSTMP, Sak et
     al. 2014, torch.nn.LSTM's ``proj_size``), ``h_new = W_hr (o ⊙ tanh(c_new))`` is P wide
-    and ``weight_hh`` is (4H, P) (SPEC section 14).
+    and ``weight_hh`` is (4H, P) (SPEC section 14). With layer normalisation (the gains
+    ``ln_gain_ih``, ``ln_gain_hh`` (4H) and ``ln_gain_c``, bias ``ln_bias_c`` (H); haste's
+    LayerNormLSTM, SPEC section 15), LN(v) = (v - mean v) / sqrt(var v + 1e-5) per row:
+
+        [a_i, a_f, a_g, a_o] = g_ih ⊙ LN(W_ih x) + g_hh ⊙ LN(W_hh h) + b_ih + b_hh
+        h_new = o ⊙ tanh(g_c ⊙ LN(c_new) + b_c)
 
     Args:
       x: input (B, I).
@@ -279,8 +296,14 @@ def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_
     H, K = weight_hh.shape[0] // 4, weight_hh.shape[1]
     h = _zeros_if_none(h, x, K)
     c = _zeros_if_none(c, x, H)
-    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr)
+    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr,
+                                 _ln(ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c))
     return h_new, c_new
+
+
+def _ln(*params):
+    """The four layer-normalisation parameters as one tuple, or None when they are absent."""
+    return None if all(p is None for p in params) else params
 
 
 def lstm(
@@ -293,6 +316,10 @@ def lstm(
     bias_hh=None,
     weight_ch=None,
     weight_hr=None,
+    ln_gain_ih=None,
+    ln_gain_hh=None,
+    ln_gain_c=None,
+    ln_bias_c=None,
     lengths=None,
     return_internals=False,
 ):
@@ -309,6 +336,8 @@ def lstm(
       weight_ch: peephole weights (3H,) stacked i, f, o, or None (see lstm_cell).
       weight_hr: projection (P, H), or None (see lstm_cell): then h0, out and h_n are
         P wide and weight_hh is (4H, P).
+      ln_gain_ih, ln_gain_hh (4H,), ln_gain_c, ln_bias_c (H,): layer normalisation, or
+        None (see lstm_cell).
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"i", "f", "g", "o", "c"}, each (T, B, H).
 
@@ -326,9 +355,11 @@ def lstm(
     H, K = weight_hh.shape[0] // 4, weight_hh.shape[1]
     h = _zeros_if_none(h0, x[0], K)  # (B, K)
     c = _zeros_if_none(c0, x[0], H)  # (B, H)
+    ln = _ln(ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
 
     def step(x_t, h, c):
-        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr)
+        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr,
+                                         ln)
         return (h_new, c_new), gates
 
     out, (h, c), internals = _scan(step, x, (h, c), lengths, return_internals)  # out (T, B, H)

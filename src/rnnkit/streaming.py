@@ -66,6 +66,10 @@ def _describe(module: nn.Module):
                          "expected a unidirectional module")
     if hasattr(module, "_check_supported"):
         module._check_supported()
+    for setting in spec.not_streamed:
+        if getattr(module, setting, False):
+            raise NotImplementedError(f"module: rnnkit.Stream does not run {setting}={getattr(module, setting)!r} yet; "
+                                      "call the module (or its cell) one step at a time instead")
     is_cell = isinstance(module, spec.cell_class)
     layers = 1 if is_cell else module.num_layers
     width = spec.state_widths(module)[0]  # what a layer emits: h (P wide when projected), or y
