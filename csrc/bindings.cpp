@@ -361,6 +361,68 @@ void ln_lstm_backward(int isa, const Arr& w_hh, const Arr& gamma_hh, const Arr& 
       dh0, dc0, dhs, dcs, checked_threads(nt));
 }
 
+// ------------------------------------------------------------------------- layer-normalised GRU
+template <typename S>
+void ln_gru_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh,
+                      const OptArr& h0, const OptArr& lengths, const Out& hs, const Out& gates, const Out& raw,
+                      const OptOut& out, int nt) {
+  int64_t T, B;
+  const int64_t H = hidden_of(w_hh, 3, "w_hh");
+  seq_dims(xw, 3, H, T, B);
+  const S* p_xw = buf<S>(xw, "xw", {T, B, 3 * H});
+  const S* p_w = buf<S>(w_hh, "w_hh", {3 * H, H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {3 * H});
+  const S* p_bhh = buf<S>(b_hh, "b_hh", {3 * H});
+  const S* p_h0 = buf<S>(h0, "h0", {B, H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  S* p_g = buf<S>(gates, "gates", {T, B, 3 * H});
+  S* p_raw = buf<S>(raw, "raw", {T, B, 3 * H});
+  S* p_out = buf<S>(out, "out", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, ln_gru_forward, T, B, H, p_xw, p_w, p_ghh, p_bhh, p_h0, p_len, p_hs, p_g, p_raw, p_out, nt)
+}
+
+void ln_gru_forward(int isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh,
+                    const OptArr& h0, const OptArr& lengths, const Out& hs, const Out& gates, const Out& raw,
+                    const OptOut& out, int nt) {
+  auto run = is_double(xw, "xw") ? ln_gru_forward_t<double> : ln_gru_forward_t<float>;
+  run(checked_isa(isa), xw, w_hh, gamma_hh, b_hh, h0, lengths, hs, gates, raw, out, checked_threads(nt));
+}
+
+template <typename S>
+void ln_gru_backward_t(Isa isa, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh, const Arr& hs,
+                       const Arr& gates, const Arr& raw, const OptArr& lengths, const OptArr& d_out,
+                       const OptArr& dh_n, const Out& da, const Out& dA, const Out& dh0, const OptOut& dhs, int nt) {
+  const int64_t H = hidden_of(w_hh, 3, "w_hh");
+  require_rank(hs, 3, "hs", "(T+1, B, H)");
+  const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
+  const S* p_w = buf<S>(w_hh, "w_hh", {3 * H, H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {3 * H});
+  const S* p_bhh = buf<S>(b_hh, "b_hh", {3 * H});
+  const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  const S* p_g = buf<S>(gates, "gates", {T, B, 3 * H});
+  const S* p_raw = buf<S>(raw, "raw", {T, B, 3 * H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  const S* p_dout = buf<S>(d_out, "d_out", {T, B, H});
+  const S* p_dhn = buf<S>(dh_n, "dh_n", {B, H});
+  S* p_da = buf<S>(da, "da", {T, B, 3 * H});
+  S* p_dA = buf<S>(dA, "dA", {T, B, 3 * H});
+  S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
+  S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, ln_gru_backward, T, B, H, p_w, p_ghh, p_bhh, p_hs, p_g, p_raw, p_len, p_dout, p_dhn, p_da,
+                  p_dA, p_dh0, p_dhs, nt)
+}
+
+void ln_gru_backward(int isa, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh, const Arr& hs,
+                     const Arr& gates, const Arr& raw, const OptArr& lengths, const OptArr& d_out,
+                     const OptArr& dh_n, const Out& da, const Out& dA, const Out& dh0, const OptOut& dhs, int nt) {
+  auto run = is_double(hs, "hs") ? ln_gru_backward_t<double> : ln_gru_backward_t<float>;
+  run(checked_isa(isa), w_hh, gamma_hh, b_hh, hs, gates, raw, lengths, d_out, dh_n, da, dA, dh0, dhs,
+      checked_threads(nt));
+}
+
 // ------------------------------------------------------------------------- GRU
 template <typename S>
 void gru_forward_t(Isa isa, bool reset_after, const Arr& xw, const Arr& w_hh, const OptArr& b_hn, const OptArr& h0,
@@ -641,6 +703,13 @@ NB_MODULE(_core, m) {
         nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(), nb::arg("dc_n").none(),
         nb::arg("dv").noconvert(), nb::arg("dA").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(),
         nb::arg("dhs").none().noconvert(), nb::arg("dcs").none().noconvert(), nb::arg("nthreads"));
+  m.def("ln_gru_forward", &ln_gru_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("b_hh").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(),
+        nb::arg("gates").noconvert(), nb::arg("raw").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+  m.def("ln_gru_backward", &ln_gru_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("b_hh").none(), nb::arg("hs"), nb::arg("gates"), nb::arg("raw"), nb::arg("lengths").none(),
+        nb::arg("d_out").none(), nb::arg("dh_n").none(), nb::arg("da").noconvert(), nb::arg("dA").noconvert(),
+        nb::arg("dh0").noconvert(), nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
   m.def("gru_forward", &gru_forward, nb::arg("isa"), nb::arg("reset_after"), nb::arg("xw"), nb::arg("w_hh"),
         nb::arg("b_hn").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("gates").noconvert(),
         nb::arg("hn").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));

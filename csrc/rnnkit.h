@@ -148,6 +148,24 @@ bool isa_supported(Isa isa);
                                        /*   n term (its input: h_prev when         */ \
                                        /*   reset_after, r * h_prev otherwise)     */ \
                     S* dh0, S* dhs, int nthreads);                                    \
+  /* Layer-normalised GRU (SPEC section 15, haste's form, reset after), one thread */ \
+  void ln_gru_forward(int64_t T, int64_t B, int64_t H,                                \
+                      const S* xw,     /* (T, B, 3H) g_ih LN(W_ih x_t) + b_ih      */ \
+                      const S* w_hh,   /* (3H, H)                                  */ \
+                      const S* gamma_hh, /* (3H) gain of LN(W_hh h)                */ \
+                      const S* b_hh,   /* (3H) or null                             */ \
+                      const S* h0, const int64_t* lengths,                            \
+                      S* hs,           /* (T+1, B, H) out                          */ \
+                      S* gates,        /* (T, B, 3H)  out: activated r, z, n       */ \
+                      S* raw,          /* (T, B, 3H)  out: W_hh h_{t-1}            */ \
+                      S* out, int nthreads);                                          \
+  void ln_gru_backward(int64_t T, int64_t B, int64_t H, const S* w_hh,                \
+                       const S* gamma_hh, const S* b_hh, const S* hs,                 \
+                       const S* gates, const S* raw, const int64_t* lengths,          \
+                       const S* d_out, const S* dh_n,                                 \
+                       S* da,          /* (T, B, 3H) out: dL/d xw                  */ \
+                       S* dA,          /* (T, B, 3H) out: dL/d W_hh h_{t-1}        */ \
+                       S* dh0, S* dhs, int nthreads);                                 \
   /* Jordan (SPEC section 2): a = xw + W_yh y_prev, h = f(a), y = g(W_hy h + b_hy) */ \
   void jordan_forward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g,       \
                       const S* xw,     /* (T, B, H)  W_ih x + b_ih + b_yh          */ \

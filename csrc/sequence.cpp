@@ -3,6 +3,7 @@
 #include "cells/elman.h"
 #include "cells/gru.h"
 #include "cells/jordan.h"
+#include "cells/ln_gru.h"
 #include "cells/ln_lstm.h"
 #include "cells/lstm.h"
 
@@ -80,6 +81,24 @@ namespace RNNKIT_ISA_NS {
     S *grads[] = {da, da_hn}, *d_init[] = {dh0}, *totals[] = {dhs};                                              \
     sequence_backward(Gru<S>({H, 0, Act::tanh, Act::tanh, reset_after}, w, Pass::backward), T, B, lengths,       \
                       states, records, d_out, d_final, grads, d_init, totals, nt);                               \
+  }                                                                                                               \
+  void ln_gru_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* gamma_hh,             \
+                      const S* b_hh, const S* h0, const int64_t* lengths, S* hs, S* gates, S* raw, S* out,       \
+                      int nt) {                                                                                  \
+    const S* w[] = {w_hh, gamma_hh, b_hh};                                                                       \
+    const S* init[] = {h0};                                                                                      \
+    S *states[] = {hs}, *records[] = {gates, raw};                                                               \
+    sequence_forward(LnGru<S>({H, 0, Act::tanh, Act::tanh, true}, w, Pass::forward), T, B, lengths, xw, init,    \
+                     states, records, out, nt);                                                                  \
+  }                                                                                                               \
+  void ln_gru_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* gamma_hh, const S* b_hh,          \
+                       const S* hs, const S* gates, const S* raw, const int64_t* lengths, const S* d_out,        \
+                       const S* dh_n, S* da, S* dA, S* dh0, S* dhs, int nt) {                                    \
+    const S* w[] = {w_hh, gamma_hh, b_hh};                                                                       \
+    const S *states[] = {hs}, *records[] = {gates, raw}, *d_final[] = {dh_n};                                    \
+    S *grads[] = {da, dA}, *d_init[] = {dh0}, *totals[] = {dhs};                                                 \
+    sequence_backward(LnGru<S>({H, 0, Act::tanh, Act::tanh, true}, w, Pass::backward), T, B, lengths, states,    \
+                      records, d_out, d_final, grads, d_init, totals, nt);                                       \
   }                                                                                                               \
   void jordan_forward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g, const S* xw, const S* w_yh,      \
                       const S* w_hy, const S* b_hy, const S* y0, const int64_t* lengths, S* hs, S* ys, S* out,   \

@@ -1,8 +1,9 @@
-"""The layer-normalised LSTM (SPEC section 15, haste's LayerNormLSTM form): beyond the
-registry-driven checks of test_networks.py (oracle, gradcheck, cell, threads, ISA paths,
-internals for the ``layer_norm=True`` example), it equals haste's own equations written
-here in haste's layout, its neutral setting is the plain LSTM bit for bit, every
-normalisation parameter gets its gradient, and the command line trains and reloads one."""
+"""The layer-normalised LSTM and GRU (SPEC section 15, haste's LayerNormLSTM / LayerNormGRU
+form): beyond the registry-driven checks of test_networks.py (oracle, gradcheck, cell,
+threads, ISA paths, internals for the ``layer_norm=True`` examples), they equal haste's own
+equations written here in haste's layout, the neutral setting is the plain cell bit for
+bit, every normalisation parameter gets its gradient, and the command line trains and
+reloads one."""
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,19 +55,51 @@ def test_equals_haste_equations_in_haste_layout():
     assert rel_err(out, theirs) < 1e-12 and rel_err(c[0], c_n) < 1e-12
 
 
+def haste_layer_norm_gru(x, kernel, recurrent_kernel, bias, recurrent_bias, gamma):
+    """haste's LayerNormGRUScript (frameworks/pytorch/layer_norm_gru.py), zoneout off:
+    kernels (I, 3H) / (H, 3H) in haste's z, r, g order, two biases."""
+    hidden_size = recurrent_kernel.shape[0]
+    h = [x.new_zeros(x.shape[1], hidden_size)]
+    Wx = F.layer_norm(x @ kernel, (hidden_size * 3,), weight=gamma[0]) + bias
+    for t in range(x.shape[0]):
+        Rh = F.layer_norm(h[t] @ recurrent_kernel, (hidden_size * 3,), weight=gamma[1]) + recurrent_bias
+        vx, vh = torch.chunk(Wx[t], 3, 1), torch.chunk(Rh, 3, 1)
+        z = torch.sigmoid(vx[0] + vh[0])
+        r = torch.sigmoid(vx[1] + vh[1])
+        g = torch.tanh(vx[2] + r * vh[2])
+        h.append(z * h[t] + (1 - z) * g)
+    return torch.stack(h[1:])
+
+
+def test_gru_equals_haste_equations_in_haste_layout():
+    m = _perturbed(rnnkit.GRU(I, H, layer_norm=True).double())
+    x = torch.randn(T, B, I, dtype=torch.float64)
+
+    def zrn(t):  # torch's r, z, n -> haste's z, r, g
+        r, z, n = t.view(3, H, *t.shape[1:])
+        return torch.cat([z, r, n])
+
+    out, h = m(x)
+    theirs = haste_layer_norm_gru(x, zrn(m.weight_ih_l0).T, zrn(m.weight_hh_l0).T, zrn(m.bias_ih_l0),
+                                  zrn(m.bias_hh_l0), torch.stack([zrn(m.ln_gain_ih_l0), zrn(m.ln_gain_hh_l0)]))
+    assert rel_err(out, theirs) < 1e-12
+
+
 @pytest.mark.parametrize("isa", rnnkit.available_isas())
-def test_layer_norm_off_is_the_plain_lstm_bit_for_bit(isa):
-    plain = rnnkit.LSTM(I, H)
-    off = rnnkit.LSTM(I, H, layer_norm=False)
+@pytest.mark.parametrize("cls", [rnnkit.LSTM, rnnkit.GRU], ids=["lstm", "gru"])
+def test_layer_norm_off_is_the_plain_cell_bit_for_bit(isa, cls):
+    plain = cls(I, H)
+    off = cls(I, H, layer_norm=False)
     off.load_state_dict(plain.state_dict())
     assert set(off.state_dict()) == set(plain.state_dict())
     x = torch.randn(T, B, I, requires_grad=True)
     runs = []
     with rnnkit.use_isa(isa):
         for m in (plain, off):
-            out, (h, c) = m(x, lengths=LENGTHS)
-            grads = torch.autograd.grad(out.sum() + h.sum() + c.sum(), [x, *m.parameters()])
-            runs.append([out.detach(), h.detach(), c.detach(), *grads])
+            out, final = m(x, lengths=LENGTHS)
+            finals = list(final) if isinstance(final, tuple) else [final]
+            grads = torch.autograd.grad(out.sum() + sum(f.sum() for f in finals), [x, *m.parameters()])
+            runs.append([out.detach(), *[f.detach() for f in finals], *grads])
     for k, (a, b) in enumerate(zip(*runs)):
         assert torch.equal(a, b), f"tensor {k} differs"
 
@@ -99,6 +132,12 @@ def test_initial_values_and_reset():
 
 
 def test_errors_name_the_setting():
+    with pytest.raises(ValueError, match="layer_norm: expected layer_norm=False with reset_after=False"):
+        rnnkit.GRU(I, H, layer_norm=True, reset_after=False)
+    with pytest.raises(ValueError, match="reset_after: expected True with layer normalisation"):
+        g = rnnkit.GRU(I, H, layer_norm=True)
+        rnnkit.functional.gru(torch.randn(T, B, I), None, g.weight_ih_l0, g.weight_hh_l0,
+                              ln_gain_ih=g.ln_gain_ih_l0, ln_gain_hh=g.ln_gain_hh_l0, reset_after=False)
     with pytest.raises(ValueError, match="layer_norm: expected layer_norm=False with peephole=True or proj_size"):
         rnnkit.LSTM(I, H, layer_norm=True, proj_size=2)
     with pytest.raises(ValueError, match="layer_norm: expected layer_norm=False with peephole=True or proj_size"):
@@ -120,7 +159,7 @@ def test_command_line_trains_saves_and_reloads_a_layer_normalised_lstm(tmp_path)
                                                                   "ln_bias_c_l0"}
     model = rnnkit.load(run_dir)
     assert model.rnn.layer_norm and torch.equal(model.rnn.ln_gain_c_l0.detach(), weights["rnn.ln_gain_c_l0"])
-    rc, out, err, _ = train_tiny(tmp_path, "--arch", "gru", "--layer-norm", name="gru")
-    assert rc == 2 and err.count("\n") == 1 and "--layer-norm" in err and "--arch lstm" in err, err
+    rc, out, err, _ = train_tiny(tmp_path, "--arch", "gru-rb", "--layer-norm", name="gru-rb")
+    assert rc == 2 and err.count("\n") == 1 and "--layer-norm" in err and "--arch gru" in err, err
     rc, out, err, _ = train_tiny(tmp_path, "--arch", "lstm", "--layer-norm", "--peephole", name="both")
     assert rc == 2 and err.count("\n") == 1 and "--layer-norm" in err and "--peephole" in err, err

@@ -85,6 +85,10 @@ def _ln_lstm_shapes(T, B, H, S):
                                          (T, B, 4 * H)]
 
 
+def _ln_gru_shapes(T, B, H, S):
+    return [(T, B, H), (B, H)], [(T, B, 3 * H), (T, B, 1), (T + 1, B, H), (T, B, 3 * H), (T, B, 3 * H)]
+
+
 def _gru_shapes(T, B, H, S):
     return [(T, B, H), (B, H)], [(T + 1, B, H), (T, B, 3 * H), (T, B, H)]
 
@@ -102,6 +106,10 @@ KERNELS = {k.name: k for k in (
                                              "gamma_hh", "gamma_c", "beta_c", "lengths?"),
             ("isa",), 2, ("x_hat", "rho", "hs", "cs", "gates", "raw"), (3, 4),
             ("w_hh", "gamma_ih", "gamma_hh", "gamma_c", "beta_c"), _ln_lstm_shapes),
+    _Kernel("ln_gru", functional._LNGRU, ("x", "h0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "gamma_ih", "gamma_hh",
+                                           "lengths?"),
+            ("isa",), 1, ("x_hat", "rho", "hs", "gates", "raw"), (3,), ("w_hh", "gamma_ih", "gamma_hh", "b_hh"),
+            _ln_gru_shapes),
     _Kernel("gru", functional._GRU, ("x", "h0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "lengths?"),
             ("reset_after", "isa"), 1, ("hs", "gates", "hn"), (1,), ("w_hh",), _gru_shapes),
     _Kernel("jordan", functional._Jordan, ("x", "y0?", "w_ih", "w_yh", "w_hy", "b_ih?", "b_yh?", "b_hy?", "lengths?"),

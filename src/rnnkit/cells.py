@@ -128,7 +128,7 @@ class LSTMCell(_Step, nn.LSTMCell):
         if self.peephole:
             _add_peepholes(self, [""])
         if self.layer_norm:
-            _add_layer_norm(self, [""])
+            _add_layer_norm(self, [""], 4, cell_state=True)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
@@ -151,9 +151,16 @@ class GRUCell(_Step, nn.GRUCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
-                 reset_after: bool = True):
+                 reset_after: bool = True, layer_norm: bool = False):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.reset_after = bool(reset_after)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:
+            _add_layer_norm(self, [""], 3, cell_state=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _reset_layer_norm(self)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx)

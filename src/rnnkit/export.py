@@ -29,6 +29,7 @@ are float32 or float64, with T and B dynamic.
 
 from __future__ import annotations
 
+import functools
 import os
 import warnings
 from typing import Optional, Sequence
@@ -174,15 +175,7 @@ def _sym_ln_lstm(g, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gamma_ih, gamma_hh, gamma
     sh = _helpers()
     H = _hidden(w_hh)
     dtype = sh._type_utils.JitScalarType.from_value(x).dtype()
-
-    def norm(gr, v, n, gain, bias=None):  # gain * (v - mean) / sqrt(var + eps) (+ bias) over the last axis
-        col = gr.op("Constant", value_t=torch.full((n, 1), 1.0 / n, dtype=dtype))
-        d = gr.op("Sub", v, gr.op("MatMul", v, col))
-        eps = gr.op("Constant", value_t=torch.tensor(1e-5, dtype=dtype))
-        y = gr.op("Mul", gr.op("Div", d, gr.op("Sqrt", gr.op("Add", gr.op("MatMul", gr.op("Mul", d, d), col), eps))),
-                  gain)
-        return y if bias is None else gr.op("Add", y, bias)
-
+    norm = functools.partial(_norm, dtype=dtype)
     xw = norm(g, g.op("MatMul", x, g.op("Transpose", w_ih, perm_i=[1, 0])), 4 * H, gamma_ih)  # (T, B, 4H)
     for b in (b_ih, b_hh):
         if not sh._is_none(b):
@@ -207,6 +200,43 @@ def _sym_ln_lstm(g, x, h0, c0, w_ih, w_hh, b_ih, b_hh, gamma_ih, gamma_hh, gamma
     _end_loop(body, h_new, c_new, emit)
     h_n, c_n, out = loop
     return out, h_n, c_n, out, out, out, out, out, out  # (x_hat, rho, hs, cs, gates, raw: unused by forward)
+
+
+def _norm(gr, v, n: int, gain, bias=None, *, dtype):
+    """gain * (v - mean) / sqrt(var + eps) (+ bias) over the last axis of n units (SPEC section 15)."""
+    col = gr.op("Constant", value_t=torch.full((n, 1), 1.0 / n, dtype=dtype))  # a mean is a product with it
+    d = gr.op("Sub", v, gr.op("MatMul", v, col))
+    eps = gr.op("Constant", value_t=torch.tensor(1e-5, dtype=dtype))
+    y = gr.op("Mul", gr.op("Div", d, gr.op("Sqrt", gr.op("Add", gr.op("MatMul", gr.op("Mul", d, d), col), eps))), gain)
+    return y if _helpers()._is_none(bias) else gr.op("Add", y, bias)
+
+
+def _sym_ln_gru(g, x, h0, w_ih, w_hh, b_ih, b_hh, gamma_ih, gamma_hh, lengths, config):
+    """The layer-normalised GRU (SPEC section 15, reset after) as an ONNX Loop over time."""
+    sh = _helpers()
+    H = _hidden(w_hh)
+    dtype = sh._type_utils.JitScalarType.from_value(x).dtype()
+    xw = _norm(g, g.op("MatMul", x, g.op("Transpose", w_ih, perm_i=[1, 0])), 3 * H, gamma_ih, b_ih, dtype=dtype)
+    if sh._is_none(h0):
+        B = g.op("Gather", g.op("Shape", x), _const(g, [1]), axis_i=0)
+        h0 = g.op("ConstantOfShape", g.op("Concat", B, _const(g, [H]), axis_i=0), value_t=torch.zeros(1, dtype=dtype))
+    loop, body, i, (h,) = _time_loop(g, x, [h0], outputs=2)
+    q = _norm(body, body.op("MatMul", h, body.op("Transpose", w_hh, perm_i=[1, 0])), 3 * H, gamma_hh, b_hh,
+              dtype=dtype)
+    x_t = body.op("Gather", xw, i, axis_i=0)
+    part = lambda v, k: body.op("Slice", v, _const(body, [k * H]), _const(body, [(k + 1) * H]), _const(body, [1]))  # noqa: E731
+    r = body.op("Sigmoid", body.op("Add", part(x_t, 0), part(q, 0)))
+    z = body.op("Sigmoid", body.op("Add", part(x_t, 1), part(q, 1)))
+    n = body.op("Tanh", body.op("Add", part(x_t, 2), body.op("Mul", r, part(q, 2))))
+    h_new = body.op("Add", n, body.op("Mul", z, body.op("Sub", h, n)))  # (1 - z) n + z h
+    emit = h_new
+    if not sh._is_none(lengths):
+        active = body.op("Unsqueeze", body.op("Less", i, lengths), _const(body, [1]))  # (B, 1)
+        h_new = body.op("Where", active, h_new, h)
+        emit = body.op("Where", active, emit, body.op("Sub", emit, emit))
+    _end_loop(body, h_new, emit)
+    h_n, out = loop
+    return out, h_n, out, out, out, out, out  # (x_hat, rho, hs, gates, raw: unused by forward)
 
 
 def _time_loop(g, x, states, outputs: int):
@@ -280,9 +310,9 @@ def _backend_codes():
 
 
 _SYMBOLICS = {"elman": _sym_elman, "lstm": _sym_lstm, "gru": _sym_gru, "jordan": _sym_jordan,
-              "ln_lstm": _sym_ln_lstm}
+              "ln_lstm": _sym_ln_lstm, "ln_gru": _sym_ln_gru}
 # The ONNX operator each kernel's layers become.
-ONNX_OPERATOR = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU", "jordan": "Loop", "ln_lstm": "Loop"}
+ONNX_OPERATOR = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU", "jordan": "Loop", "ln_lstm": "Loop", "ln_gru": "Loop"}
 
 
 def register_onnx_symbolics(opset: int = MIN_OPSET) -> None:

@@ -429,8 +429,60 @@ class _GRU(torch.autograd.Function):
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None, None)
 
 
+class _LNGRU(torch.autograd.Function):
+    """The layer-normalised GRU (SPEC section 15, reset after): the input side
+    g_ih LN(W_ih x) + b_ih for all steps here, the recurrence in the core."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, lengths, isa: int, recorder):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        x_hat, rho = _normalise(_project(x, w_ih, None))  # (T, B, 3H), (T, B, 1)
+        xw = x_hat * g_ih.detach()
+        if b_ih is not None:
+            xw = xw + b_ih.detach()
+        hs = x.new_empty(T + 1, B, H)
+        gates = x.new_empty(T, B, 3 * H)  # activated r, z, n
+        raw = x.new_empty(T, B, 3 * H)  # W_hh h_{t-1}, before its normalisation
+        out = x.new_empty(T, B, H) if lengths is not None else None
+        w_hh_c, g_hh_c = w_hh.detach().contiguous(), g_hh.detach().contiguous()
+        b_hh_c = None if b_hh is None else b_hh.detach().contiguous()
+        _core.ln_gru_forward(isa, _np(xw.contiguous()), _np(w_hh_c), _np(g_hh_c), _np(b_hh_c), _c(h0), _np(lengths),
+                             _np(hs), _np(gates), _np(raw), _np(out), 1)
+        ctx.save_for_backward(x, w_ih, w_hh_c, g_ih, g_hh_c, b_hh_c, x_hat, rho, hs, gates, raw, lengths)
+        ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 2, recorder
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.mark_non_differentiable(gates)
+        return (hs[1:] if out is None else out), hs[T].clone(), gates
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, dh_n, _gates):
+        x, w_ih, w_hh, g_ih, g_hh, b_hh, x_hat, rho, hs, gates, raw, lengths = ctx.saved_tensors
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        da = x.new_empty(T, B, 3 * H)  # dL/d xw
+        dA = x.new_empty(T, B, 3 * H)  # dL/d W_hh h_{t-1}
+        dh0 = x.new_empty(B, H)
+        dhs = _record(ctx.recorder, "dh", x, T, B, H)
+        _core.ln_gru_backward(ctx.isa, _np(w_hh), _np(g_hh), _np(b_hh), _np(hs), _np(gates), _np(raw), _np(lengths),
+                              _c(d_out), _c(dh_n), _np(da), _np(dA), _np(dh0), _np(dhs), 1)
+        need = ctx.needs_input_grad
+        dP = _normalise_backward(da * g_ih.detach(), x_hat, rho)  # through g_ih LN(W_ih x)
+        dx = (_flat(dP) @ w_ih.detach()).view(T, B, w_ih.shape[1]) if need[0] else None
+        dw_ih = _flat(dP).t() @ _flat(x.detach()) if need[2] else None
+        dw_hh = _flat(dA).t() @ _flat(hs[:-1]) if need[3] else None
+        db_ih = _flat(da).sum(0) if ctx.has_bias[0] else None
+        dq = torch.cat([da[..., :2 * H], da[..., 2 * H:] * gates[..., :H]], dim=2)  # dL/d(g_hh LN(A) + b_hh)
+        db_hh = _flat(dq).sum(0) if ctx.has_bias[1] else None
+        dg_ih = (da * x_hat).sum((0, 1)) if need[6] else None
+        dg_hh = (dq * _normalise(raw)[0]).sum((0, 1)) if need[7] else None  # raw = 0 where inactive: dq = 0 there
+        return (dx, _grad_or_none(need[1], dh0), dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, None, None, None)
+
+
 def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-        bias_hh: Optional[Tensor] = None, reset_after: bool = True, lengths=None, return_internals: bool = False,
+        bias_hh: Optional[Tensor] = None, ln_gain_ih: Optional[Tensor] = None, ln_gain_hh: Optional[Tensor] = None,
+        reset_after: bool = True, lengths=None, return_internals: bool = False,
         grad_recorder: Optional[dict] = None):
     """GRU over a sequence (SPEC section 4), gate rows stacked r, z, n.
 
@@ -442,13 +494,28 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
 
         n = tanh(W_in x + b_in + W_hn (r * h) + b_hn),   h_t = (1 - z) * h_{t-1} + z * n
 
+    With the layer-normalisation gains ``ln_gain_ih``, ``ln_gain_hh`` (3H), both or neither
+    (haste's LayerNormGRU, reset after only, SPEC section 15)::
+
+        r, z, n from  g_ih LN(W_ih x) + b_ih  and  q = g_hh LN(W_hh h) + b_hh  (its recurrence on one thread)
+
     Args: x (T, B, I); h0 (B, H) or None; weight_ih (3H, I); weight_hh (3H, H);
     biases (3H) or None. Returns (out (T, B, H), h_n (B, H)) [, internals
     {"r", "z", "n"} each (T, B, H) with return_internals].
     """
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
-    out, h_n, gates = _apply(_GRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
+    if ln_gain_ih is not None or ln_gain_hh is not None:
+        if ln_gain_ih is None or ln_gain_hh is None:
+            raise ValueError(f"{'ln_gain_ih' if ln_gain_ih is None else 'ln_gain_hh'}: expected both ln_gain_ih and "
+                             "ln_gain_hh for a layer-normalised GRU, got None")
+        if not reset_after:
+            raise ValueError("reset_after: expected True with layer normalisation (haste's LayerNormGRU is the "
+                             "reset-after form), got False")
+        out, h_n, gates = _apply(_LNGRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, ln_gain_ih, ln_gain_hh,
+                                 lengths, _backend.current_isa(), grad_recorder)
+    else:
+        out, h_n, gates = _apply(_GRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
                                  _backend.current_isa(), grad_recorder)
     if return_internals:
         r, z, n = gates.detach().chunk(3, dim=2)

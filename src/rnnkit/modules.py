@@ -353,7 +353,7 @@ class LSTM(_StackedNetwork, nn.LSTM):
         if self.peephole:
             _add_peepholes(self, suffixes)
         if self.layer_norm:
-            _add_layer_norm(self, suffixes)
+            _add_layer_norm(self, suffixes, 4, cell_state=True)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
@@ -375,18 +375,30 @@ class GRU(_StackedNetwork, nn.GRU):
     ``reset_after=False`` is the seeds' (Cho et al. 2014) form,
     ``n = tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)``, ``h = (1 - z) h_prev + z n``:
     the same parameters, but z has the opposite meaning (z <-> 1 - z).
+    ``layer_norm=True`` (reset after only) is haste's LayerNormGRU (SPEC section 15): the
+    input and recurrent projections normalised apart, gains ``ln_gain_ih_l{k}``,
+    ``ln_gain_hh_l{k}`` (3H) starting at 1; its recurrence runs on one thread.
 
     >>> gru = rnnkit.GRU(10, 20, reset_after=False)
     >>> output, h_n = gru(torch.randn(5, 3, 10))
     """
 
-    def __init__(self, *args, reset_after: bool = True, **kwargs):
+    def __init__(self, *args, reset_after: bool = True, layer_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_after = bool(reset_after)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:
+            _add_layer_norm(self, [f"_l{l}{s}" for l in range(self.num_layers)
+                                   for s in ("", "_reverse")[:2 if self.bidirectional else 1]], 3, cell_state=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
+        _reset_layer_norm(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s if self.reset_after else s + ", reset_after=False"
+        s = s if self.reset_after else s + ", reset_after=False"
+        return s + ", layer_norm=True" if getattr(self, "layer_norm", False) else s
 
     def forward(self, input, hx: Optional[Tensor] = None, lengths=None):
         return self._forward(input, hx, lengths)
@@ -402,15 +414,21 @@ def _add_peepholes(module: nn.Module, suffixes) -> None:
         module.register_parameter("weight_ch" + suffix, p)
 
 
-def _add_layer_norm(module: nn.Module, suffixes) -> None:
-    """Registers the layer-normalisation parameters (SPEC section 15) ``ln_gain_ih{suffix}``,
-    ``ln_gain_hh{suffix}`` (4H) and ``ln_gain_c{suffix}`` (H), ones, and ``ln_bias_c{suffix}`` (H), zeros."""
+def _add_layer_norm(module: nn.Module, suffixes, gates: int, cell_state: bool) -> None:
+    """Registers the layer-normalisation parameters (SPEC section 15): ``ln_gain_ih{suffix}``,
+    ``ln_gain_hh{suffix}`` (gates * H), ones, and with a cell state (the LSTM) ``ln_gain_c{suffix}``
+    (H), ones, and ``ln_bias_c{suffix}`` (H), zeros."""
     if getattr(module, "proj_size", 0) or getattr(module, "peephole", False):
         raise ValueError("layer_norm: expected layer_norm=False with peephole=True or proj_size > 0 (they are not "
                          "combined yet), got True")
+    if not getattr(module, "reset_after", True):
+        raise ValueError("layer_norm: expected layer_norm=False with reset_after=False (haste's LayerNormGRU is the "
+                         "reset-after form), got True")
     H, w = module.hidden_size, module.weight_hh_l0 if hasattr(module, "weight_hh_l0") else module.weight_hh
+    sizes = (("ln_gain_ih", gates * H), ("ln_gain_hh", gates * H)) + ((("ln_gain_c", H), ("ln_bias_c", H))
+                                                                        if cell_state else ())
     for suffix in suffixes:
-        for role, size in (("ln_gain_ih", 4 * H), ("ln_gain_hh", 4 * H), ("ln_gain_c", H), ("ln_bias_c", H)):
+        for role, size in sizes:
             module.register_parameter(role + suffix, nn.Parameter(torch.empty(size, device=w.device, dtype=w.dtype)))
     _reset_layer_norm(module)
 

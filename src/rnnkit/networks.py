@@ -224,9 +224,11 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         name="gru", title="GRU (reset after, torch.nn's form)", spec_section=4, module="GRU", cell="GRUCell",
         gates=("r", "z", "n"), states=("h",), state_size="hidden_size",
         internals=("z", "r", "n"), descriptions=_GRU_DESCRIPTIONS, unit_interval=("r", "z"),
-        param_roles=_ELMAN_ROLES, functional=functional.gru, reference=reference.gru,
+        param_roles=_ELMAN_ROLES + ("ln_gain_ih", "ln_gain_hh"), functional=functional.gru, reference=reference.gru,
         reference_step=reference.gru_cell, kernel="gru", options=_frozen({"reset_after": True}),
-        hyper=("reset_after",), torch_module="GRU", torch_supports=_frozen({"reset_after": (True,)}),
+        hyper=("reset_after",), torch_module="GRU",
+        torch_supports=_frozen({"reset_after": (True,), "layer_norm": (False,)}),
+        examples=(_frozen(), _frozen({"layer_norm": True})), not_streamed=("layer_norm",),
     ),
     Network(
         name="gru-rb", title="GRU (reset before, the seeds' form)", spec_section=4, module="GRU",

@@ -230,14 +230,18 @@ def _layer_norm(v, gain, bias=None):
     return torch.nn.functional.layer_norm(v, v.shape[-1:], gain, bias)
 
 
+def _plus(v, bias):
+    """v + bias, with bias optional."""
+    return v if bias is None else v + bias
+
+
 def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None, weight_hr=None, ln=None):
     if ln is None:
         gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # (B, 4H)
     else:  # layer normalisation (SPEC section 15, haste's LayerNormLSTM): each projection apart
         g_ih, g_hh, g_c, b_c = ln
-        gates = _layer_norm(x @ weight_ih.T, g_ih) + _layer_norm(h @ weight_hh.T, g_hh)  # (B, 4H)
-        for b in (bias_ih, bias_hh):
-            gates = gates if b is None else gates + b
+        gates = _plus(_plus(_layer_norm(x @ weight_ih.T, g_ih) + _layer_norm(h @ weight_hh.T, g_hh), bias_ih),
+                      bias_hh)  # (B, 4H)
     a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)  # each (B, H)
     if weight_ch is not None:  # peepholes (SPEC section 13): i and f see c_{t-1}, o sees c_t
         p_i, p_f, p_o = weight_ch.chunk(3)  # each (H,)
@@ -370,7 +374,14 @@ def lstm(
 # GRU
 
 
-def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after):
+def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after, ln=None):
+    if ln is not None:  # layer normalisation (SPEC section 15, haste's LayerNormGRU; reset after)
+        g_ih, g_hh = ln
+        x_r, x_z, x_n = _plus(_layer_norm(x @ weight_ih.T, g_ih), bias_ih).chunk(3, dim=-1)  # each (B, H)
+        q_r, q_z, q_n = _plus(_layer_norm(h @ weight_hh.T, g_hh), bias_hh).chunk(3, dim=-1)
+        r, z = torch.sigmoid(x_r + q_r), torch.sigmoid(x_z + q_z)
+        n = torch.tanh(x_n + r * q_n)
+        return (1 - z) * n + z * h, {"r": r, "z": z, "n": n}
     W_hr, W_hz, W_hn = weight_hh.chunk(3, dim=0)  # each (H, H)
     b_hr, b_hz, b_hn = (None,) * 3 if bias_hh is None else bias_hh.chunk(3)  # each (H,)
     x_r, x_z, x_n = _linear(x, weight_ih, bias_ih).chunk(3, dim=-1)  # each (B, H)
@@ -387,7 +398,8 @@ def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after):
     return h_new, {"r": r, "z": z, "n": n}
 
 
-def gru_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reset_after=True):
+def gru_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, ln_gain_ih=None, ln_gain_hh=None,
+             reset_after=True):
     """One GRU step (SPEC section 4); gate rows stacked r, z, n.
 
         r = σ(W_ir x + b_ir + W_hr h + b_hr)
@@ -422,7 +434,7 @@ def gru_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reset_after
       torch.Size([3, 4])
     """
     h = _zeros_if_none(h, x, weight_hh.shape[1])
-    h_new, _ = _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after)
+    h_new, _ = _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after, _ln(ln_gain_ih, ln_gain_hh))
     return h_new
 
 
@@ -433,6 +445,8 @@ def gru(
     weight_hh,
     bias_ih=None,
     bias_hh=None,
+    ln_gain_ih=None,
+    ln_gain_hh=None,
     reset_after=True,
     lengths=None,
     return_internals=False,
@@ -450,6 +464,9 @@ def gru(
       x: input (T, B, I).
       h0: initial hidden state (B, H), or None for zeros.
       weight_ih: (3H, I).  weight_hh: (3H, H).  bias_ih, bias_hh: (3H,) or None.
+      ln_gain_ih, ln_gain_hh: (3H,) layer-normalisation gains, or None: with them r, z, n
+        come from g_ih ⊙ LN(W_ih x) + b_ih and q = g_hh ⊙ LN(W_hh h) + b_hh as in the
+        reset-after form (haste's LayerNormGRU, SPEC section 15).
       reset_after: True for torch.nn.GRU's form (default), False for the seeds' form.
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"r", "z", "n"}, each (T, B, H).
@@ -468,7 +485,8 @@ def gru(
     h = _zeros_if_none(h0, x[0], weight_hh.shape[1])  # (B, H)
 
     def step(x_t, h):
-        h_new, gates = _gru_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after)
+        h_new, gates = _gru_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after,
+                                 _ln(ln_gain_ih, ln_gain_hh))
         return (h_new,), gates
 
     out, (h,), internals = _scan(step, x, (h,), lengths, return_internals)  # out (T, B, H)

@@ -92,7 +92,8 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
         raise UsageError(f"--proj-size: expected fewer units than --hidden {config['hidden']}, got {proj_size}")
     layer_norm = bool(config.get("layer_norm"))
     if layer_norm and "layer_norm" not in spec.settings():
-        raise UsageError(f"--layer-norm: {spec.title} has no layer normalisation here; it is an option of --arch lstm")
+        raise UsageError(f"--layer-norm: {spec.title} has no layer normalisation; it is an option of --arch lstm "
+                         "and --arch gru")
     if layer_norm and (proj_size or config.get("peephole")):
         raise UsageError(f"--layer-norm: not combined with {'--proj-size' if proj_size else '--peephole'} yet; "
                          "drop one of them")
