@@ -142,6 +142,7 @@ def test_onnx_export_is_a_loop_that_matches_onnxruntime(tmp_path):
     export.to_onnx(m, tmp_path / "m.onnx", torch.randn(5, 2, I), lengths=torch.tensor([5, 3]))
     ops = [n.op_type for n in onnx.load(str(tmp_path / "m.onnx")).graph.node]
     assert ops.count("Loop") == 2 and "LSTM" not in ops and not any(op.startswith("rnnkit") for op in ops)
+    assert export.onnx_operator(m) == "Loop" and export.onnx_operator(rnnkit.LSTM(I, H)) == "LSTM"
     x = torch.randn(T, B, I)
     got = ort.InferenceSession(str(tmp_path / "m.onnx")).run(None, {"input": x.numpy(),
                                                                      "lengths": LENGTHS.numpy()})

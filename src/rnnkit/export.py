@@ -315,6 +315,14 @@ _SYMBOLICS = {"elman": _sym_elman, "lstm": _sym_lstm, "gru": _sym_gru, "jordan":
 ONNX_OPERATOR = {"elman": "RNN", "lstm": "LSTM", "gru": "GRU", "jordan": "Loop", "ln_lstm": "Loop", "ln_gru": "Loop"}
 
 
+def onnx_operator(layer: nn.Module) -> str:
+    """The ONNX operator ``layer`` becomes: its kernel's, or a ``Loop`` for the variants that
+    run their own op (layer normalisation) or that no standard operator has (projection)."""
+    if getattr(layer, "layer_norm", False) or getattr(layer, "proj_size", 0):
+        return "Loop"
+    return ONNX_OPERATOR[networks.network_of(layer).kernel]
+
+
 def register_onnx_symbolics(opset: int = MIN_OPSET) -> None:
     """Registers the ONNX symbolic of every kernel's op for ``opset`` and later (idempotent;
     rnnkit calls it whenever a layer runs under torch.jit tracing, so a direct
