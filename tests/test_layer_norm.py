@@ -104,7 +104,7 @@ def test_layer_norm_off_is_the_plain_cell_bit_for_bit(isa, cls):
         assert torch.equal(a, b), f"tensor {k} differs"
 
 
-def test_every_normalisation_parameter_gets_the_reference_gradient():
+def test_forward_direction_matches_the_reference_and_every_normalisation_parameter_gets_a_gradient():
     m = _perturbed(rnnkit.LSTM(I, H, layer_norm=True, bidirectional=True).double())
     x = torch.randn(T, B, I, dtype=torch.float64)
     out, _ = m(x, lengths=LENGTHS)
