@@ -107,14 +107,14 @@ template <typename S> struct LnGru {
       if (!active(s.lengths, b, s.t)) continue;
       const S* r = io.rec[1] + b * H3;
       const S* d = w.dq.data() + b * H3;
-      S m1 = 0, m2 = 0;
+      double m1 = 0, m2 = 0;  // in double, as row_stats
       for (int64_t k = 0; k < H3; ++k) {
         const S gd = gamma_hh.data()[k] * d[k];
         m1 += gd;
         m2 += gd * ((r[k] - stat[4 * b]) * stat[4 * b + 1]);
       }
-      stat[4 * b + 2] = m1 / S(H3);
-      stat[4 * b + 3] = m2 / S(H3);
+      stat[4 * b + 2] = S(m1 / double(H3));
+      stat[4 * b + 3] = S(m2 / double(H3));
     }
     s.each(H, [=](const Lanes<S>& l) {
       const S mu = stat[4 * l.b], rho = stat[4 * l.b + 1], m1 = stat[4 * l.b + 2], m2 = stat[4 * l.b + 3];

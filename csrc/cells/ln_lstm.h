@@ -24,14 +24,16 @@ namespace RNNKIT_ISA_NS {
 // The eps of torch.nn.functional.layer_norm, which rnnkit.reference uses.
 constexpr double kLayerNormEps = 1e-5;
 
-// mean and rho = 1 / sqrt(var + eps) of n values p[0], p[stride], ... (two passes, in order).
+// mean and rho = 1 / sqrt(var + eps) of the n values p[0..n) (two passes, in order; the
+// sums in double, so that a float32 row of thousands of units loses nothing to them).
 template <typename S> static inline void row_stats(const S* p, int64_t n, S& mean, S& rho) {
-  S sum = 0;
+  double sum = 0;
   for (int64_t k = 0; k < n; ++k) sum += p[k];
-  mean = sum / S(n);
-  S sq = 0;
-  for (int64_t k = 0; k < n; ++k) sq += (p[k] - mean) * (p[k] - mean);
-  rho = S(1) / std::sqrt(sq / S(n) + S(kLayerNormEps));
+  const double m = sum / double(n);
+  double sq = 0;
+  for (int64_t k = 0; k < n; ++k) sq += (p[k] - m) * (p[k] - m);
+  mean = S(m);
+  rho = S(1.0 / std::sqrt(sq / double(n) + kLayerNormEps));
 }
 
 template <typename S> struct LnLstm {
@@ -126,13 +128,13 @@ template <typename S> struct LnLstm {
       if (!active(s.lengths, b, s.t)) continue;
       const S* d = w.d.data() + b * H;
       const S* cb = io.next[1] + b * H;
-      S m1 = 0, m2 = 0;
+      double m1 = 0, m2 = 0;  // in double, as row_stats
       for (int64_t j = 0; j < H; ++j) {
         m1 += d[j];
         m2 += d[j] * ((cb[j] - stat[4 * b]) * stat[4 * b + 1]);
       }
-      stat[4 * b + 2] = m1 / S(H_);
-      stat[4 * b + 3] = m2 / S(H_);
+      stat[4 * b + 2] = S(m1 / double(H_));
+      stat[4 * b + 3] = S(m2 / double(H_));
     }
     s.each(H, [=](const Lanes<S>& l) {
       const S mu = stat[4 * l.b], rho = stat[4 * l.b + 1], m1 = stat[4 * l.b + 2], m2 = stat[4 * l.b + 3];
@@ -154,14 +156,14 @@ template <typename S> struct LnLstm {
       const S* r = io.rec[1] + b * 4 * H;
       const S* d = io.grad[0] + b * 4 * H;
       row_stats(r, 4 * H, stat[4 * b], stat[4 * b + 1]);
-      S m1 = 0, m2 = 0;
+      double m1 = 0, m2 = 0;
       for (int64_t k = 0; k < 4 * H; ++k) {
         const S gd = gamma_hh.data()[k] * d[k];
         m1 += gd;
         m2 += gd * ((r[k] - stat[4 * b]) * stat[4 * b + 1]);
       }
-      stat[4 * b + 2] = m1 / S(4 * H_);
-      stat[4 * b + 3] = m2 / S(4 * H_);
+      stat[4 * b + 2] = S(m1 / double(4 * H_));
+      stat[4 * b + 3] = S(m2 / double(4 * H_));
     }
     s.each(H, [=](const Lanes<S>& l) {
       const S mu = stat[4 * l.b], rho = stat[4 * l.b + 1], m1 = stat[4 * l.b + 2], m2 = stat[4 * l.b + 3];
