@@ -163,3 +163,15 @@ def test_command_line_trains_saves_and_reloads_a_layer_normalised_lstm(tmp_path)
     assert rc == 2 and err.count("\n") == 1 and "--layer-norm" in err and "--arch gru" in err, err
     rc, out, err, _ = train_tiny(tmp_path, "--arch", "lstm", "--layer-norm", "--peephole", name="both")
     assert rc == 2 and err.count("\n") == 1 and "--layer-norm" in err and "--peephole" in err, err
+
+
+def test_the_stream_entries_refuse_normalisation_parameters():
+    """The five per-layer entries of the core's Stream cannot carry the gains: a caller of
+    them (the stream, any one-call path) is told rather than given a plain LSTM."""
+    from rnnkit import streaming
+
+    m = rnnkit.LSTM(I, H, layer_norm=True)
+    spec = m.network
+    p = {r: getattr(m, f"{r}_l0", None) for r in spec.param_roles}
+    with pytest.raises(NotImplementedError, match="ln_gain_ih: the one-step kernels"):
+        streaming._kernel_params(spec, p, spec.hyper_of(m))

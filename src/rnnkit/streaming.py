@@ -36,6 +36,10 @@ def _kernel_params(spec, p: dict, hyper: dict) -> list:
     """One layer's five entries of the core's Stream: W_ih, the input-side bias (every
     bias that adds to W_ih x), then the kernel's own weights (csrc/stream.cpp)."""
     d = lambda t: None if t is None else t.detach().contiguous()  # noqa: E731
+    normalised = [r for r, t in p.items() if r.startswith("ln_") and t is not None]
+    if normalised:  # the five entries have no place for them: never drop them silently
+        raise NotImplementedError(f"{normalised[0]}: the one-step kernels (rnnkit.Stream) do not run layer "
+                                  "normalisation yet; expected a module without layer_norm")
     if spec.kernel == "jordan":
         return [d(p["weight_ih"]), _fold(p["bias_ih"], p["bias_yh"]), d(p["weight_yh"]), d(p["weight_hy"]),
                 d(p["bias_hy"])]
