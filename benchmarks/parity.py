@@ -37,13 +37,14 @@ def _flat(res):
 
 def torch_case(name, dtype, T, B, I, H):
     tc, rc, kw = {"RNN tanh": (torch.nn.RNN, rnnkit.RNN, {}), "RNN relu": (torch.nn.RNN, rnnkit.RNN, {"nonlinearity": "relu"}),
-                  "LSTM": (torch.nn.LSTM, rnnkit.LSTM, {}), "GRU": (torch.nn.GRU, rnnkit.GRU, {})}[name]
+                  "LSTM": (torch.nn.LSTM, rnnkit.LSTM, {}), "GRU": (torch.nn.GRU, rnnkit.GRU, {}),
+                  "LSTM proj_size=H/2": (torch.nn.LSTM, rnnkit.LSTM, {"proj_size": H // 2})}[name]
     t = tc(I, H, num_layers=2, bidirectional=True, **kw).to(dtype)
     r = rc(I, H, num_layers=2, bidirectional=True, **kw).to(dtype)
     r.load_state_dict(t.state_dict())
     x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
-    h = torch.randn(4, B, H, dtype=dtype, requires_grad=True)
-    hx = (h, torch.randn(4, B, H, dtype=dtype, requires_grad=True)) if name == "LSTM" else h
+    h = torch.randn(4, B, kw.get("proj_size") or H, dtype=dtype, requires_grad=True)
+    hx = (h, torch.randn(4, B, H, dtype=dtype, requires_grad=True)) if name.startswith("LSTM") else h
     states = list(hx) if isinstance(hx, tuple) else [hx]
     # the same input and states; each module's own (equal) parameters
     return worst(lambda: r(x, hx), lambda: t(x, hx), [x] + states + list(r.parameters()),
@@ -66,6 +67,24 @@ def reference_case(name, dtype, T, B, I, H, O=7):
                  lambda: R.gru(x, h0, *ps, reset_after=False, lengths=lengths), [x, h0] + ps)
 
 
+def layer_norm_case(name, dtype, T, B, I, H):
+    """A layer-normalised LSTM / GRU (SPEC section 15), gains and bias moved off 1 and 0, with
+    random lengths: the native layer against the reference with the same parameters."""
+    lengths = torch.randint(1, T + 1, (B,))
+    m = {"LSTM layer_norm": rnnkit.LSTM, "GRU layer_norm": rnnkit.GRU}[name](I, H, layer_norm=True).to(dtype)
+    with torch.no_grad():
+        for n, p in m.named_parameters():
+            if n.startswith("ln_"):
+                p.add_(0.3 * torch.randn_like(p))
+    spec = m.network
+    params = [getattr(m, f"{r}_l0", None) for r in spec.param_roles]
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    init = [None] * len(spec.states)
+    return worst(lambda: spec.functional(x, *init, *params, **spec.hyper_of(m), lengths=lengths),
+                 lambda: spec.reference(x, *init, *params, **spec.hyper_of(m), lengths=lengths),
+                 [x] + list(m.parameters()))
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--T", type=int, default=50)
@@ -78,12 +97,16 @@ def main():
           f"random lengths (reference cases); ISA {rnnkit.current_isa_name()}\n")
     print("| network | oracle | float32 outputs | float32 gradients | float64 outputs | float64 gradients |")
     print("|---|---|---|---|---|---|")
-    for name in ["RNN tanh", "RNN relu", "LSTM", "GRU"]:
+    for name in ["RNN tanh", "RNN relu", "LSTM", "GRU", "LSTM proj_size=H/2"]:
         r32, r64 = torch_case(name, torch.float32, a.T, a.B, a.I, a.H), torch_case(name, torch.float64, a.T, a.B, a.I, a.H)
         print(f"| {name} | torch.nn | {r32[0]:.1e} | {r32[1]:.1e} | {r64[0]:.1e} | {r64[1]:.1e} |")
     for name in ["GRU reset-before", "Jordan"]:
         r32 = reference_case(name, torch.float32, a.T, a.B, a.I, a.H)
         r64 = reference_case(name, torch.float64, a.T, a.B, a.I, a.H)
+        print(f"| {name} | rnnkit.reference | {r32[0]:.1e} | {r32[1]:.1e} | {r64[0]:.1e} | {r64[1]:.1e} |")
+    for name in ["LSTM layer_norm", "GRU layer_norm"]:
+        r32 = layer_norm_case(name, torch.float32, a.T, a.B, a.I, a.H)
+        r64 = layer_norm_case(name, torch.float64, a.T, a.B, a.I, a.H)
         print(f"| {name} | rnnkit.reference | {r32[0]:.1e} | {r32[1]:.1e} | {r64[0]:.1e} | {r64[1]:.1e} |")
 
 

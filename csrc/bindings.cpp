@@ -205,67 +205,224 @@ void elman_backward(int isa, int act, const Arr& w_hh, const Arr& hs, const OptA
 }
 
 // ------------------------------------------------------------------------- LSTM
+// H, the projection size P (0 without w_hr) and K, the width of h (P if projected, else H).
+void lstm_sizes(const Arr& w_hh, const OptArr& w_hr, int64_t& H, int64_t& P, int64_t& K) {
+  if (!w_hr.has_value()) {
+    H = K = hidden_of(w_hh, 4, "w_hh");
+    P = 0;
+    return;
+  }
+  if (w_hr->ndim() != 2 || w_hr->shape(0) < 1 || w_hr->shape(1) < 1)
+    throw nb::value_error(("w_hr: expected shape (P, H) with P, H >= 1, got " + shape_str(shape_of(*w_hr))).c_str());
+  P = K = int64_t(w_hr->shape(0));
+  H = int64_t(w_hr->shape(1));
+}
+
 template <typename S>
 void lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
                     const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
-                    const OptArr& w_ch) {
-  int64_t T, B;
-  const int64_t H = hidden_of(w_hh, 4, "w_hh");
+                    const OptArr& w_ch, const OptArr& w_hr) {
+  int64_t T, B, H, P, K;
+  lstm_sizes(w_hh, w_hr, H, P, K);
   seq_dims(xw, 4, H, T, B);
   const S* p_xw = buf<S>(xw, "xw", {T, B, 4 * H});
-  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, K});
   const S* p_ch = buf<S>(w_ch, "w_ch", {3 * H});
-  const S* p_h0 = buf<S>(h0, "h0", {B, H});
+  const S* p_hr = buf<S>(w_hr, "w_hr", {P, H});
+  const S* p_h0 = buf<S>(h0, "h0", {B, K});
   const S* p_c0 = buf<S>(c0, "c0", {B, H});
   const int64_t* p_len = lengths_buf(lengths, B, T);
-  S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  S* p_hs = buf<S>(hs, "hs", {T + 1, B, K});
   S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
   S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
-  S* p_out = buf<S>(out, "out", {T, B, H});
+  S* p_out = buf<S>(out, "out", {T, B, K});
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, lstm_forward, T, B, H, p_xw, p_w, p_ch, p_h0, p_c0, p_len, p_hs, p_cs, p_g, p_out, nt)
+  RNNKIT_DISPATCH(isa, lstm_forward, T, B, H, p_xw, p_w, p_ch, P, p_hr, p_h0, p_c0, p_len, p_hs, p_cs, p_g, p_out,
+                  nt)
 }
 
 void lstm_forward(int isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
                   const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
-                  const OptArr& w_ch) {
+                  const OptArr& w_ch, const OptArr& w_hr) {
   auto run = is_double(xw, "xw") ? lstm_forward_t<double> : lstm_forward_t<float>;
-  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch);
+  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch, w_hr);
 }
 
 template <typename S>
 void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates,
                      const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n,
                      const Out& da, const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt,
-                     const OptArr& w_ch) {
+                     const OptArr& w_ch, const OptArr& w_hr, const OptOut& dr) {
+  int64_t H, P, K;
+  lstm_sizes(w_hh, w_hr, H, P, K);
+  require_rank(hs, 3, "hs", "(T+1, B, H)");
+  const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
+  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, K});
+  const S* p_ch = buf<S>(w_ch, "w_ch", {3 * H});
+  const S* p_hr = buf<S>(w_hr, "w_hr", {P, H});
+  const S* p_hs = buf<S>(hs, "hs", {T + 1, B, K});
+  const S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
+  const S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  const S* p_dout = buf<S>(d_out, "d_out", {T, B, K});
+  const S* p_dhn = buf<S>(dh_n, "dh_n", {B, K});
+  const S* p_dcn = buf<S>(dc_n, "dc_n", {B, H});
+  S* p_da = buf<S>(da, "da", {T, B, 4 * H});
+  S* p_dr = buf<S>(dr, "dr", {T, B, P});
+  if (P > 0 && !p_dr) throw nb::value_error("dr: required with w_hr (the gradient through the projection)");
+  if (P == 0 && p_dr) throw nb::value_error("dr: expected None without w_hr");
+  S* p_dh0 = buf<S>(dh0, "dh0", {B, K});
+  S* p_dc0 = buf<S>(dc0, "dc0", {B, H});
+  S* p_dhs = buf<S>(dhs, "dhs", {T, B, K});
+  S* p_dcs = buf<S>(dcs, "dcs", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, lstm_backward, T, B, H, p_w, p_ch, P, p_hr, p_hs, p_cs, p_g, p_len, p_dout, p_dhn, p_dcn,
+                  p_da, p_dr, p_dh0, p_dc0, p_dhs, p_dcs, nt)
+}
+
+void lstm_backward(int isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates, const OptArr& lengths,
+                   const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& da, const Out& dh0,
+                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch,
+                   const OptArr& w_hr, const OptOut& dr) {
+  auto run = is_double(hs, "hs") ? lstm_backward_t<double> : lstm_backward_t<float>;
+  run(checked_isa(isa), w_hh, hs, cs, gates, lengths, d_out, dh_n, dc_n, da, dh0, dc0, dhs, dcs,
+      checked_threads(nt), w_ch, w_hr, dr);
+}
+
+// ------------------------------------------------------------------------- layer-normalised LSTM
+template <typename S>
+void ln_lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c,
+                       const Arr& beta_c, const OptArr& h0, const OptArr& c0, const OptArr& lengths, const Out& hs,
+                       const Out& cs, const Out& gates, const Out& raw, const OptOut& out, int nt) {
+  int64_t T, B;
+  const int64_t H = hidden_of(w_hh, 4, "w_hh");
+  seq_dims(xw, 4, H, T, B);
+  const S* p_xw = buf<S>(xw, "xw", {T, B, 4 * H});
+  const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {4 * H});
+  const S* p_gc = buf<S>(gamma_c, "gamma_c", {H});
+  const S* p_bc = buf<S>(beta_c, "beta_c", {H});
+  const S* p_h0 = buf<S>(h0, "h0", {B, H});
+  const S* p_c0 = buf<S>(c0, "c0", {B, H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
+  S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
+  S* p_raw = buf<S>(raw, "raw", {T, B, 4 * H});
+  S* p_out = buf<S>(out, "out", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, ln_lstm_forward, T, B, H, p_xw, p_w, p_ghh, p_gc, p_bc, p_h0, p_c0, p_len, p_hs, p_cs, p_g,
+                  p_raw, p_out, nt)
+}
+
+void ln_lstm_forward(int isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c,
+                     const Arr& beta_c, const OptArr& h0, const OptArr& c0, const OptArr& lengths, const Out& hs,
+                     const Out& cs, const Out& gates, const Out& raw, const OptOut& out, int nt) {
+  auto run = is_double(xw, "xw") ? ln_lstm_forward_t<double> : ln_lstm_forward_t<float>;
+  run(checked_isa(isa), xw, w_hh, gamma_hh, gamma_c, beta_c, h0, c0, lengths, hs, cs, gates, raw, out,
+      checked_threads(nt));
+}
+
+template <typename S>
+void ln_lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c, const Arr& beta_c,
+                        const Arr& hs, const Arr& cs, const Arr& gates, const Arr& raw, const OptArr& lengths,
+                        const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& dv, const Out& dA,
+                        const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt) {
   const int64_t H = hidden_of(w_hh, 4, "w_hh");
   require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
   const S* p_w = buf<S>(w_hh, "w_hh", {4 * H, H});
-  const S* p_ch = buf<S>(w_ch, "w_ch", {3 * H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {4 * H});
+  const S* p_gc = buf<S>(gamma_c, "gamma_c", {H});
+  const S* p_bc = buf<S>(beta_c, "beta_c", {H});
   const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
   const S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
   const S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
+  const S* p_raw = buf<S>(raw, "raw", {T, B, 4 * H});
   const int64_t* p_len = lengths_buf(lengths, B, T);
   const S* p_dout = buf<S>(d_out, "d_out", {T, B, H});
   const S* p_dhn = buf<S>(dh_n, "dh_n", {B, H});
   const S* p_dcn = buf<S>(dc_n, "dc_n", {B, H});
-  S* p_da = buf<S>(da, "da", {T, B, 4 * H});
+  S* p_dv = buf<S>(dv, "dv", {T, B, 4 * H});
+  S* p_dA = buf<S>(dA, "dA", {T, B, 4 * H});
   S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
   S* p_dc0 = buf<S>(dc0, "dc0", {B, H});
   S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
   S* p_dcs = buf<S>(dcs, "dcs", {T, B, H});
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, lstm_backward, T, B, H, p_w, p_ch, p_hs, p_cs, p_g, p_len, p_dout, p_dhn, p_dcn, p_da, p_dh0,
-                  p_dc0, p_dhs, p_dcs, nt)
+  RNNKIT_DISPATCH(isa, ln_lstm_backward, T, B, H, p_w, p_ghh, p_gc, p_bc, p_hs, p_cs, p_g, p_raw, p_len, p_dout,
+                  p_dhn, p_dcn, p_dv, p_dA, p_dh0, p_dc0, p_dhs, p_dcs, nt)
 }
 
-void lstm_backward(int isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates, const OptArr& lengths,
-                   const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& da, const Out& dh0,
-                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch) {
-  auto run = is_double(hs, "hs") ? lstm_backward_t<double> : lstm_backward_t<float>;
-  run(checked_isa(isa), w_hh, hs, cs, gates, lengths, d_out, dh_n, dc_n, da, dh0, dc0, dhs, dcs,
-      checked_threads(nt), w_ch);
+void ln_lstm_backward(int isa, const Arr& w_hh, const Arr& gamma_hh, const Arr& gamma_c, const Arr& beta_c,
+                      const Arr& hs, const Arr& cs, const Arr& gates, const Arr& raw, const OptArr& lengths,
+                      const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& dv, const Out& dA,
+                      const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt) {
+  auto run = is_double(hs, "hs") ? ln_lstm_backward_t<double> : ln_lstm_backward_t<float>;
+  run(checked_isa(isa), w_hh, gamma_hh, gamma_c, beta_c, hs, cs, gates, raw, lengths, d_out, dh_n, dc_n, dv, dA,
+      dh0, dc0, dhs, dcs, checked_threads(nt));
+}
+
+// ------------------------------------------------------------------------- layer-normalised GRU
+template <typename S>
+void ln_gru_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh,
+                      const OptArr& h0, const OptArr& lengths, const Out& hs, const Out& gates, const Out& raw,
+                      const OptOut& out, int nt) {
+  int64_t T, B;
+  const int64_t H = hidden_of(w_hh, 3, "w_hh");
+  seq_dims(xw, 3, H, T, B);
+  const S* p_xw = buf<S>(xw, "xw", {T, B, 3 * H});
+  const S* p_w = buf<S>(w_hh, "w_hh", {3 * H, H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {3 * H});
+  const S* p_bhh = buf<S>(b_hh, "b_hh", {3 * H});
+  const S* p_h0 = buf<S>(h0, "h0", {B, H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  S* p_g = buf<S>(gates, "gates", {T, B, 3 * H});
+  S* p_raw = buf<S>(raw, "raw", {T, B, 3 * H});
+  S* p_out = buf<S>(out, "out", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, ln_gru_forward, T, B, H, p_xw, p_w, p_ghh, p_bhh, p_h0, p_len, p_hs, p_g, p_raw, p_out, nt)
+}
+
+void ln_gru_forward(int isa, const Arr& xw, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh,
+                    const OptArr& h0, const OptArr& lengths, const Out& hs, const Out& gates, const Out& raw,
+                    const OptOut& out, int nt) {
+  auto run = is_double(xw, "xw") ? ln_gru_forward_t<double> : ln_gru_forward_t<float>;
+  run(checked_isa(isa), xw, w_hh, gamma_hh, b_hh, h0, lengths, hs, gates, raw, out, checked_threads(nt));
+}
+
+template <typename S>
+void ln_gru_backward_t(Isa isa, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh, const Arr& hs,
+                       const Arr& gates, const Arr& raw, const OptArr& lengths, const OptArr& d_out,
+                       const OptArr& dh_n, const Out& da, const Out& dA, const Out& dh0, const OptOut& dhs, int nt) {
+  const int64_t H = hidden_of(w_hh, 3, "w_hh");
+  require_rank(hs, 3, "hs", "(T+1, B, H)");
+  const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
+  const S* p_w = buf<S>(w_hh, "w_hh", {3 * H, H});
+  const S* p_ghh = buf<S>(gamma_hh, "gamma_hh", {3 * H});
+  const S* p_bhh = buf<S>(b_hh, "b_hh", {3 * H});
+  const S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
+  const S* p_g = buf<S>(gates, "gates", {T, B, 3 * H});
+  const S* p_raw = buf<S>(raw, "raw", {T, B, 3 * H});
+  const int64_t* p_len = lengths_buf(lengths, B, T);
+  const S* p_dout = buf<S>(d_out, "d_out", {T, B, H});
+  const S* p_dhn = buf<S>(dh_n, "dh_n", {B, H});
+  S* p_da = buf<S>(da, "da", {T, B, 3 * H});
+  S* p_dA = buf<S>(dA, "dA", {T, B, 3 * H});
+  S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
+  S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
+  nb::gil_scoped_release release;
+  RNNKIT_DISPATCH(isa, ln_gru_backward, T, B, H, p_w, p_ghh, p_bhh, p_hs, p_g, p_raw, p_len, p_dout, p_dhn, p_da,
+                  p_dA, p_dh0, p_dhs, nt)
+}
+
+void ln_gru_backward(int isa, const Arr& w_hh, const Arr& gamma_hh, const OptArr& b_hh, const Arr& hs,
+                     const Arr& gates, const Arr& raw, const OptArr& lengths, const OptArr& d_out,
+                     const OptArr& dh_n, const Out& da, const Out& dA, const Out& dh0, const OptOut& dhs, int nt) {
+  auto run = is_double(hs, "hs") ? ln_gru_backward_t<double> : ln_gru_backward_t<float>;
+  run(checked_isa(isa), w_hh, gamma_hh, b_hh, hs, gates, raw, lengths, d_out, dh_n, da, dA, dh0, dhs,
+      checked_threads(nt));
 }
 
 // ------------------------------------------------------------------------- GRU
@@ -394,7 +551,8 @@ struct CheckedLayers {
   Arch arch;
   bool dbl = false;
   std::vector<const void*> ptrs;       // the params' data, null for an absent entry
-  std::vector<int64_t> state_width;    // per layer: H, Jordan O
+  std::vector<int64_t> state_width;    // per layer: what it emits: H, a projected LSTM's P, Jordan O
+  std::vector<int64_t> cell_width;     // per layer: H (an LSTM's c)
   int64_t in = 0, out = 0;             // layer 0's input size, the top layer's state width
 };
 
@@ -412,10 +570,16 @@ CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int
   const int64_t G = gate_count(c.arch);
   const bool jordan = c.arch == Arch::jordan, gru = c.arch == Arch::gru, lstm = c.arch == Arch::lstm;
   bool have_dtype = false;
+  // The width of what layer k emits: Jordan's y (O), a projected LSTM's h (O = P > 0), else h (H).
+  auto emitted = [&](size_t k) {
+    return jordan || (lstm && sizes[3 * k + 2] > 0) ? sizes[3 * k + 2] : sizes[3 * k + 1];
+  };
   for (size_t l = 0; l < layers; ++l) {
     const int64_t I = sizes[3 * l], H = sizes[3 * l + 1], O = sizes[3 * l + 2];
-    if (I < 1 || H < 1 || (jordan && O < 1)) throw nb::value_error("sizes: every size must be positive");
-    if (l > 0 && I != int64_t(D) * (jordan ? sizes[3 * l - 1] : sizes[3 * l - 2]))
+    if (I < 1 || H < 1 || (jordan && O < 1) || O < 0) throw nb::value_error("sizes: every size must be positive");
+    if (!jordan && !lstm && O != 0) throw nb::value_error("sizes: O must be 0 for this cell");
+    const int64_t K = emitted(l);
+    if (l > 0 && I != int64_t(D) * emitted(l - 1))
       throw nb::value_error(D == 1 ? "sizes: a layer's input size must equal the previous layer's output size"
                                    : "sizes: a layer's input size must equal the previous layer's output size "
                                      "times the number of directions");
@@ -423,14 +587,15 @@ CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int
     const std::vector<std::vector<int64_t>> shapes =
         jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
         : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
-        : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}  // peepholes
+        : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, K}, {3 * H},  // peepholes
+                                                   O > 0 ? std::vector<int64_t>{O, H} : std::vector<int64_t>{}}
                : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
     for (size_t d = 0; d < D; ++d)
       for (size_t k = 0; k < 5; ++k) {
         const size_t index = 5 * (l * D + d) + k;
         const OptArr& p = params[index];
         const std::string name = "params[" + std::to_string(index) + "]";
-        const bool weight = k == 0 || k == 2 || (jordan && k == 3);
+        const bool weight = k == 0 || k == 2 || (jordan && k == 3) || (lstm && k == 4 && O > 0);
         if (!p.has_value() || shapes[k].empty()) {
           if (weight) throw nb::value_error((name + ": a weight is required").c_str());
           if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
@@ -444,9 +609,10 @@ CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int
         c.ptrs.push_back(c.dbl ? static_cast<const void*>(buf<double>(p, name.c_str(), shapes[k]))
                                : static_cast<const void*>(buf<float>(p, name.c_str(), shapes[k])));
       }
-    c.out = jordan ? O : H;
+    c.out = K;
     c.in = l == 0 ? I : c.in;
-    c.state_width.push_back(jordan ? O : H);
+    c.state_width.push_back(K);
+    c.cell_width.push_back(H);
   }
   return c;
 }
@@ -467,6 +633,7 @@ class PyStream {
     in_ = c.in;
     out_ = c.out;
     state_width_ = c.state_width;
+    cell_width_ = c.cell_width;
     lstm_ = a == Arch::lstm;
     const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
     auto make = [&]() -> StreamBase* {
@@ -519,7 +686,7 @@ class PyStream {
                              std::to_string(layer)).c_str());
     if (which == 1 && !lstm_) throw nb::value_error("which: only an LSTM has a cell state");
     if (which != 0 && which != 1) throw nb::value_error(("which: expected 0 or 1, got " + std::to_string(which)).c_str());
-    const int64_t w = state_width_[size_t(layer)];
+    const int64_t w = (which == 1 ? cell_width_ : state_width_)[size_t(layer)];
     void* p = dbl_ ? static_cast<void*>(buf<double>(buffer, "state", {B_, w}))
                    : static_cast<void*>(buf<float>(buffer, "state", {B_, w}));
     const size_t bytes = size_t(B_ * w) * (dbl_ ? sizeof(double) : sizeof(float));
@@ -533,7 +700,7 @@ class PyStream {
   StreamBase* impl_ = nullptr;
   int64_t B_, in_ = 0, out_ = 0;
   bool dbl_ = false, lstm_ = false;
-  std::vector<int64_t> state_width_;
+  std::vector<int64_t> state_width_, cell_width_;  // per layer: h (or y), and an LSTM's c
   std::mutex busy_;
 };
 
@@ -557,6 +724,7 @@ class PyStack {
     dbl_ = c.dbl;
     in_ = c.in;
     width_ = c.out;
+    cell_ = c.cell_width.back();  // an LSTM's c (H), beside h (P when projected)
     states_ = a == Arch::lstm ? 2 : 1;
     const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
     auto make = [&]() -> StackBase* {
@@ -589,17 +757,17 @@ class PyStack {
     const int64_t* p_len = lengths_buf(lengths, B, T);
     if (states_ < 2 && init1.has_value()) throw nb::value_error("init1: expected None (only an LSTM has a second state)");
     if (states_ < 2 && final1.has_value()) throw nb::value_error("final1: expected None (only an LSTM has a second state)");
-    const void* init[2] = {buf<S>(init0, "init0", {L_ * D_, B, W}), buf<S>(init1, "init1", {L_ * D_, B, W})};
+    const void* init[2] = {buf<S>(init0, "init0", {L_ * D_, B, W}), buf<S>(init1, "init1", {L_ * D_, B, cell_})};
     S* p_out = buf<S>(out, "out", {T, B, D_ * W});
     void* final[2] = {buf<S>(final0, "final0", {L_ * D_, B, W}), nullptr};
     if (states_ > 1 && !final1) throw nb::value_error("final1: required for an LSTM (its final cell states), got None");
-    if (states_ > 1) final[1] = buf<S>(*final1, "final1", {L_ * D_, B, W});
+    if (states_ > 1) final[1] = buf<S>(*final1, "final1", {L_ * D_, B, cell_});
     nb::gil_scoped_release release;
     impl_->run(T, B, p_x, p_len, init, p_out, final, checked_threads(nthreads));
   }
 
   StackBase* impl_ = nullptr;
-  int64_t L_ = 0, D_ = 1, in_ = 0, width_ = 0;
+  int64_t L_ = 0, D_ = 1, in_ = 0, width_ = 0, cell_ = 0;
   int states_ = 1;
   bool dbl_ = false;
 };
@@ -682,11 +850,29 @@ NB_MODULE(_core, m) {
         nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
   m.def("lstm_forward", &lstm_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("h0").none(),
         nb::arg("c0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("cs").noconvert(), nb::arg("gates").noconvert(),
-        nb::arg("out").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none());
+        nb::arg("out").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none(),
+        nb::arg("w_hr").none() = nb::none());
   m.def("lstm_backward", &lstm_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("hs"), nb::arg("cs"),
         nb::arg("gates"), nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(),
         nb::arg("dc_n").none(), nb::arg("da").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(), nb::arg("dhs").none().noconvert(),
-        nb::arg("dcs").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none());
+        nb::arg("dcs").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none(),
+        nb::arg("w_hr").none() = nb::none(), nb::arg("dr").none().noconvert() = nb::none());
+  m.def("ln_lstm_forward", &ln_lstm_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("gamma_c"), nb::arg("beta_c"), nb::arg("h0").none(), nb::arg("c0").none(), nb::arg("lengths").none(),
+        nb::arg("hs").noconvert(), nb::arg("cs").noconvert(), nb::arg("gates").noconvert(), nb::arg("raw").noconvert(),
+        nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+  m.def("ln_lstm_backward", &ln_lstm_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("gamma_c"), nb::arg("beta_c"), nb::arg("hs"), nb::arg("cs"), nb::arg("gates"), nb::arg("raw"),
+        nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(), nb::arg("dc_n").none(),
+        nb::arg("dv").noconvert(), nb::arg("dA").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(),
+        nb::arg("dhs").none().noconvert(), nb::arg("dcs").none().noconvert(), nb::arg("nthreads"));
+  m.def("ln_gru_forward", &ln_gru_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("b_hh").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(),
+        nb::arg("gates").noconvert(), nb::arg("raw").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+  m.def("ln_gru_backward", &ln_gru_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("gamma_hh"),
+        nb::arg("b_hh").none(), nb::arg("hs"), nb::arg("gates"), nb::arg("raw"), nb::arg("lengths").none(),
+        nb::arg("d_out").none(), nb::arg("dh_n").none(), nb::arg("da").noconvert(), nb::arg("dA").noconvert(),
+        nb::arg("dh0").noconvert(), nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
   m.def("gru_forward", &gru_forward, nb::arg("isa"), nb::arg("reset_after"), nb::arg("xw"), nb::arg("w_hh"),
         nb::arg("b_hn").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("gates").noconvert(),
         nb::arg("hn").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));

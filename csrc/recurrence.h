@@ -215,7 +215,8 @@ static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64
 // Backward through time, t = T-1 .. 0. states / records as the forward wrote them;
 // d_out (T, B, state_width(0)) or null; d_final[k] (B, state_width(k)) dL/d final state
 // or null; grads[k] (T, B, grad_width(k)) out; d_init[k] (B, state_width(k)) out;
-// totals[k] (T, B, state_width(k)) out or null.
+// totals[k] (T, B, state_width(k)) out or null; grads[k] may be null for a gradient the
+// cell does not use in this configuration (the LSTM's dr without a projection).
 template <class Cell, typename S>
 static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int64_t* lengths,
                               const S* const* states, const S* const* records, const S* d_out,
@@ -237,7 +238,7 @@ static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int6
         io.total[k] = totals[k] ? totals[k] + t * W : nullptr;
       }
       for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
-      for (int k = 0; k < Cell::kGrads; ++k) io.grad[k] = grads[k] + t * B * cell.grad_width(k);
+      for (int k = 0; k < Cell::kGrads; ++k) io.grad[k] = grads[k] ? grads[k] + t * B * cell.grad_width(k) : nullptr;
       cell.backward(s, io, work);
       if (!s.in_team()) return;
     }

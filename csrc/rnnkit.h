@@ -74,29 +74,57 @@ bool isa_supported(Isa isa);
                       S* dh0,          /* (B, H)      out: dL/d h_0                */ \
                       S* dhs,          /* (T, B, H)   out: dL/d h_t total, or null */ \
                       int nthreads);                                                  \
-  /* LSTM (SPEC section 3), gate order i, f, g, o.                                 */ \
+  /* LSTM (SPEC section 3), gate order i, f, g, o. K = P if P > 0, else H.        */ \
   void lstm_forward(int64_t T, int64_t B, int64_t H,                                  \
                     const S* xw,       /* (T, B, 4H)  W_ih x_t + b_ih + b_hh       */ \
                     const S* w_hh,     /* (4H, H)                                  */ \
                     const S* w_ch,     /* (3H) peepholes i, f, o, or null          */ \
-                    const S* h0, const S* c0, /* (B, H) each, or null              */ \
+                    int64_t P,         /* projection size (section 14), 0: none    */ \
+                    const S* w_hr,     /* (P, H) projection, or null when P = 0    */ \
+                    const S* h0, const S* c0, /* (B, K), (B, H), or null           */ \
                     const int64_t* lengths,                                           \
-                    S* hs,             /* (T+1, B, H) out: hidden states           */ \
+                    S* hs,             /* (T+1, B, K) out: hidden states           */ \
                     S* cs,             /* (T+1, B, H) out: cell states             */ \
                     S* gates,          /* (T, B, 4H)  out: activated i, f, g, o    */ \
-                    S* out,            /* (T, B, H)   out: masked outputs, or null */ \
+                    S* out,            /* (T, B, K)   out: masked outputs, or null */ \
                     int nthreads);                                                    \
   void lstm_backward(int64_t T, int64_t B, int64_t H,                                 \
                      const S* w_hh, const S* w_ch, /* (3H) or null               */ \
+                     int64_t P, const S* w_hr, /* as lstm_forward                  */ \
                      const S* hs, const S* cs, const S* gates,                        \
                      const int64_t* lengths,                                          \
-                     const S* d_out,   /* (T, B, H) or null                        */ \
-                     const S* dh_n, const S* dc_n, /* (B, H) each, or null         */ \
+                     const S* d_out,   /* (T, B, K) or null                        */ \
+                     const S* dh_n, const S* dc_n, /* (B, K), (B, H), or null      */ \
                      S* da,            /* (T, B, 4H)  out: dL/d gate pre-acts      */ \
-                     S* dh0, S* dc0,   /* (B, H) each, out                         */ \
-                     S* dhs,           /* (T, B, H)   out: dL/d h_t, or null       */ \
+                     S* dr,            /* (T, B, P)   out: dL/d W_hr m_t; null: P=0*/ \
+                     S* dh0, S* dc0,   /* (B, K), (B, H), out                      */ \
+                     S* dhs,           /* (T, B, K)   out: dL/d h_t, or null       */ \
                      S* dcs,           /* (T, B, H)   out: dL/d c_t, or null       */ \
                      int nthreads);                                                   \
+  /* Layer-normalised LSTM (SPEC section 15, haste's form), one thread.          */ \
+  void ln_lstm_forward(int64_t T, int64_t B, int64_t H,                               \
+                       const S* xw,    /* (T, B, 4H) g_ih LN(W_ih x_t) + biases    */ \
+                       const S* w_hh,  /* (4H, H)                                  */ \
+                       const S* gamma_hh, /* (4H) gain of LN(W_hh h)               */ \
+                       const S* gamma_c, const S* beta_c, /* (H) of LN(c)          */ \
+                       const S* h0, const S* c0, /* (B, H) each, or null           */ \
+                       const int64_t* lengths,                                        \
+                       S* hs, S* cs,   /* (T+1, B, H) out each                     */ \
+                       S* gates,       /* (T, B, 4H)  out: activated i, f, g, o    */ \
+                       S* raw,         /* (T, B, 4H)  out: W_hh h_{t-1}            */ \
+                       S* out,         /* (T, B, H)   out: masked outputs, or null */ \
+                       int nthreads);                                                 \
+  void ln_lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh,               \
+                        const S* gamma_hh, const S* gamma_c, const S* beta_c,         \
+                        const S* hs, const S* cs, const S* gates, const S* raw,       \
+                        const int64_t* lengths,                                       \
+                        const S* d_out, /* (T, B, H) or null                       */ \
+                        const S* dh_n, const S* dc_n, /* (B, H) each, or null      */ \
+                        S* dv,          /* (T, B, 4H) out: dL/d pre-activations    */ \
+                        S* dA,          /* (T, B, 4H) out: dL/d W_hh h_{t-1}       */ \
+                        S* dh0, S* dc0, /* (B, H) each, out                        */ \
+                        S* dhs, S* dcs, /* (T, B, H) out each, or null             */ \
+                        int nthreads);                                                \
   /* GRU (SPEC section 4), gate order r, z, n. reset_after=true is torch's form:   */ \
   /*   n = tanh(xw_n + r * (W_hn h + b_hn)),  h = (1-z) n + z h_prev;              */ \
   /* reset_after=false is the seeds' form:                                          */ \
@@ -120,6 +148,24 @@ bool isa_supported(Isa isa);
                                        /*   n term (its input: h_prev when         */ \
                                        /*   reset_after, r * h_prev otherwise)     */ \
                     S* dh0, S* dhs, int nthreads);                                    \
+  /* Layer-normalised GRU (SPEC section 15, haste's form, reset after), one thread */ \
+  void ln_gru_forward(int64_t T, int64_t B, int64_t H,                                \
+                      const S* xw,     /* (T, B, 3H) g_ih LN(W_ih x_t) + b_ih      */ \
+                      const S* w_hh,   /* (3H, H)                                  */ \
+                      const S* gamma_hh, /* (3H) gain of LN(W_hh h)                */ \
+                      const S* b_hh,   /* (3H) or null                             */ \
+                      const S* h0, const int64_t* lengths,                            \
+                      S* hs,           /* (T+1, B, H) out                          */ \
+                      S* gates,        /* (T, B, 3H)  out: activated r, z, n       */ \
+                      S* raw,          /* (T, B, 3H)  out: W_hh h_{t-1}            */ \
+                      S* out, int nthreads);                                          \
+  void ln_gru_backward(int64_t T, int64_t B, int64_t H, const S* w_hh,                \
+                       const S* gamma_hh, const S* b_hh, const S* hs,                 \
+                       const S* gates, const S* raw, const int64_t* lengths,          \
+                       const S* d_out, const S* dh_n,                                 \
+                       S* da,          /* (T, B, 3H) out: dL/d xw                  */ \
+                       S* dA,          /* (T, B, 3H) out: dL/d W_hh h_{t-1}        */ \
+                       S* dh0, S* dhs, int nthreads);                                 \
   /* Jordan (SPEC section 2): a = xw + W_yh y_prev, h = f(a), y = g(W_hy h + b_hy) */ \
   void jordan_forward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g,       \
                       const S* xw,     /* (T, B, H)  W_ih x + b_ih + b_yh          */ \
@@ -170,8 +216,9 @@ class StreamBase {
 // sizes: (I, H, O) per layer. params: five pointers per layer (S = double if dbl, else
 // float), copied and packed here: w_ih (G*H, I), the input-side bias (G*H) or null (all
 // biases that add to W_ih x; GRU reset_after keeps b_hn apart), then the cell's
-// weights as its sequence kernels take them: Elman / LSTM w_hh, -, -; GRU w_hh, b_hn
-// (or null), -; Jordan w_yh, w_hy, b_hy (or null).
+// weights as its sequence kernels take them: Elman w_hh, -, -; LSTM w_hh, w_ch (or
+// null), w_hr (O = P > 0: the projection, else null); GRU w_hh, b_hn (or null), -;
+// Jordan w_yh, w_hy, b_hy (or null).
 #define RNNKIT_DECLARE_STREAM                                                                  \
   StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B,      \
                           int64_t layers, const int64_t* sizes, const void* const* params);

@@ -3,6 +3,8 @@
 #include "cells/elman.h"
 #include "cells/gru.h"
 #include "cells/jordan.h"
+#include "cells/ln_gru.h"
+#include "cells/ln_lstm.h"
 #include "cells/lstm.h"
 
 namespace rnnkit {
@@ -26,21 +28,41 @@ namespace RNNKIT_ISA_NS {
     sequence_backward(Elman<S>({H, 0, f, f, false}, w, Pass::backward), T, B, lengths, states,                   \
                       (const S* const*)nullptr, d_out, d_final, grads, d_init, totals, nt);                      \
   }                                                                                                               \
-  void lstm_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* w_ch, const S* h0,    \
-                    const S* c0, const int64_t* lengths, S* hs, S* cs, S* gates, S* out, int nt) {               \
-    const S* w[] = {w_hh, w_ch};                                                                                 \
+  void lstm_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* w_ch, int64_t P,      \
+                    const S* w_hr, const S* h0, const S* c0, const int64_t* lengths, S* hs, S* cs, S* gates,     \
+                    S* out, int nt) {                                                                            \
+    const S* w[] = {w_hh, w_ch, w_hr};                                                                           \
     const S* init[] = {h0, c0};                                                                                  \
     S *states[] = {hs, cs}, *records[] = {gates};                                                                \
-    sequence_forward(Lstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::forward), T, B, lengths, xw, init,    \
+    sequence_forward(Lstm<S>({H, P, Act::tanh, Act::tanh, false}, w, Pass::forward), T, B, lengths, xw, init,    \
                      states, records, out, nt);                                                                  \
   }                                                                                                               \
-  void lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* w_ch, const S* hs, const S* cs,   \
-                     const S* gates, const int64_t* lengths, const S* d_out, const S* dh_n, const S* dc_n,       \
-                     S* da, S* dh0, S* dc0, S* dhs, S* dcs, int nt) {                                            \
-    const S* w[] = {w_hh, w_ch};                                                                                 \
+  void lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* w_ch, int64_t P, const S* w_hr,   \
+                     const S* hs, const S* cs, const S* gates, const int64_t* lengths, const S* d_out,           \
+                     const S* dh_n, const S* dc_n, S* da, S* dr, S* dh0, S* dc0, S* dhs, S* dcs, int nt) {       \
+    const S* w[] = {w_hh, w_ch, w_hr};                                                                           \
     const S *states[] = {hs, cs}, *records[] = {gates}, *d_final[] = {dh_n, dc_n};                               \
-    S *grads[] = {da}, *d_init[] = {dh0, dc0}, *totals[] = {dhs, dcs};                                           \
-    sequence_backward(Lstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::backward), T, B, lengths, states,    \
+    S *grads[] = {da, dr}, *d_init[] = {dh0, dc0}, *totals[] = {dhs, dcs};                                       \
+    sequence_backward(Lstm<S>({H, P, Act::tanh, Act::tanh, false}, w, Pass::backward), T, B, lengths, states,    \
+                      records, d_out, d_final, grads, d_init, totals, nt);                                       \
+  }                                                                                                               \
+  void ln_lstm_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* gamma_hh,            \
+                       const S* gamma_c, const S* beta_c, const S* h0, const S* c0, const int64_t* lengths, S* hs,  \
+                       S* cs, S* gates, S* raw, S* out, int nt) {                                                \
+    const S* w[] = {w_hh, gamma_hh, gamma_c, beta_c};                                                            \
+    const S* init[] = {h0, c0};                                                                                  \
+    S *states[] = {hs, cs}, *records[] = {gates, raw};                                                           \
+    sequence_forward(LnLstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::forward), T, B, lengths, xw, init,  \
+                     states, records, out, nt);                                                                  \
+  }                                                                                                               \
+  void ln_lstm_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* gamma_hh, const S* gamma_c,     \
+                        const S* beta_c, const S* hs, const S* cs, const S* gates, const S* raw,                 \
+                        const int64_t* lengths, const S* d_out, const S* dh_n, const S* dc_n, S* dv, S* dA,      \
+                        S* dh0, S* dc0, S* dhs, S* dcs, int nt) {                                                \
+    const S* w[] = {w_hh, gamma_hh, gamma_c, beta_c};                                                            \
+    const S *states[] = {hs, cs}, *records[] = {gates, raw}, *d_final[] = {dh_n, dc_n};                          \
+    S *grads[] = {dv, dA}, *d_init[] = {dh0, dc0}, *totals[] = {dhs, dcs};                                       \
+    sequence_backward(LnLstm<S>({H, 0, Act::tanh, Act::tanh, false}, w, Pass::backward), T, B, lengths, states,  \
                       records, d_out, d_final, grads, d_init, totals, nt);                                       \
   }                                                                                                               \
   void gru_forward(int64_t T, int64_t B, int64_t H, bool reset_after, const S* xw, const S* w_hh,               \
@@ -59,6 +81,24 @@ namespace RNNKIT_ISA_NS {
     S *grads[] = {da, da_hn}, *d_init[] = {dh0}, *totals[] = {dhs};                                              \
     sequence_backward(Gru<S>({H, 0, Act::tanh, Act::tanh, reset_after}, w, Pass::backward), T, B, lengths,       \
                       states, records, d_out, d_final, grads, d_init, totals, nt);                               \
+  }                                                                                                               \
+  void ln_gru_forward(int64_t T, int64_t B, int64_t H, const S* xw, const S* w_hh, const S* gamma_hh,             \
+                      const S* b_hh, const S* h0, const int64_t* lengths, S* hs, S* gates, S* raw, S* out,       \
+                      int nt) {                                                                                  \
+    const S* w[] = {w_hh, gamma_hh, b_hh};                                                                       \
+    const S* init[] = {h0};                                                                                      \
+    S *states[] = {hs}, *records[] = {gates, raw};                                                               \
+    sequence_forward(LnGru<S>({H, 0, Act::tanh, Act::tanh, true}, w, Pass::forward), T, B, lengths, xw, init,    \
+                     states, records, out, nt);                                                                  \
+  }                                                                                                               \
+  void ln_gru_backward(int64_t T, int64_t B, int64_t H, const S* w_hh, const S* gamma_hh, const S* b_hh,          \
+                       const S* hs, const S* gates, const S* raw, const int64_t* lengths, const S* d_out,        \
+                       const S* dh_n, S* da, S* dA, S* dh0, S* dhs, int nt) {                                    \
+    const S* w[] = {w_hh, gamma_hh, b_hh};                                                                       \
+    const S *states[] = {hs}, *records[] = {gates, raw}, *d_final[] = {dh_n};                                    \
+    S *grads[] = {da, dA}, *d_init[] = {dh0}, *totals[] = {dhs};                                                 \
+    sequence_backward(LnGru<S>({H, 0, Act::tanh, Act::tanh, true}, w, Pass::backward), T, B, lengths, states,    \
+                      records, d_out, d_final, grads, d_init, totals, nt);                                       \
   }                                                                                                               \
   void jordan_forward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g, const S* xw, const S* w_yh,      \
                       const S* w_hy, const S* b_hy, const S* y0, const int64_t* lengths, S* hs, S* ys, S* out,   \

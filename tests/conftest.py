@@ -75,10 +75,22 @@ class NetworkCase:
             kwargs.setdefault("output_size", H // 2 + 1)
         return self.spec.make(I, H, **self.hyper, **kwargs).to(dtype)
 
+    @property
+    def has_cell(self) -> bool:
+        """Whether the cell class takes this setting (LSTMCell has no proj_size, as in torch.nn)."""
+        return not set(self.hyper) & set(self.spec.layer_only)
+
+    @property
+    def streams(self) -> bool:
+        """Whether rnnkit.Stream runs this setting (not layer_norm yet: it says so)."""
+        return not any(self.hyper.get(k) for k in self.spec.not_streamed)
+
     def cell(self, I, H, dtype=torch.float64, **kwargs):
+        """The cell of the network, with the settings a cell takes."""
         if self.spec.state_size == "output_size":
             kwargs.setdefault("output_size", H // 2 + 1)
-        return self.spec.cell_class(I, H, **{**self.spec.options, **self.hyper}, **kwargs).to(dtype)
+        hyper = {k: v for k, v in self.hyper.items() if k not in self.spec.layer_only}
+        return self.spec.cell_class(I, H, **{**self.spec.options, **hyper}, **kwargs).to(dtype)
 
     def __repr__(self):
         return self.name

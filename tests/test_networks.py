@@ -55,8 +55,8 @@ def oracle_stack(spec, module, x, states, lengths):
 
 def initial_states(case, module, dtype):
     D = 2 if module.bidirectional else 1
-    S = getattr(module, case.spec.state_size)
-    return [torch.randn(module.num_layers * D, B, S, dtype=dtype, requires_grad=True) for _ in case.spec.states]
+    return [torch.randn(module.num_layers * D, B, S, dtype=dtype, requires_grad=True)
+            for S in case.spec.state_widths(module)]
 
 
 def as_hx(states):
@@ -141,22 +141,23 @@ def test_matches_torch_nn_where_torch_has_it(network):
 def test_float64_gradcheck_through_the_native_kernels(network):
     spec = network.spec
     m = network.layer(3, 4)
-    params = [p.detach().clone().requires_grad_() for p in m.parameters()]
-    S = getattr(m, spec.state_size)
+    roles = [r for r in spec.param_roles if getattr(m, f"{r}_l0", None) is not None]  # present, in signature order
+    params = [getattr(m, f"{r}_l0").detach().clone().requires_grad_() for r in roles]
     x = torch.randn(4, 2, 3, dtype=torch.float64, requires_grad=True)
-    states = [torch.randn(2, S, dtype=torch.float64, requires_grad=True) for _ in spec.states]
+    states = [torch.randn(2, S, dtype=torch.float64, requires_grad=True) for S in spec.state_widths(m)]
     hyper = spec.hyper_of(m)
     lengths = torch.tensor([4, 2])
 
     def f(x, *rest):
-        st, ps = rest[:len(states)], rest[len(states):]
-        out, final = spec.functional(x, *st, *ps, **hyper, lengths=lengths)
+        st, ps = rest[:len(states)], dict(zip(roles, rest[len(states):]))
+        out, final = spec.functional(x, *st, *[ps.get(r) for r in spec.param_roles], **hyper, lengths=lengths)
         return (out, *as_list(final))
 
     assert torch.autograd.gradcheck(f, (x, *states, *params), eps=1e-6, atol=1e-7)
 
 
 # ---- cell, stream, threads -------------------------------------------------------------
+@pytest.mark.parametrize("network", [c for c in NETWORK_CASES if c.has_cell], ids=lambda c: c.name)
 def test_cell_stepped_by_hand_equals_the_layer(network):
     spec = network.spec
     cell, layer = network.cell(I, H), network.layer(I, H)
@@ -173,6 +174,7 @@ def test_cell_stepped_by_hand_equals_the_layer(network):
     assert_close([as_list(state)[0]], [out[-1]], TOL[torch.float64], "last output")
 
 
+@pytest.mark.parametrize("network", [c for c in NETWORK_CASES if c.streams], ids=lambda c: c.name)
 def test_stream_equals_the_layer_over_the_sequence(network):
     m = network.layer(I, H, torch.float32, num_layers=2).eval()
     x = torch.randn(T, B, I)
@@ -250,4 +252,11 @@ def test_internals_and_state_gradients_are_the_registry_s(network):
     out.sum().backward()
     for rec in recorders:
         assert set(rec) == set(spec.gradient_keys())
-        assert all(rec[k].shape == (T, B, getattr(m, spec.state_size)) for k in rec)
+        widths = dict(zip(spec.gradient_keys(), spec.state_widths(m)))
+        assert all(rec[k].shape == (T, B, widths[k]) for k in rec)
+
+
+@pytest.mark.parametrize("network", [c for c in NETWORK_CASES if not c.streams], ids=lambda c: c.name)
+def test_stream_names_a_setting_it_does_not_run(network):
+    with pytest.raises(NotImplementedError, match=r"module: rnnkit.Stream does not run \w+="):
+        rnnkit.Stream(network.layer(I, H, torch.float32))

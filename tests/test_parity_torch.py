@@ -17,16 +17,16 @@ TORCH_CASES = {c.name: c for c in NETWORK_CASES if c.spec.torch_computes_same(c.
 ARCHS = {name: (c.spec.torch_class, c.spec.module_class, {k: v for k, v in c.hyper.items() if k not in c.spec.options})
          for name, c in TORCH_CASES.items()}
 CELLS = {name: (getattr(nn, c.spec.cell), c.spec.cell_class, kw) for name, (_, _, kw), c in
-         ((n, ARCHS[n], TORCH_CASES[n]) for n in ARCHS)}
+         ((n, ARCHS[n], TORCH_CASES[n]) for n in ARCHS) if c.has_cell}  # LSTMCell has no proj_size
 I, H, T, B = 5, 7, 6, 4
 
 
 def _states(arch, L, D, B, dtype, unbatched=False):
-    shape = (L * D, H) if unbatched else (L * D, B, H)
-    h = torch.randn(shape, dtype=dtype, requires_grad=True)
-    if len(TORCH_CASES[arch].spec.states) == 2:  # LSTM: (h, c)
-        return (h, torch.randn(shape, dtype=dtype, requires_grad=True))
-    return h
+    case = TORCH_CASES[arch]
+    widths = case.spec.state_widths(case.layer(I, H))  # (h, c) of a projected LSTM: (P, H)
+    states = tuple(torch.randn((L * D, S) if unbatched else (L * D, B, S), dtype=dtype, requires_grad=True)
+                   for S in widths)
+    return states if len(states) == 2 else states[0]  # LSTM: (h, c)
 
 
 def _leaves(x, hx):
@@ -173,7 +173,3 @@ def test_lengths_keyword_equals_packed():
     assert torch.allclose(h, ph, atol=1e-14)
     assert torch.all(out[4:, 2] == 0) and torch.all(out[3:, 0] == 0)
 
-
-def test_proj_size_not_implemented():
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        rnnkit.LSTM(I, H, proj_size=3)(torch.randn(T, B, I))

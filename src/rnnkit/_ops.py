@@ -65,6 +65,9 @@ def _sizes(args: dict) -> Tuple[int, int]:
     if "w_yh" in args:
         H, O = args["w_yh"].shape
         return H, O
+    if args.get("w_hr") is not None:  # a projected LSTM: h is P wide
+        P, H = args["w_hr"].shape
+        return H, P
     H = args["w_hh"].shape[1]
     return H, H
 
@@ -73,8 +76,17 @@ def _elman_shapes(T, B, H, S):
     return [(T, B, H), (B, H)], [(T + 1, B, H)]
 
 
-def _lstm_shapes(T, B, H, S):
-    return [(T, B, H), (B, H), (B, H)], [(T + 1, B, H), (T + 1, B, H), (T, B, 4 * H)]
+def _lstm_shapes(T, B, H, S):  # S: the width of h (P with a projection)
+    return [(T, B, S), (B, S), (B, H)], [(T + 1, B, S), (T + 1, B, H), (T, B, 4 * H)]
+
+
+def _ln_lstm_shapes(T, B, H, S):
+    return [(T, B, H), (B, H), (B, H)], [(T, B, 4 * H), (T, B, 1), (T + 1, B, H), (T + 1, B, H), (T, B, 4 * H),
+                                         (T, B, 4 * H)]
+
+
+def _ln_gru_shapes(T, B, H, S):
+    return [(T, B, H), (B, H)], [(T, B, 3 * H), (T, B, 1), (T + 1, B, H), (T, B, 3 * H), (T, B, 3 * H)]
 
 
 def _gru_shapes(T, B, H, S):
@@ -88,8 +100,16 @@ def _jordan_shapes(T, B, H, O):
 KERNELS = {k.name: k for k in (
     _Kernel("elman", functional._Elman, ("x", "h0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "lengths?"),
             ("act", "isa"), 1, ("hs",), (0,), ("w_hh",), _elman_shapes),
-    _Kernel("lstm", functional._LSTM, ("x", "h0?", "c0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "w_ch?", "lengths?"),
-            ("isa",), 2, ("hs", "cs", "gates"), (1, 2), ("w_hh", "w_ch"), _lstm_shapes),
+    _Kernel("lstm", functional._LSTM, ("x", "h0?", "c0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "w_ch?", "w_hr?",
+                     "lengths?"), ("isa",), 2, ("hs", "cs", "gates"), (1, 2), ("w_hh", "w_ch", "w_hr"), _lstm_shapes),
+    _Kernel("ln_lstm", functional._LNLSTM, ("x", "h0?", "c0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "gamma_ih",
+                                             "gamma_hh", "gamma_c", "beta_c", "lengths?"),
+            ("isa",), 2, ("x_hat", "rho", "hs", "cs", "gates", "raw"), (3, 4),
+            ("w_hh", "gamma_ih", "gamma_hh", "gamma_c", "beta_c"), _ln_lstm_shapes),
+    _Kernel("ln_gru", functional._LNGRU, ("x", "h0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "gamma_ih", "gamma_hh",
+                                           "lengths?"),
+            ("isa",), 1, ("x_hat", "rho", "hs", "gates", "raw"), (3,), ("w_hh", "gamma_ih", "gamma_hh", "b_hh"),
+            _ln_gru_shapes),
     _Kernel("gru", functional._GRU, ("x", "h0?", "w_ih", "w_hh", "b_ih?", "b_hh?", "lengths?"),
             ("reset_after", "isa"), 1, ("hs", "gates", "hn"), (1,), ("w_hh",), _gru_shapes),
     _Kernel("jordan", functional._Jordan, ("x", "y0?", "w_ih", "w_yh", "w_hy", "b_ih?", "b_yh?", "b_hy?", "lengths?"),

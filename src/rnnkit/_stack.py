@@ -40,13 +40,16 @@ class _Plan:
     when a hyper-parameter changes): its network, parameter names in the core's order,
     sizes, codes; and the packed weights, in ``cache``."""
 
-    __slots__ = ("spec", "hyper", "names", "L", "D", "width", "input_size", "n_states", "gates", "hidden", "jordan",
+    __slots__ = ("spec", "hyper", "names", "L", "D", "width", "widths", "skip", "input_size", "n_states", "gates", "hidden", "jordan",
                  "codes", "sizes", "cache", "isa")
 
     def __init__(self, module, spec, hyper: tuple):
         self.spec, self.hyper = spec, hyper
         self.L, self.D = module.num_layers, 2 if module.bidirectional else 1
-        self.width = getattr(module, spec.state_size)
+        self.widths = spec.state_widths(module)  # per state: h (P when projected), c; y
+        self.width = self.widths[0]
+        # settings the core's Stack does not run (layer normalisation): the layer path takes them
+        self.skip = any(getattr(module, s, False) for s in spec.not_streamed)
         self.input_size = module.input_size
         self.n_states = len(spec.states)
         self.gates, self.hidden = len(spec.gates), module.hidden_size
@@ -56,7 +59,7 @@ class _Plan:
         h = dict(zip(spec.hyper, hyper))
         self.codes = (_backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[h.get("nonlinearity", "tanh")],
                       _backend.ACT_CODES[h.get("output_nonlinearity", "identity")], bool(h.get("reset_after", True)))
-        O = module.output_size if self.jordan else 0
+        O = module.output_size if self.jordan else getattr(module, "proj_size", 0) or 0
         self.sizes = [v for l in range(self.L)
                       for v in (self.input_size if l == 0 else self.D * self.width, self.hidden, O)]
         self.cache = PlanCache()
@@ -108,10 +111,10 @@ def _plain_states(hx, plan: _Plan, B: int, dtype) -> Optional[list]:
     several = plan.n_states > 1
     if several and not (type(hx) in (tuple, list) and len(hx) == plan.n_states):
         return None
-    shape = (plan.L * plan.D, B, plan.width)
     views = []
-    for h in (hx if several else (hx,)):
-        if type(h) is not Tensor or h.dtype != dtype or not h.is_cpu or h.requires_grad or h.shape != shape:
+    for h, width in zip(hx if several else (hx,), plan.widths):
+        if type(h) is not Tensor or h.dtype != dtype or not h.is_cpu or h.requires_grad \
+                or h.shape != (plan.L * plan.D, B, width):
             return None
         views.append(h.numpy())
     return views if several else views + [None]
@@ -131,7 +134,7 @@ def forward(module, input, hx, lengths, batch_class):
         spec = networks.network_of(module)
         plan = _Plan(module, spec, tuple(getattr(module, n) for n in spec.hyper))
         module.__dict__[_ATTR] = plan
-    if module.training and module.dropout and plan.L > 1:
+    if plan.skip or (module.training and module.dropout and plan.L > 1):
         return None
     get = module._parameters.get
     params = [get(n) for n in plan.names]
@@ -164,8 +167,8 @@ def forward(module, input, hx, lengths, batch_class):
         batch = batch_class(input, lengths, module.batch_first, module.input_size, dtype)
         if batch.B == 0:
             return None
-        shape = (plan.L * plan.D, batch.B, plan.width)
-        states = module._initial_states(plan.spec, batch, hx, shape, dtype)
+        shapes = [(plan.L * plan.D, batch.B, w) for w in plan.widths]
+        states = module._initial_states(plan.spec, batch, hx, shapes, dtype)
         if any(s is not None and type(s) not in _PLAIN for s in states):
             return None
         xn = batch.x.detach().numpy()
@@ -175,9 +178,8 @@ def forward(module, input, hx, lengths, batch_class):
     T, B = xn.shape[0], xn.shape[1]
     npt = _NUMPY[dtype]
     out = np.empty((T, B, plan.D * plan.width), npt)
-    shape = (plan.L * plan.D, B, plan.width)
-    f0 = np.empty(shape, npt)
-    f1 = np.empty(shape, npt) if plan.n_states > 1 else None
+    f0 = np.empty((plan.L * plan.D, B, plan.widths[0]), npt)
+    f1 = np.empty((plan.L * plan.D, B, plan.widths[1]), npt) if plan.n_states > 1 else None
     plan.core(params, _backend.current_isa()).run(xn, lens, init[0], init[1], out, f0, f1, _threads(plan, B))
 
     finals = [torch.from_numpy(f0)] if f1 is None else [torch.from_numpy(f0), torch.from_numpy(f1)]

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from . import _backend, _core, functional, networks
 from ._cache import PlanCache
 from .streaming import _core_stream, _is_buffer, _kernel_params
-from .modules import _JORDAN_ROLES, JordanRNN, _add_peepholes, _check_jordan_activations, _jordan_parameters, _positive_int, \
-    _runs_natively, _warn_once
+from .modules import _JORDAN_ROLES, JordanRNN, _add_layer_norm, _add_peepholes, _check_jordan_activations, \
+    _jordan_parameters, _positive_int, _reset_layer_norm, _runs_natively, _warn_once
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
 
@@ -345,22 +345,30 @@ class RNNCell(_Step, nn.RNNCell):
 
 class LSTMCell(_Step, nn.LSTMCell):
     """One LSTM step (SPEC section 3); a drop-in for ``torch.nn.LSTMCell``: returns (h', c').
-    ``peephole=True`` adds ``weight_ch`` (3H), as :class:`rnnkit.LSTM`.
+    ``peephole=True`` adds ``weight_ch`` (3H), ``layer_norm=True`` the gains and bias
+    ``ln_gain_ih``, ``ln_gain_hh``, ``ln_gain_c``, ``ln_bias_c``, as :class:`rnnkit.LSTM`.
 
     >>> cell = rnnkit.LSTMCell(10, 20)
     >>> h, c = cell(torch.randn(3, 10))
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
-                 peephole: bool = False):
+                 peephole: bool = False, layer_norm: bool = False):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.peephole = bool(peephole)
+        self.layer_norm = bool(layer_norm)
         if self.peephole:
             _add_peepholes(self, [""])
+        if self.layer_norm:
+            _add_layer_norm(self, [""], 4, cell_state=True)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _reset_layer_norm(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s + ", peephole=True" if self.peephole else s
+        return s + "".join(f", {k}=True" for k in ("peephole", "layer_norm") if getattr(self, k))
 
     def forward(self, input: Tensor, hx=None):
         return self._step(input, hx)
@@ -375,9 +383,16 @@ class GRUCell(_Step, nn.GRUCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
-                 reset_after: bool = True):
+                 reset_after: bool = True, layer_norm: bool = False):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.reset_after = bool(reset_after)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:
+            _add_layer_norm(self, [""], 3, cell_state=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _reset_layer_norm(self)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx)

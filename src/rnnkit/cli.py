@@ -311,7 +311,7 @@ def cmd_export(ns: argparse.Namespace, out) -> int:
         spec = networks.network_of(layer)
         example = torch.zeros((2, 3, layer.input_size), dtype=next(layer.parameters()).dtype)
         export.to_onnx(layer, target, example)
-        print(f"{target}: {spec.name} layer ({export.ONNX_OPERATOR[spec.kernel]}), "
+        print(f"{target}: {spec.name} layer ({export.onnx_operator(layer)}), "
               f"input (T, B, {layer.input_size}){' batch_first' if layer.batch_first else ''}", file=out)
     return 0
 

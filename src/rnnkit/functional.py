@@ -198,19 +198,20 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
 # ----------------------------------------------------------------------------- LSTM
 class _LSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, lengths, isa: int, recorder):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder):
         T, B, _ = x.shape
-        H = w_hh.shape[1]
+        H, K = w_hh.shape[0] // 4, w_hh.shape[1]  # K: the width of h (P with a projection, else H)
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, 4H)
-        hs = x.new_empty(T + 1, B, H)
+        hs = x.new_empty(T + 1, B, K)
         cs = x.new_empty(T + 1, B, H)
         gates = x.new_empty(T, B, 4 * H)  # activated i, f, g, o
-        out = x.new_empty(T, B, H) if lengths is not None else None
+        out = x.new_empty(T, B, K) if lengths is not None else None
         w_hh_c = w_hh.detach().contiguous()
         w_ch_c = None if w_ch is None else w_ch.detach().contiguous()  # (3H) peepholes i, f, o
+        w_hr_c = None if w_hr is None else w_hr.detach().contiguous()  # (P, H) projection
         _core.lstm_forward(isa, _np(xw), _np(w_hh_c), _c(h0), _c(c0), _np(lengths), _np(hs), _np(cs), _np(gates),
-                           _np(out), _backend.num_threads(B, H, 4), _np(w_ch_c))
-        ctx.save_for_backward(x, w_ih, w_hh_c, w_ch_c, hs, cs, gates, lengths)
+                           _np(out), _backend.num_threads(B, H, 4), _np(w_ch_c), _np(w_hr_c))
+        ctx.save_for_backward(x, w_ih, w_hh_c, w_ch_c, w_hr_c, hs, cs, gates, lengths)
         ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 3, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
         ctx.mark_non_differentiable(cs, gates)
@@ -219,17 +220,18 @@ class _LSTM(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, d_out, dh_n, dc_n, _cs, _gates):
-        x, w_ih, w_hh, w_ch, hs, cs, gates, lengths = ctx.saved_tensors
+        x, w_ih, w_hh, w_ch, w_hr, hs, cs, gates, lengths = ctx.saved_tensors
         T, B, _ = x.shape
-        H = w_hh.shape[1]
+        H, K = w_hh.shape[0] // 4, w_hh.shape[1]
         da = x.new_empty(T, B, 4 * H)
-        dh0 = x.new_empty(B, H)
+        dr = None if w_hr is None else x.new_empty(T, B, K)  # dL/dh_t through the projection
+        dh0 = x.new_empty(B, K)
         dc0 = x.new_empty(B, H)
-        dhs = _record(ctx.recorder, "dh", x, T, B, H)
+        dhs = _record(ctx.recorder, "dh", x, T, B, K)
         dcs = _record(ctx.recorder, "dc", x, T, B, H)
         _core.lstm_backward(ctx.isa, _np(w_hh), _np(hs), _np(cs), _np(gates), _np(lengths), _c(d_out), _c(dh_n),
                             _c(dc_n), _np(da), _np(dh0), _np(dc0), _np(dhs), _np(dcs), _backend.num_threads(B, H, 4),
-                            _np(w_ch))
+                            _np(w_ch), _np(w_hr), _np(dr))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = _weight_grad(da, hs[:-1]) if ctx.needs_input_grad[4] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
@@ -238,14 +240,99 @@ class _LSTM(torch.autograd.Function):
             da_i, da_f, _, da_o = da.chunk(4, dim=2)
             dw_ch = torch.cat([(da_i * cs[:-1]).sum((0, 1)), (da_f * cs[:-1]).sum((0, 1)),
                                (da_o * cs[1:]).sum((0, 1))])
+        dw_hr = None
+        if w_hr is not None and ctx.needs_input_grad[8]:  # SPEC section 14: dW_hr = sum_t dr_t^T m_t
+            m = gates[..., 3 * H:] * torch.tanh(cs[1:])  # (T, B, H) m_t = o_t tanh(c_t), 0 where inactive
+            dw_hr = _flat(dr).t() @ _flat(m)
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), _grad_or_none(ctx.needs_input_grad[2], dc0),
-                dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), dw_ch, None,
-                None, None)
+                dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), dw_ch, dw_hr,
+                None, None, None)
+
+
+LAYER_NORM_EPS = 1e-5  # torch.nn.functional.layer_norm's, and the core's (csrc/cells/ln_lstm.h)
+
+
+def _normalise(v: Tensor):
+    """(v - mean) * rho over the last dimension, rho = 1 / sqrt(var + eps): (v^, rho (..., 1))."""
+    mu = v.mean(-1, keepdim=True)
+    rho = torch.rsqrt(v.var(-1, unbiased=False, keepdim=True) + LAYER_NORM_EPS)
+    return (v - mu) * rho, rho
+
+
+def _normalise_backward(d_hat: Tensor, v_hat: Tensor, rho: Tensor) -> Tensor:
+    """dL/dv from dL/dv^ through v^ = (v - mean) * rho, over the last dimension."""
+    return rho * (d_hat - d_hat.mean(-1, keepdim=True) - v_hat * (d_hat * v_hat).mean(-1, keepdim=True))
+
+
+class _LNLSTM(torch.autograd.Function):
+    """The layer-normalised LSTM (SPEC section 15): the input side g_ih LN(W_ih x) for all
+    steps here, before the call and (its backward) after it; the recurrence in the core."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths, isa: int, recorder):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        x_hat, rho = _normalise(_project(x, w_ih, None))  # (T, B, 4H), (T, B, 1)
+        xw = x_hat * g_ih.detach()
+        bias = _sum_bias(b_ih, b_hh)
+        if bias is not None:
+            xw = xw + bias
+        hs = x.new_empty(T + 1, B, H)
+        cs = x.new_empty(T + 1, B, H)
+        gates = x.new_empty(T, B, 4 * H)  # activated i, f, g, o
+        raw = x.new_empty(T, B, 4 * H)  # W_hh h_{t-1}, before its normalisation
+        out = x.new_empty(T, B, H) if lengths is not None else None
+        w_hh_c, g_hh_c, g_c_c, b_c_c = (t.detach().contiguous() for t in (w_hh, g_hh, g_c, b_c))
+        _core.ln_lstm_forward(isa, _np(xw.contiguous()), _np(w_hh_c), _np(g_hh_c), _np(g_c_c), _np(b_c_c), _c(h0),
+                              _c(c0), _np(lengths), _np(hs), _np(cs), _np(gates), _np(raw), _np(out), 1)
+        ctx.save_for_backward(x, w_ih, w_hh_c, g_ih, g_hh_c, g_c_c, b_c_c, x_hat, rho, hs, cs, gates, raw, lengths)
+        ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 3, recorder
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.mark_non_differentiable(cs, gates)
+        return (hs[1:] if out is None else out), hs[T].clone(), cs[T].clone(), cs, gates
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, dh_n, dc_n, _cs, _gates):
+        x, w_ih, w_hh, g_ih, g_hh, g_c, b_c, x_hat, rho, hs, cs, gates, raw, lengths = ctx.saved_tensors
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        dv = x.new_empty(T, B, 4 * H)  # dL/d pre-activations (= dL/d xw)
+        dA = x.new_empty(T, B, 4 * H)  # dL/d W_hh h_{t-1}
+        dh0, dc0 = x.new_empty(B, H), x.new_empty(B, H)
+        dhs = x.new_empty(T, B, H)  # dL/dh_t: the gradient of LN(c)'s gain and bias reads it
+        dcs = _record(ctx.recorder, "dc", x, T, B, H)
+        _core.ln_lstm_backward(ctx.isa, _np(w_hh), _np(g_hh), _np(g_c), _np(b_c), _np(hs), _np(cs), _np(gates),
+                               _np(raw), _np(lengths), _c(d_out), _c(dh_n), _c(dc_n), _np(dv), _np(dA), _np(dh0),
+                               _np(dc0), _np(dhs), _np(dcs), 1)
+        if ctx.recorder is not None:
+            ctx.recorder["dh"] = dhs
+        need = ctx.needs_input_grad
+        dP = _normalise_backward(dv * g_ih.detach(), x_hat, rho)  # through g_ih LN(W_ih x)
+        dx = (_flat(dP) @ w_ih.detach()).view(x.shape[0], B, w_ih.shape[1]) if need[0] else None
+        dw_ih = _flat(dP).t() @ _flat(x.detach()) if need[3] else None
+        dw_hh = _flat(dA).t() @ _flat(hs[:-1]) if need[4] else None
+        db = _flat(dv).sum(0) if any(ctx.has_bias) else None
+        dg_ih = (dv * x_hat).sum((0, 1)) if need[7] else None
+        dg_hh = (dv * _normalise(raw)[0]).sum((0, 1)) if need[8] else None  # raw = 0 where inactive: dv = 0 there
+        dg_c = db_c = None
+        if need[9] or need[10]:  # dy = dh o (1 - tanh^2 y), y = g_c LN(c) + b_c; o = 0 where inactive
+            c_hat = _normalise(cs[1:])[0]
+            dy = dhs * gates[..., 3 * H:] * (1 - torch.tanh(c_hat * g_c + b_c) ** 2)
+            dg_c, db_c = (dy * c_hat).sum((0, 1)), dy.sum((0, 1))
+        return (dx, _grad_or_none(need[1], dh0), _grad_or_none(need[2], dc0), dw_ih, dw_hh,
+                _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), dg_ih, dg_hh,
+                _grad_or_none(need[9], dg_c), _grad_or_none(need[10], db_c), None, None, None)
+
+
+_LAYER_NORM_ROLES = ("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")
 
 
 def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
          bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None, weight_ch: Optional[Tensor] = None,
-         lengths=None, return_internals: bool = False, grad_recorder: Optional[dict] = None):
+         weight_hr: Optional[Tensor] = None, ln_gain_ih: Optional[Tensor] = None, ln_gain_hh: Optional[Tensor] = None,
+         ln_gain_c: Optional[Tensor] = None, ln_bias_c: Optional[Tensor] = None, lengths=None,
+         return_internals: bool = False, grad_recorder: Optional[dict] = None):
     """LSTM over a sequence (SPEC section 3), gate rows stacked i, f, g, o::
 
         i, f, o = sigmoid(.), g = tanh(.)   of   W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
@@ -253,16 +340,36 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
 
     With peepholes ``weight_ch`` = (p_i, p_f, p_o) (3H), ``p_i * c_{t-1}`` and
     ``p_f * c_{t-1}`` join the pre-activations of i and f, ``p_o * c_t`` that of o
-    (SPEC section 13).
+    (SPEC section 13). With a projection ``weight_hr`` (P, H) (torch.nn.LSTM's
+    ``proj_size``, SPEC section 14), ``h_t = W_hr (o * tanh(c_t))`` is P wide. With the
+    layer-normalisation gains and bias ``ln_gain_ih``, ``ln_gain_hh`` (4H), ``ln_gain_c``,
+    ``ln_bias_c`` (H), all four or none (haste's LayerNormLSTM, SPEC section 15)::
 
-    Args: x (T, B, I); h0, c0 (B, H) or None; weight_ih (4H, I); weight_hh (4H, H);
-    biases (4H) or None; weight_ch (3H) or None. Returns (out (T, B, H), (h_n, c_n)) [, internals
+        v = g_ih LN(W_ih x_t) + g_hh LN(W_hh h_{t-1}) + b_ih + b_hh,   h_t = o * tanh(g_c LN(c_t) + b_c)
+
+    (not combined with peepholes or a projection; its recurrence runs on one thread).
+
+    Args: x (T, B, I); h0 (B, K), c0 (B, H) or None, K = P with a projection, else H;
+    weight_ih (4H, I); weight_hh (4H, K); biases (4H) or None; weight_ch (3H) or None;
+    weight_hr (P, H) or None. Returns (out (T, B, K), (h_n (B, K), c_n (B, H))) [, internals
     {"i", "f", "g", "o", "c"} each (T, B, H) with return_internals].
     """
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
-    out, h_n, c_n, cs, gates = _apply(_LSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, lengths,
-                                      _backend.current_isa(), grad_recorder)
+    norms = (ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
+    if any(t is not None for t in norms):
+        missing = [name for name, t in zip(_LAYER_NORM_ROLES, norms) if t is None]
+        if missing:
+            raise ValueError(f"{missing[0]}: expected all of {', '.join(_LAYER_NORM_ROLES)} for a layer-normalised "
+                             f"LSTM, got None")
+        if weight_ch is not None or weight_hr is not None:
+            raise ValueError(f"{'weight_ch' if weight_ch is not None else 'weight_hr'}: expected None with layer "
+                             "normalisation (peepholes and projections are not combined with it), got a tensor")
+        out, h_n, c_n, cs, gates = _apply(_LNLSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *norms, lengths,
+                                          _backend.current_isa(), grad_recorder)
+    else:
+        out, h_n, c_n, cs, gates = _apply(_LSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch,
+                                          weight_hr, lengths, _backend.current_isa(), grad_recorder)
     if return_internals:
         i, f, g, o = gates.detach().chunk(4, dim=2)
         c = cs.detach()[1:]
@@ -327,8 +434,60 @@ class _GRU(torch.autograd.Function):
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None, None)
 
 
+class _LNGRU(torch.autograd.Function):
+    """The layer-normalised GRU (SPEC section 15, reset after): the input side
+    g_ih LN(W_ih x) + b_ih for all steps here, the recurrence in the core."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, lengths, isa: int, recorder):
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        x_hat, rho = _normalise(_project(x, w_ih, None))  # (T, B, 3H), (T, B, 1)
+        xw = x_hat * g_ih.detach()
+        if b_ih is not None:
+            xw = xw + b_ih.detach()
+        hs = x.new_empty(T + 1, B, H)
+        gates = x.new_empty(T, B, 3 * H)  # activated r, z, n
+        raw = x.new_empty(T, B, 3 * H)  # W_hh h_{t-1}, before its normalisation
+        out = x.new_empty(T, B, H) if lengths is not None else None
+        w_hh_c, g_hh_c = w_hh.detach().contiguous(), g_hh.detach().contiguous()
+        b_hh_c = None if b_hh is None else b_hh.detach().contiguous()
+        _core.ln_gru_forward(isa, _np(xw.contiguous()), _np(w_hh_c), _np(g_hh_c), _np(b_hh_c), _c(h0), _np(lengths),
+                             _np(hs), _np(gates), _np(raw), _np(out), 1)
+        ctx.save_for_backward(x, w_ih, w_hh_c, g_ih, g_hh_c, b_hh_c, x_hat, rho, hs, gates, raw, lengths)
+        ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 2, recorder
+        ctx.has_bias = (b_ih is not None, b_hh is not None)
+        ctx.mark_non_differentiable(gates)
+        return (hs[1:] if out is None else out), hs[T].clone(), gates
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, d_out, dh_n, _gates):
+        x, w_ih, w_hh, g_ih, g_hh, b_hh, x_hat, rho, hs, gates, raw, lengths = ctx.saved_tensors
+        T, B, _ = x.shape
+        H = w_hh.shape[1]
+        da = x.new_empty(T, B, 3 * H)  # dL/d xw
+        dA = x.new_empty(T, B, 3 * H)  # dL/d W_hh h_{t-1}
+        dh0 = x.new_empty(B, H)
+        dhs = _record(ctx.recorder, "dh", x, T, B, H)
+        _core.ln_gru_backward(ctx.isa, _np(w_hh), _np(g_hh), _np(b_hh), _np(hs), _np(gates), _np(raw), _np(lengths),
+                              _c(d_out), _c(dh_n), _np(da), _np(dA), _np(dh0), _np(dhs), 1)
+        need = ctx.needs_input_grad
+        dP = _normalise_backward(da * g_ih.detach(), x_hat, rho)  # through g_ih LN(W_ih x)
+        dx = (_flat(dP) @ w_ih.detach()).view(T, B, w_ih.shape[1]) if need[0] else None
+        dw_ih = _flat(dP).t() @ _flat(x.detach()) if need[2] else None
+        dw_hh = _flat(dA).t() @ _flat(hs[:-1]) if need[3] else None
+        db_ih = _flat(da).sum(0) if ctx.has_bias[0] else None
+        dq = torch.cat([da[..., :2 * H], da[..., 2 * H:] * gates[..., :H]], dim=2)  # dL/d(g_hh LN(A) + b_hh)
+        db_hh = _flat(dq).sum(0) if ctx.has_bias[1] else None
+        dg_ih = (da * x_hat).sum((0, 1)) if need[6] else None
+        dg_hh = (dq * _normalise(raw)[0]).sum((0, 1)) if need[7] else None  # raw = 0 where inactive: dq = 0 there
+        return (dx, _grad_or_none(need[1], dh0), dw_ih, dw_hh, db_ih, db_hh, dg_ih, dg_hh, None, None, None)
+
+
 def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
-        bias_hh: Optional[Tensor] = None, reset_after: bool = True, lengths=None, return_internals: bool = False,
+        bias_hh: Optional[Tensor] = None, ln_gain_ih: Optional[Tensor] = None, ln_gain_hh: Optional[Tensor] = None,
+        reset_after: bool = True, lengths=None, return_internals: bool = False,
         grad_recorder: Optional[dict] = None):
     """GRU over a sequence (SPEC section 4), gate rows stacked r, z, n.
 
@@ -340,13 +499,28 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
 
         n = tanh(W_in x + b_in + W_hn (r * h) + b_hn),   h_t = (1 - z) * h_{t-1} + z * n
 
+    With the layer-normalisation gains ``ln_gain_ih``, ``ln_gain_hh`` (3H), both or neither
+    (haste's LayerNormGRU, reset after only, SPEC section 15)::
+
+        r, z, n from  g_ih LN(W_ih x) + b_ih  and  q = g_hh LN(W_hh h) + b_hh  (its recurrence on one thread)
+
     Args: x (T, B, I); h0 (B, H) or None; weight_ih (3H, I); weight_hh (3H, H);
     biases (3H) or None. Returns (out (T, B, H), h_n (B, H)) [, internals
     {"r", "z", "n"} each (T, B, H) with return_internals].
     """
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
-    out, h_n, gates = _apply(_GRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
+    if ln_gain_ih is not None or ln_gain_hh is not None:
+        if ln_gain_ih is None or ln_gain_hh is None:
+            raise ValueError(f"{'ln_gain_ih' if ln_gain_ih is None else 'ln_gain_hh'}: expected both ln_gain_ih and "
+                             "ln_gain_hh for a layer-normalised GRU, got None")
+        if not reset_after:
+            raise ValueError("reset_after: expected True with layer normalisation (haste's LayerNormGRU is the "
+                             "reset-after form), got False")
+        out, h_n, gates = _apply(_LNGRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, ln_gain_ih, ln_gain_hh,
+                                 lengths, _backend.current_isa(), grad_recorder)
+    else:
+        out, h_n, gates = _apply(_GRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
                                  _backend.current_isa(), grad_recorder)
     if return_internals:
         r, z, n = gates.detach().chunk(3, dim=2)

@@ -232,9 +232,7 @@ class _StackedNetwork:
         return networks.network_of(self)
 
     def _check_supported(self) -> None:
-        if getattr(self, "proj_size", 0):
-            raise NotImplementedError("proj_size > 0 (LSTM with projections) is not implemented by rnnkit yet; "
-                                      "use torch.nn.LSTM for it")
+        """Every setting of the layer classes runs natively (a hook for one that would not)."""
 
     def forward_with_internals(self, input, hx=None, *, lengths=None, grad_recorders: Optional[list] = None):
         """``forward`` that also returns what happens inside, at native speed.
@@ -254,17 +252,18 @@ class _StackedNetwork:
         out, h_n = self._forward(input, hx, lengths, internals, grad_recorders)
         return out, h_n, internals
 
-    def _initial_states(self, spec, batch: _Batch, hx, shape, dtype) -> list:
-        """hx as passed to forward -> one tensor (L*D, B, S) or None per state of the network."""
+    def _initial_states(self, spec, batch: _Batch, hx, shapes, dtype) -> list:
+        """hx as passed to forward -> one tensor (L*D, B, S) or None per state of the network
+        (``shapes``: one per state)."""
         arg = self._state_argument
         if len(spec.states) == 1:
-            return [batch.state(hx, arg, shape, dtype)]
+            return [batch.state(hx, arg, shapes[0], dtype)]
         if hx is not None and not (isinstance(hx, (tuple, list)) and len(hx) == len(spec.states)):
             raise TypeError(f"{arg}: expected a tuple ({', '.join(s + '_0' for s in spec.states)}) "
                             f"for {spec.title}, got {type(hx).__name__}")
         parts = (None,) * len(spec.states) if hx is None else hx
         return [batch.state(p, f"{arg}[{i}] ({s}_0)", shape, dtype)
-                for i, (s, p) in enumerate(zip(spec.states, parts))]
+                for i, (s, p, shape) in enumerate(zip(spec.states, parts, shapes))]
 
     def _forward(self, input, hx, lengths, internals: Optional[list] = None, recorders: Optional[list] = None):
         self._check_supported()
@@ -289,8 +288,8 @@ class _StackedNetwork:
                        f"rnnkit.{type(self).__name__}: no native kernel for device={batch.x.device.type}, "
                        f"dtype={batch.x.dtype}; running the per-step reference implementation (slow)")
         D = 2 if self.bidirectional else 1
-        shape = (self.num_layers * D, batch.B, getattr(self, spec.state_size))
-        states = self._initial_states(spec, batch, hx, shape, dtype)
+        shapes = [(self.num_layers * D, batch.B, S) for S in spec.state_widths(self)]
+        states = self._initial_states(spec, batch, hx, shapes, dtype)
         out, finals = _run_stack(self, spec, batch, states, native, internals, recorders)
         finals = [batch.final(f) for f in finals]
         return batch.output(out), (tuple(finals) if len(finals) > 1 else finals[0])
@@ -331,26 +330,42 @@ class RNN(_StackedNetwork, nn.RNN):
 class LSTM(_StackedNetwork, nn.LSTM):
     """LSTM (SPEC section 3), a drop-in for ``torch.nn.LSTM`` (gate rows i, f, g, o).
 
-    Args as ``torch.nn.LSTM``; ``proj_size`` > 0 raises NotImplementedError.
+    Args as ``torch.nn.LSTM``. ``proj_size=P > 0`` is torch.nn's LSTM with projections
+    (LSTMP, Sak et al. 2014, SPEC section 14): ``h_t = W_hr (o_t * tanh(c_t))`` is P wide,
+    ``weight_hr_l{k}`` (P, H), ``weight_hh_l{k}`` (4H, P), layer l > 0 reads P * D
+    features, h_0 / h_n are (L * D, B, P) and c_0 / c_n (L * D, B, H); a torch.nn
+    state_dict loads unchanged, either way.
     ``peephole=True`` (Gers & Schmidhuber 2000, SPEC section 13) adds diagonal weights
     from the cell state to the gates, ``weight_ch_l{k}`` (3H) stacked i, f, o, initialised
-    as the other weights: i and f see c_{t-1}, o sees c_t.
+    as the other weights: i and f see c_{t-1}, o sees c_t (it combines with proj_size).
+    ``layer_norm=True`` is haste's LayerNormLSTM (Ba, Kiros & Hinton 2016; SPEC section
+    15): ``W_ih x`` and ``W_hh h`` normalised apart with gains ``ln_gain_ih_l{k}``,
+    ``ln_gain_hh_l{k}`` (4H), and c_t before its tanh with ``ln_gain_c_l{k}``,
+    ``ln_bias_c_l{k}`` (H); gains start at 1, the bias at 0. Its recurrence runs on one
+    thread (every normalisation sums over all units of a row).
     ``forward(input, (h_0, c_0)=None, *, lengths=None) -> (output, (h_n, c_n))``.
 
     >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
     >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10))   # (3, 5, 20), (1, 3, 20) x 2
     """
 
-    def __init__(self, *args, peephole: bool = False, **kwargs):
+    def __init__(self, *args, peephole: bool = False, layer_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.peephole = bool(peephole)
+        self.layer_norm = bool(layer_norm)
+        suffixes = [f"_l{l}{s}" for l in range(self.num_layers) for s in ("", "_reverse")[:2 if self.bidirectional else 1]]
         if self.peephole:
-            _add_peepholes(self, [f"_l{l}{s}" for l in range(self.num_layers)
-                                  for s in ("", "_reverse")[:2 if self.bidirectional else 1]])
+            _add_peepholes(self, suffixes)
+        if self.layer_norm:
+            _add_layer_norm(self, suffixes, 4, cell_state=True)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
+        _reset_layer_norm(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s + ", peephole=True" if self.peephole else s
+        return s + "".join(f", {k}=True" for k in ("peephole", "layer_norm") if getattr(self, k))
 
     def forward(self, input, hx=None, lengths=None):
         return self._forward(input, hx, lengths)
@@ -364,18 +379,30 @@ class GRU(_StackedNetwork, nn.GRU):
     ``reset_after=False`` is the seeds' (Cho et al. 2014) form,
     ``n = tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)``, ``h = (1 - z) h_prev + z n``:
     the same parameters, but z has the opposite meaning (z <-> 1 - z).
+    ``layer_norm=True`` (reset after only) is haste's LayerNormGRU (SPEC section 15): the
+    input and recurrent projections normalised apart, gains ``ln_gain_ih_l{k}``,
+    ``ln_gain_hh_l{k}`` (3H) starting at 1; its recurrence runs on one thread.
 
     >>> gru = rnnkit.GRU(10, 20, reset_after=False)
     >>> output, h_n = gru(torch.randn(5, 3, 10))
     """
 
-    def __init__(self, *args, reset_after: bool = True, **kwargs):
+    def __init__(self, *args, reset_after: bool = True, layer_norm: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_after = bool(reset_after)
+        self.layer_norm = bool(layer_norm)
+        if self.layer_norm:
+            _add_layer_norm(self, [f"_l{l}{s}" for l in range(self.num_layers)
+                                   for s in ("", "_reverse")[:2 if self.bidirectional else 1]], 3, cell_state=False)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
+        _reset_layer_norm(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s if self.reset_after else s + ", reset_after=False"
+        s = s if self.reset_after else s + ", reset_after=False"
+        return s + ", layer_norm=True" if getattr(self, "layer_norm", False) else s
 
     def forward(self, input, hx: Optional[Tensor] = None, lengths=None):
         return self._forward(input, hx, lengths)
@@ -389,6 +416,33 @@ def _add_peepholes(module: nn.Module, suffixes) -> None:
         p = nn.Parameter(torch.empty(3 * H, device=w.device, dtype=w.dtype))
         nn.init.uniform_(p, -k, k)
         module.register_parameter("weight_ch" + suffix, p)
+
+
+def _add_layer_norm(module: nn.Module, suffixes, gates: int, cell_state: bool) -> None:
+    """Registers the layer-normalisation parameters (SPEC section 15): ``ln_gain_ih{suffix}``,
+    ``ln_gain_hh{suffix}`` (gates * H), ones, and with a cell state (the LSTM) ``ln_gain_c{suffix}``
+    (H), ones, and ``ln_bias_c{suffix}`` (H), zeros."""
+    if getattr(module, "proj_size", 0) or getattr(module, "peephole", False):
+        raise ValueError("layer_norm: expected layer_norm=False with peephole=True or proj_size > 0 (they are not "
+                         "combined yet), got True")
+    if not getattr(module, "reset_after", True):
+        raise ValueError("layer_norm: expected layer_norm=False with reset_after=False (haste's LayerNormGRU is the "
+                         "reset-after form), got True")
+    H, w = module.hidden_size, module.weight_hh_l0 if hasattr(module, "weight_hh_l0") else module.weight_hh
+    sizes = (("ln_gain_ih", gates * H), ("ln_gain_hh", gates * H)) + ((("ln_gain_c", H), ("ln_bias_c", H))
+                                                                        if cell_state else ())
+    for suffix in suffixes:
+        for role, size in sizes:
+            module.register_parameter(role + suffix, nn.Parameter(torch.empty(size, device=w.device, dtype=w.dtype)))
+    _reset_layer_norm(module)
+
+
+def _reset_layer_norm(module: nn.Module) -> None:
+    """Gains one, bias zero: layer normalisation starts as the plain normalisation."""
+    with torch.no_grad():
+        for name, p in module._parameters.items():
+            if name.startswith("ln_") and p is not None:
+                p.fill_(0.0 if name.startswith("ln_bias") else 1.0)
 
 
 def _positive_int(name: str, value) -> None:
@@ -505,9 +559,10 @@ class JordanRNN(_StackedNetwork, nn.Module):
     def forward(self, input, y0: Optional[Tensor] = None, lengths=None):
         return self._forward(input, y0, lengths)
 
-    def _initial_states(self, spec, batch: _Batch, y0, shape, dtype) -> list:
+    def _initial_states(self, spec, batch: _Batch, y0, shapes, dtype) -> list:
         # A one-layer unidirectional network also takes y0 without the layer
         # dimension, (B, O) (earlier versions' form).
+        shape = shapes[0]
         if isinstance(y0, Tensor) and shape[0] == 1:
             full = tuple(shape[1:]) if not batch.unbatched else (shape[2],)
             if y0.dim() == len(full):
@@ -515,7 +570,7 @@ class JordanRNN(_StackedNetwork, nn.Module):
                     raise ValueError(f"y0: expected shape {full}, got {tuple(y0.shape)} "
                                      f"(the (num_layers * D, B, O) form {(1,) + full} is accepted too)")
                 y0 = y0.unsqueeze(0)
-        return super()._initial_states(spec, batch, y0, shape, dtype)
+        return super()._initial_states(spec, batch, y0, shapes, dtype)
 
 
 for _role in _JORDAN_ROLES:  # layer 0's parameters under their earlier names

@@ -87,6 +87,13 @@ class Network:
         supports (``{"nonlinearity": ("tanh", "relu")}``, ``{"peephole": (False,)}``).
       examples: constructor settings the test suite runs every check with (the
         hyper-parameters and the options that add parameters, such as ``peephole``).
+      narrowed: for a state whose width can differ from ``state_size``, the module
+        attribute giving it when > 0 (``{"h": "proj_size"}``: a projected LSTM's h is P
+        wide, its c stays H); see :meth:`state_widths`.
+      layer_only: settings the layer takes and the cell does not (``proj_size``: as in
+        torch.nn, LSTMCell has no projection).
+      not_streamed: settings :class:`rnnkit.Stream` does not run yet (it says so when
+        made): ``layer_norm``, whose input-side normalisation the streaming step lacks.
     """
 
     name: str
@@ -110,6 +117,9 @@ class Network:
     torch_module: Optional[str] = None
     torch_supports: Mapping = field(default_factory=_frozen)
     examples: Tuple[Mapping, ...] = (_frozen(),)
+    narrowed: Mapping = field(default_factory=_frozen)
+    layer_only: Tuple[str, ...] = ()
+    not_streamed: Tuple[str, ...] = ()
 
     # ---- classes, resolved lazily (the modules import this file's users, not it)
     @property
@@ -141,6 +151,14 @@ class Network:
         """The constructor settings the network takes beyond its variant options (the keys
         of its examples): ``("nonlinearity",)``, ``("peephole",)``, ..."""
         return tuple(dict.fromkeys(k for ex in self.examples for k in ex if k not in self.options))
+
+    def state_widths(self, module) -> Tuple[int, ...]:
+        """The width of each of ``module``'s states, in the order of ``states``: its
+        ``state_size``, or for a state in ``narrowed`` the attribute named there when > 0
+        (``rnnkit.LSTM(4, 8, proj_size=3)``: ``(3, 8)``)."""
+        size = getattr(module, self.state_size)
+        return tuple((getattr(module, self.narrowed[s], 0) if s in self.narrowed else 0) or size
+                     for s in self.states)
 
     def gradient_keys(self) -> Tuple[str, ...]:
         """Keys of the recorded per-step state gradients: ``("dh", "dc")`` for the LSTM."""
@@ -196,18 +214,21 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         descriptions=_frozen({"h": "hidden state h", "c": "cell state c", "i": "input gate i",
                               "f": "forget gate f", "o": "output gate o", "g": "candidate cell g"}),
         unit_interval=("i", "f", "o"),
-        param_roles=_ELMAN_ROLES + ("weight_ch",), functional=functional.lstm, reference=reference.lstm,
-        reference_step=reference.lstm_cell, kernel="lstm", torch_module="LSTM",
-        torch_supports=_frozen({"peephole": (False,)}),
-        examples=(_frozen(), _frozen({"peephole": True})),
+        param_roles=_ELMAN_ROLES + ("weight_ch", "weight_hr", "ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c"),
+        functional=functional.lstm, reference=reference.lstm, reference_step=reference.lstm_cell, kernel="lstm",
+        torch_module="LSTM", torch_supports=_frozen({"peephole": (False,), "layer_norm": (False,)}),
+        examples=(_frozen(), _frozen({"peephole": True}), _frozen({"proj_size": 3}), _frozen({"layer_norm": True})),
+        narrowed=_frozen({"h": "proj_size"}), layer_only=("proj_size",), not_streamed=("layer_norm",),
     ),
     Network(
         name="gru", title="GRU (reset after, torch.nn's form)", spec_section=4, module="GRU", cell="GRUCell",
         gates=("r", "z", "n"), states=("h",), state_size="hidden_size",
         internals=("z", "r", "n"), descriptions=_GRU_DESCRIPTIONS, unit_interval=("r", "z"),
-        param_roles=_ELMAN_ROLES, functional=functional.gru, reference=reference.gru,
+        param_roles=_ELMAN_ROLES + ("ln_gain_ih", "ln_gain_hh"), functional=functional.gru, reference=reference.gru,
         reference_step=reference.gru_cell, kernel="gru", options=_frozen({"reset_after": True}),
-        hyper=("reset_after",), torch_module="GRU", torch_supports=_frozen({"reset_after": (True,)}),
+        hyper=("reset_after",), torch_module="GRU",
+        torch_supports=_frozen({"reset_after": (True,), "layer_norm": (False,)}),
+        examples=(_frozen(), _frozen({"layer_norm": True})), not_streamed=("layer_norm",),
     ),
     Network(
         name="gru-rb", title="GRU (reset before, the seeds' form)", spec_section=4, module="GRU",

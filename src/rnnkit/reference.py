@@ -225,8 +225,23 @@ def elman(
 # LSTM
 
 
-def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None):
-    gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # (B, 4H)
+def _layer_norm(v, gain, bias=None):
+    """gain ⊙ (v - mean) / sqrt(var + 1e-5) + bias over the last dimension (torch's layer_norm)."""
+    return torch.nn.functional.layer_norm(v, v.shape[-1:], gain, bias)
+
+
+def _plus(v, bias):
+    """v + bias, with bias optional."""
+    return v if bias is None else v + bias
+
+
+def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None, weight_hr=None, ln=None):
+    if ln is None:
+        gates = _linear(x, weight_ih, bias_ih) + _linear(h, weight_hh, bias_hh)  # (B, 4H)
+    else:  # layer normalisation (SPEC section 15, haste's LayerNormLSTM): each projection apart
+        g_ih, g_hh, g_c, b_c = ln
+        gates = _plus(_plus(_layer_norm(x @ weight_ih.T, g_ih) + _layer_norm(h @ weight_hh.T, g_hh), bias_ih),
+                      bias_hh)  # (B, 4H)
     a_i, a_f, a_g, a_o = gates.chunk(4, dim=-1)  # each (B, H)
     if weight_ch is not None:  # peepholes (SPEC section 13): i and f see c_{t-1}, o sees c_t
         p_i, p_f, p_o = weight_ch.chunk(3)  # each (H,)
@@ -238,11 +253,14 @@ def _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch=None):
     if weight_ch is not None:
         a_o = a_o + p_o * c_new
     o = torch.sigmoid(a_o)  # output gate
-    h_new = o * torch.tanh(c_new)
+    h_new = o * torch.tanh(c_new if ln is None else _layer_norm(c_new, g_c, b_c))
+    if weight_hr is not None:  # projection (SPEC section 14): h_t = W_hr (o ⊙ tanh(c_t)), (B, P)
+        h_new = h_new @ weight_hr.T
     return h_new, c_new, {"i": i, "f": f, "g": g, "o": o, "c": c_new}
 
 
-def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_ch=None):
+def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_ch=None, weight_hr=None,
+              ln_gain_ih=None, ln_gain_hh=None, ln_gain_c=None, ln_bias_c=None):
     """One LSTM step (SPEC section 3); gate rows stacked i, f, g, o.
 
         i = σ(W_ii x + b_ii + W_hi h + b_hi)
@@ -254,27 +272,42 @@ def lstm_cell(x, h, c, weight_ih, weight_hh, bias_ih=None, bias_hh=None, weight_
 
     With peepholes (``weight_ch`` = (p_i, p_f, p_o), Gers & Schmidhuber 2000),
     ``p_i ⊙ c`` and ``p_f ⊙ c`` join the pre-activations of i and f, and ``p_o ⊙ c_new``
-    that of o (SPEC section 13).
+    that of o (SPEC section 13). With a projection (``weight_hr`` (P, H), LSTMP, Sak et
+    al. 2014, torch.nn.LSTM's ``proj_size``), ``h_new = W_hr (o ⊙ tanh(c_new))`` is P wide
+    and ``weight_hh`` is (4H, P) (SPEC section 14). With layer normalisation (the gains
+    ``ln_gain_ih``, ``ln_gain_hh`` (4H) and ``ln_gain_c``, bias ``ln_bias_c`` (H); haste's
+    LayerNormLSTM, SPEC section 15), LN(v) = (v - mean v) / sqrt(var v + 1e-5) per row:
+
+        [a_i, a_f, a_g, a_o] = g_ih ⊙ LN(W_ih x) + g_hh ⊙ LN(W_hh h) + b_ih + b_hh
+        h_new = o ⊙ tanh(g_c ⊙ LN(c_new) + b_c)
 
     Args:
       x: input (B, I).
-      h, c: previous hidden and cell state (B, H), or None for zeros.
-      weight_ih: (4H, I).  weight_hh: (4H, H).  bias_ih, bias_hh: (4H,) or None.
+      h, c: previous hidden (B, K) and cell state (B, H), or None for zeros; K = P with a
+        projection, else H.
+      weight_ih: (4H, I).  weight_hh: (4H, K).  bias_ih, bias_hh: (4H,) or None.
       weight_ch: peephole weights (3H,) stacked i, f, o, or None.
+      weight_hr: projection (P, H), or None.
 
     Returns:
-      (h_new, c_new), each (B, H).
+      (h_new, c_new): (B, K), (B, H).
 
     Example:
       >>> h, c = lstm_cell(torch.ones(3, 2), None, None, torch.ones(16, 2), torch.ones(16, 4))
       >>> h.shape, c.shape
       (torch.Size([3, 4]), torch.Size([3, 4]))
     """
-    H = weight_hh.shape[1]
-    h = _zeros_if_none(h, x, H)
+    H, K = weight_hh.shape[0] // 4, weight_hh.shape[1]
+    h = _zeros_if_none(h, x, K)
     c = _zeros_if_none(c, x, H)
-    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch)
+    h_new, c_new, _ = _lstm_step(x, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr,
+                                 _ln(ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c))
     return h_new, c_new
+
+
+def _ln(*params):
+    """The four layer-normalisation parameters as one tuple, or None when they are absent."""
+    return None if all(p is None for p in params) else params
 
 
 def lstm(
@@ -286,6 +319,11 @@ def lstm(
     bias_ih=None,
     bias_hh=None,
     weight_ch=None,
+    weight_hr=None,
+    ln_gain_ih=None,
+    ln_gain_hh=None,
+    ln_gain_c=None,
+    ln_bias_c=None,
     lengths=None,
     return_internals=False,
 ):
@@ -300,6 +338,10 @@ def lstm(
       h0, c0: initial states (B, H), or None for zeros.
       weight_ih: (4H, I).  weight_hh: (4H, H).  bias_ih, bias_hh: (4H,) or None.
       weight_ch: peephole weights (3H,) stacked i, f, o, or None (see lstm_cell).
+      weight_hr: projection (P, H), or None (see lstm_cell): then h0, out and h_n are
+        P wide and weight_hh is (4H, P).
+      ln_gain_ih, ln_gain_hh (4H,), ln_gain_c, ln_bias_c (H,): layer normalisation, or
+        None (see lstm_cell).
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"i", "f", "g", "o", "c"}, each (T, B, H).
 
@@ -314,12 +356,14 @@ def lstm(
       (torch.Size([5, 3, 4]), torch.Size([3, 4]))
     """
     _check_sequence(x)
-    H = weight_hh.shape[1]
-    h = _zeros_if_none(h0, x[0], H)  # (B, H)
+    H, K = weight_hh.shape[0] // 4, weight_hh.shape[1]
+    h = _zeros_if_none(h0, x[0], K)  # (B, K)
     c = _zeros_if_none(c0, x[0], H)  # (B, H)
+    ln = _ln(ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
 
     def step(x_t, h, c):
-        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch)
+        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr,
+                                         ln)
         return (h_new, c_new), gates
 
     out, (h, c), internals = _scan(step, x, (h, c), lengths, return_internals)  # out (T, B, H)
@@ -330,7 +374,14 @@ def lstm(
 # GRU
 
 
-def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after):
+def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after, ln=None):
+    if ln is not None:  # layer normalisation (SPEC section 15, haste's LayerNormGRU; reset after)
+        g_ih, g_hh = ln
+        x_r, x_z, x_n = _plus(_layer_norm(x @ weight_ih.T, g_ih), bias_ih).chunk(3, dim=-1)  # each (B, H)
+        q_r, q_z, q_n = _plus(_layer_norm(h @ weight_hh.T, g_hh), bias_hh).chunk(3, dim=-1)
+        r, z = torch.sigmoid(x_r + q_r), torch.sigmoid(x_z + q_z)
+        n = torch.tanh(x_n + r * q_n)
+        return (1 - z) * n + z * h, {"r": r, "z": z, "n": n}
     W_hr, W_hz, W_hn = weight_hh.chunk(3, dim=0)  # each (H, H)
     b_hr, b_hz, b_hn = (None,) * 3 if bias_hh is None else bias_hh.chunk(3)  # each (H,)
     x_r, x_z, x_n = _linear(x, weight_ih, bias_ih).chunk(3, dim=-1)  # each (B, H)
@@ -347,7 +398,8 @@ def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after):
     return h_new, {"r": r, "z": z, "n": n}
 
 
-def gru_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reset_after=True):
+def gru_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, ln_gain_ih=None, ln_gain_hh=None,
+             reset_after=True):
     """One GRU step (SPEC section 4); gate rows stacked r, z, n.
 
         r = σ(W_ir x + b_ir + W_hr h + b_hr)
@@ -382,7 +434,7 @@ def gru_cell(x, h, weight_ih, weight_hh, bias_ih=None, bias_hh=None, reset_after
       torch.Size([3, 4])
     """
     h = _zeros_if_none(h, x, weight_hh.shape[1])
-    h_new, _ = _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after)
+    h_new, _ = _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after, _ln(ln_gain_ih, ln_gain_hh))
     return h_new
 
 
@@ -393,6 +445,8 @@ def gru(
     weight_hh,
     bias_ih=None,
     bias_hh=None,
+    ln_gain_ih=None,
+    ln_gain_hh=None,
     reset_after=True,
     lengths=None,
     return_internals=False,
@@ -410,6 +464,9 @@ def gru(
       x: input (T, B, I).
       h0: initial hidden state (B, H), or None for zeros.
       weight_ih: (3H, I).  weight_hh: (3H, H).  bias_ih, bias_hh: (3H,) or None.
+      ln_gain_ih, ln_gain_hh: (3H,) layer-normalisation gains, or None: with them r, z, n
+        come from g_ih ⊙ LN(W_ih x) + b_ih and q = g_hh ⊙ LN(W_hh h) + b_hh as in the
+        reset-after form (haste's LayerNormGRU, SPEC section 15).
       reset_after: True for torch.nn.GRU's form (default), False for the seeds' form.
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"r", "z", "n"}, each (T, B, H).
@@ -428,7 +485,8 @@ def gru(
     h = _zeros_if_none(h0, x[0], weight_hh.shape[1])  # (B, H)
 
     def step(x_t, h):
-        h_new, gates = _gru_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after)
+        h_new, gates = _gru_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after,
+                                 _ln(ln_gain_ih, ln_gain_hh))
         return (h_new,), gates
 
     out, (h,), internals = _scan(step, x, (h,), lengths, return_internals)  # out (T, B, H)

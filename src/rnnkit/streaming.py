@@ -37,6 +37,10 @@ def _kernel_params(spec, p: dict, hyper: dict) -> list:
     """One layer's five entries of the core's Stream: W_ih, the input-side bias (every
     bias that adds to W_ih x), then the kernel's own weights (csrc/stream.cpp)."""
     d = lambda t: None if t is None else t.detach().contiguous()  # noqa: E731
+    normalised = [r for r, t in p.items() if r.startswith("ln_") and t is not None]
+    if normalised:  # the five entries have no place for them: never drop them silently
+        raise NotImplementedError(f"{normalised[0]}: the one-step kernels (rnnkit.Stream) do not run layer "
+                                  "normalisation yet; expected a module without layer_norm")
     if spec.kernel == "jordan":
         return [d(p["weight_ih"]), _fold(p["bias_ih"], p["bias_yh"]), d(p["weight_yh"]), d(p["weight_hy"]),
                 d(p["bias_hy"])]
@@ -45,7 +49,8 @@ def _kernel_params(spec, p: dict, hyper: dict) -> list:
         H = p["weight_hh"].shape[1]  # b_hn stays inside r * (W_hn h + b_hn)
         return [d(p["weight_ih"]), _fold(p["bias_ih"], torch.cat([b_hh.detach()[:2 * H], b_hh.new_zeros(H)])),
                 d(p["weight_hh"]), d(b_hh[2 * H:]), None]
-    return [d(p["weight_ih"]), _fold(p["bias_ih"], b_hh), d(p["weight_hh"]), d(p.get("weight_ch")), None]
+    return [d(p["weight_ih"]), _fold(p["bias_ih"], b_hh), d(p["weight_hh"]), d(p.get("weight_ch")),
+            d(p.get("weight_hr"))]
 
 
 def _fold(*biases: Optional[Tensor]) -> Optional[Tensor]:
@@ -66,16 +71,20 @@ def _describe(module: nn.Module):
                          "expected a unidirectional module")
     if hasattr(module, "_check_supported"):
         module._check_supported()
+    for setting in spec.not_streamed:
+        if getattr(module, setting, False):
+            raise NotImplementedError(f"module: rnnkit.Stream does not run {setting}={getattr(module, setting)!r} yet; "
+                                      "call the module (or its cell) one step at a time instead")
     is_cell = isinstance(module, spec.cell_class)
     layers = 1 if is_cell else module.num_layers
-    width = getattr(module, spec.state_size)
+    width = spec.state_widths(module)[0]  # what a layer emits: h (P wide when projected), or y
     hyper = spec.hyper_of(module)
     sizes, params = [], []
     for l in range(layers):
         layer = [module._parameters.get(r) for r in spec.param_roles] if is_cell else \
             _layer_params(module, spec.param_roles, l, 0)
         params += _kernel_params(spec, dict(zip(spec.param_roles, layer)), hyper)
-        O = module.output_size if spec.state_size == "output_size" else 0
+        O = module.output_size if spec.state_size == "output_size" else getattr(module, "proj_size", 0)
         sizes += [module.input_size if l == 0 else width, module.hidden_size, O]
     return spec, layers, sizes, params
 
@@ -128,7 +137,8 @@ class Stream:
         self.layers = layers
         self.input_size = sizes[0]
         self.network = spec
-        self._width = getattr(module, spec.state_size)
+        self._widths = spec.state_widths(module)
+        self._width = self._widths[0]
         self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa())
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
@@ -208,7 +218,7 @@ class Stream:
         """The current state as the module returns it: h (L, B, H); (h, c) for an LSTM;
         y (L, B, O) for a Jordan network (the network's states, rnnkit.networks)."""
         def read(which):
-            buf = torch.empty(self.layers, self.batch_size, self._width, dtype=self.dtype)
+            buf = torch.empty(self.layers, self.batch_size, self._widths[which], dtype=self.dtype)
             for l in range(self.layers):
                 self._core.state(l, which, buf[l], False)
             return buf
@@ -220,8 +230,8 @@ class Stream:
         """Set the state (zeros if None); same layout as :meth:`state` returns."""
         several = len(self.network.states) > 1
         parts = (list(state) if state is not None else [None] * len(self.network.states)) if several else [state]
-        shape = (self.layers, self.batch_size, self._width)
         for which, part in enumerate(parts):
+            shape = (self.layers, self.batch_size, self._widths[which])
             if part is None:
                 part = torch.zeros(shape, dtype=self.dtype)
             part = torch.as_tensor(part, dtype=self.dtype)

@@ -46,9 +46,9 @@ def _inits(module: nn.Module, spec, input, hx, lengths):
     dtype = module._parameters[f"{spec.param_roles[0]}_l0"].dtype
     batch = _Batch(input, lengths, module.batch_first, module.input_size, dtype)
     D = 2 if module.bidirectional else 1
-    shape = (module.num_layers * D, batch.B, getattr(module, spec.state_size))
-    states = module._initial_states(spec, batch, hx, shape, dtype)
-    return batch, [[None if s is None else s[k] for s in states] for k in range(shape[0])]
+    shapes = [(module.num_layers * D, batch.B, S) for S in spec.state_widths(module)]
+    states = module._initial_states(spec, batch, hx, shapes, dtype)
+    return batch, [[None if s is None else s[k] for s in states] for k in range(module.num_layers * D)]
 
 
 def _step_fn(spec, hyper: dict, params: list, sizes: List[int]) -> StepFn:
@@ -65,7 +65,7 @@ def _trajectories(module: nn.Module, spec, x: Tensor, lengths: Optional[Tensor],
     output (T, B, H)). A state other than the layer's output (the LSTM's c) is read from
     the recorded internals."""
     D = 2 if module.bidirectional else 1
-    S = getattr(module, spec.state_size)
+    widths = spec.state_widths(module)
     hyper = spec.hyper_of(module)
     result = []
     layer_input = x  # (T, B, I)
@@ -76,7 +76,7 @@ def _trajectories(module: nn.Module, spec, x: Tensor, lengths: Optional[Tensor],
             params = [None if p is None else p.detach()
                       for p in _layer_params(module, spec.param_roles, layer, direction)]
             xin = _reverse_time(layer_input, lengths) if direction == 1 else layer_input
-            init = [xin.new_zeros(xin.shape[1], S) if s is None else s for s in inits[k]]
+            init = [xin.new_zeros(xin.shape[1], S) if s is None else s for s, S in zip(inits[k], widths)]
             out, _, inner = _run_layer(spec, True, xin, init, params, hyper, lengths, True, None)
             paths = [out if i == 0 else inner[name] for i, name in enumerate(spec.states)]  # (T, B, S) each
             s_prev = torch.cat([torch.cat([s0[None], path[:-1]]) for s0, path in zip(init, paths)], dim=-1)
@@ -126,7 +126,7 @@ def _run(module, input, hx, lengths, exact_max_size, power_iterations, seed) -> 
     x, lengths = batch.x.detach(), batch.lengths
     T, B = x.shape[0], x.shape[1]
     D = 2 if module.bidirectional else 1
-    sizes = [getattr(module, spec.state_size)] * len(spec.states)
+    sizes = list(spec.state_widths(module))
     results = []
     for k, (xin, s_prev, params, _) in enumerate(_trajectories(module, spec, x, lengths, inits)):
         step = _step_fn(spec, spec.hyper_of(module), params, sizes)

@@ -152,7 +152,7 @@ _SCRIPT = r"""
     var track = data.tracks[name];
     var unit = parseInt(unitBox.value, 10);
     if (isNaN(unit) || unit < 0) unit = 0;
-    if (unit >= data.units) unit = data.units - 1;
+    if (unit >= track.values.length) unit = track.values.length - 1;  // a projected LSTM's h is narrower
     unitBox.value = unit;
     var values = track.values[unit];
     for (var t = 0; t < spans.length; t++) {
@@ -222,14 +222,16 @@ def activation_page(text: str, tracks: Dict[str, Tensor], *, arch: str = "lstm",
     track = track or names[0]
     if track not in tracks:
         raise IntrospectError(f"--track: expected one of {', '.join(names)} for {arch}, got {track!r}")
-    T, H = next(iter(tracks.values())).shape
+    T = next(iter(tracks.values())).shape[0]
     if len(text) != T:
         raise ValueError(f"text: {len(text)} characters but the values have {T} steps")
-    for name, v in tracks.items():
-        if tuple(v.shape) != (T, H):
-            raise ValueError(f"tracks[{name!r}]: expected shape {(T, H)}, got {tuple(v.shape)}")
-    if not 0 <= unit < H:
-        raise IntrospectError(f"--unit: expected a unit index in 0..{H - 1} (the layer has {H} units), got {unit}")
+    for name, v in tracks.items():  # widths may differ: a projected LSTM's h has P units, c and the gates H
+        if v.dim() != 2 or v.shape[0] != T:
+            raise ValueError(f"tracks[{name!r}]: expected shape ({T}, units), got {tuple(v.shape)}")
+    H = max(v.shape[1] for v in tracks.values())
+    W = tracks[track].shape[1]
+    if not 0 <= unit < W:
+        raise IntrospectError(f"--unit: expected a unit index in 0..{W - 1} ({track} has {W} units), got {unit}")
     known = TRACKS.get(arch, {})
     payload = {
         "chars": list(text), "units": H, "initial": {"track": track, "unit": unit},
@@ -310,10 +312,13 @@ def visualize_text(model: nn.Module, text: str, out, *, layer: int = 0, unit: in
     if track is not None and track not in TRACKS[arch]:
         raise IntrospectError(f"--track: expected one of {', '.join(TRACKS[arch])} for an {arch} model, got {track!r}")
     tracks = text_activations(model, text, layer=layer)
-    H = next(iter(tracks.values())).shape[1]
-    if not 0 <= unit < H:
-        raise IntrospectError(f"--unit: expected a unit index in 0..{H - 1} (layer {layer} has {H} units), got {unit}")
-    info = (f"{arch} language model, layer {layer}, {H} units; {len(text)} characters. "
+    W = tracks[track or next(iter(tracks))].shape[1]
+    if not 0 <= unit < W:
+        raise IntrospectError(f"--unit: expected a unit index in 0..{W - 1} (layer {layer} has {W} units), got {unit}")
+    H = max(v.shape[1] for v in tracks.values())
+    widths = "" if all(v.shape[1] == H for v in tracks.values()) else \
+        " (" + ", ".join(f"{k}: {v.shape[1]}" for k, v in tracks.items() if v.shape[1] != H) + ")"
+    info = (f"{arch} language model, layer {layer}, {H} units{widths}; {len(text)} characters. "
             "Each character is coloured by the value after reading it. Hover for the value.")
     page = activation_page(text, tracks, arch=arch, title=title or f"rnnkit visualize: {arch} layer {layer}",
                            info=info, unit=unit, track=track)

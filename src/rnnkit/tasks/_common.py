@@ -30,14 +30,17 @@ def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[in
                     num_layers: Optional[int] = None) -> nn.Module:
     """:func:`rnnkit.training.models.build_rnn` with the run's model options: ``--arch``,
     ``--backend``, ``--hidden``, ``--layers``, ``--nonlinearity``, ``--dropout``,
-    ``--bidirectional`` and ``--gru-form`` (``hidden`` and ``num_layers`` override
-    the options, e.g. for the tagger's one-layer character encoder)."""
+    ``--bidirectional``, ``--gru-form``, ``--peephole``, ``--proj-size`` and ``--layer-norm`` (``hidden`` and
+    ``num_layers`` override the options, e.g. for the tagger's one-layer character
+    encoder, which is then not projected: ``--proj-size`` is the main layer's)."""
     return build_rnn(config["arch"], input_size, config["hidden"] if hidden is None else hidden,
                      num_layers=config["layers"] if num_layers is None else num_layers,
                      nonlinearity=config["nonlinearity"], dropout=config["dropout"],
                      bidirectional=bool(config.get("bidirectional")),
                      gru_form=config.get("gru_form", "after"), backend=config["backend"],
-                     peephole=bool(config.get("peephole")))
+                     peephole=bool(config.get("peephole")),
+                     proj_size=int(config.get("proj_size") or 0) if hidden is None else 0,
+                     layer_norm=bool(config.get("layer_norm")))
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------

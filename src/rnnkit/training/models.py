@@ -55,14 +55,24 @@ def arch_option(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e).replace("network: ", "")) from None
 
 
-def _hyper(spec: networks.Network, nonlinearity: str, peephole: bool = False) -> dict:
+def _hyper(spec: networks.Network, nonlinearity: str, peephole: bool = False, proj_size: int = 0,
+           layer_norm: bool = False) -> dict:
     """The network's settings that the configuration chooses (its variant options
-    aside): ``nonlinearity``, the Jordan output nonlinearity, the LSTM's peepholes."""
+    aside): ``nonlinearity``, the Jordan output nonlinearity, the LSTM's peepholes,
+    projection and layer normalisation."""
     values = {"nonlinearity": nonlinearity, **_ENGINE_HYPER}
     chosen = {k: values[k] for k in spec.hyper if k not in spec.options}
     if peephole:
         chosen["peephole"] = True
+    if proj_size:
+        chosen["proj_size"] = proj_size
+    if layer_norm:
+        chosen["layer_norm"] = True
     return chosen
+
+
+# Settings that torch.nn's constructor takes as rnnkit's does, without restricting them.
+_TORCH_TAKES = ("proj_size",)
 
 
 def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
@@ -75,8 +85,21 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
         raise UsageError("--bidirectional: this task must not see the future; drop the option")
     if config.get("peephole") and "peephole" not in spec.settings():
         raise UsageError(f"--peephole: {spec.title} has no peepholes; they are an option of --arch lstm")
+    proj_size = int(config.get("proj_size") or 0)
+    if proj_size and "proj_size" not in spec.settings():
+        raise UsageError(f"--proj-size: {spec.title} has no projection; it is an option of --arch lstm")
+    if proj_size and config.get("hidden") is not None and proj_size >= config["hidden"]:
+        raise UsageError(f"--proj-size: expected fewer units than --hidden {config['hidden']}, got {proj_size}")
+    layer_norm = bool(config.get("layer_norm"))
+    if layer_norm and "layer_norm" not in spec.settings():
+        raise UsageError(f"--layer-norm: {spec.title} has no layer normalisation; it is an option of --arch lstm "
+                         "and --arch gru")
+    if layer_norm and (proj_size or config.get("peephole")):
+        raise UsageError(f"--layer-norm: not combined with {'--proj-size' if proj_size else '--peephole'} yet; "
+                         "drop one of them")
     if backend == "torch":
-        hyper = {**spec.options, **_hyper(spec, config["nonlinearity"], bool(config.get("peephole")))}
+        hyper = {**spec.options, **_hyper(spec, config["nonlinearity"], bool(config.get("peephole")), proj_size,
+                                          layer_norm)}
         if spec.torch_module is None:
             raise UsageError(f"--backend torch: torch.nn has no {spec.title} (--arch {spec.name}); "
                              "use --backend rnnkit")
@@ -89,23 +112,25 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
 
 def build_rnn(arch: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
               nonlinearity: str = "tanh", dropout: float = 0.0, bidirectional: bool = False,
-              gru_form: str = "after", backend: str = "rnnkit", peephole: bool = False) -> nn.Module:
+              gru_form: str = "after", backend: str = "rnnkit", peephole: bool = False,
+              proj_size: int = 0, layer_norm: bool = False) -> nn.Module:
     """The recurrent layer for ``arch`` from ``backend``, sequence-first (T, B, I)."""
-    check_model_config(dict(arch=arch, backend=backend, nonlinearity=nonlinearity,
-                            gru_form=gru_form, bidirectional=bidirectional, peephole=peephole))
+    check_model_config(dict(arch=arch, backend=backend, nonlinearity=nonlinearity, gru_form=gru_form,
+                            bidirectional=bidirectional, peephole=peephole, proj_size=proj_size,
+                            hidden=hidden_size, layer_norm=layer_norm))
     spec = network_for(arch, gru_form)
     common = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
                   bidirectional=bidirectional)
-    hyper = _hyper(spec, nonlinearity, peephole)
+    hyper = _hyper(spec, nonlinearity, peephole, proj_size, layer_norm)
     if backend == "torch":  # torch.nn takes the hyper-parameters it restricts (RNN's nonlinearity)
         return spec.torch_class(input_size, hidden_size, **common,
-                                **{k: v for k, v in hyper.items() if k in spec.torch_supports})
+                                **{k: v for k, v in hyper.items() if k in spec.torch_supports or k in _TORCH_TAKES})
     return spec.make(input_size, hidden_size, **common, **hyper)
 
 
 def output_size(config: dict) -> int:
-    """Features per time step that the recurrent layer emits."""
-    return config["hidden"] * (2 if config.get("bidirectional") else 1)
+    """Features per time step that the recurrent layer emits (the projection's, if any)."""
+    return (config.get("proj_size") or config["hidden"]) * (2 if config.get("bidirectional") else 1)
 
 
 def _state_count(rnn: nn.Module) -> int:

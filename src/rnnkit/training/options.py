@@ -20,6 +20,8 @@ DEFAULTS: Dict[str, Any] = dict(
     layers=1,                # stacked recurrent layers
     nonlinearity="tanh",     # rnn/jordan: tanh | relu | identity
     peephole=False,          # lstm: peephole connections from the cell state (SPEC section 13)
+    proj_size=0,             # lstm: project h to this many units (LSTMP, SPEC section 14); 0: none
+    layer_norm=False,        # lstm, gru: layer normalisation, haste's form (SPEC section 15)
     gru_form="after",        # earlier spelling: before = --arch gru-rb (kept for old checkpoints)
     dropout=0.0,             # between stacked layers and before the output head
     bidirectional=False,     # only for tasks that may see the whole sequence
@@ -211,6 +213,10 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
     add_option(m, "--nonlinearity", defaults, "rnn/jordan activation", choices=NONLINEARITIES)
     add_option(m, "--peephole", defaults, "LSTM peepholes from the cell state to the gates (SPEC section 13)",
                action="store_true")
+    add_option(m, "--proj-size", defaults, "LSTM projection of h to N < --hidden units (torch.nn.LSTM's "
+               "proj_size, SPEC section 14); 0: none", type=nonneg_int, metavar="N")
+    add_option(m, "--layer-norm", defaults, "LSTM / GRU layer normalisation in haste's LayerNormLSTM / "
+               "LayerNormGRU form (SPEC section 15; its recurrence runs on one thread)", action="store_true")
     add_option(m, "--gru-form", defaults, "earlier spelling of the GRU form: --arch gru --gru-form before "
                "is --arch gru-rb", choices=("after", "before"))
     add_option(m, "--dropout", defaults, "dropout between layers and before the head",
