@@ -11,9 +11,17 @@ import torch
 from torch import nn
 
 import rnnkit
-from conftest import TOL, pairs, rel_err
+from conftest import NETWORK_CASES, TOL, pairs, rel_err
 
 I, H = 4, 6
+
+
+# The fast paths run the one-step kernels: every setting of the registry those run
+# (rnnkit.Stream's), which this module's ``network`` fixture yields; the others take the
+# general path, checked at the end.
+@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams and c.has_cell], ids=lambda c: c.name)
+def network(request):
+    return request.param
 
 
 def _states(network, cell, B, dtype, zeros=False):
@@ -252,3 +260,15 @@ def test_bad_input_raises_clear_errors(network):
         got = _tuple(cell(_strided(x), bad_state(_strided(s))))  # non-contiguous: the general path, same answer
         for a, b in pairs(got, want):
             assert rel_err(a, b) < 1e-6
+
+
+@pytest.mark.parametrize("case", [c for c in NETWORK_CASES if not c.streams], ids=lambda c: c.name)
+def test_settings_the_one_step_kernels_lack_take_the_general_path(case):
+    cell = case.cell(I, H, dtype=torch.float64)
+    x = torch.randn(3, I, dtype=torch.float64)
+    states = _states(case, cell, 3, torch.float64)
+    with torch.inference_mode():
+        got = _tuple(_call(cell, x, states))
+    assert "_plans" not in cell.__dict__
+    for a, b in zip(got, _reference(case, cell, x, states)):
+        assert rel_err(a, b) < TOL[torch.float64]

@@ -15,7 +15,14 @@ from torch.nn.utils.rnn import pack_padded_sequence
 import rnnkit
 from rnnkit import _core
 
-from conftest import TOL, rel_err
+from conftest import NETWORK_CASES, TOL, rel_err
+
+
+# Every setting of the registry that the core's Stack runs (not layer_norm yet, which the
+# layer-by-layer path takes: tests/test_layer_norm.py).
+@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams], ids=lambda c: c.name)
+def network(request):
+    return request.param
 
 T, B, I, H = 6, 4, 5, 7
 LENGTHS = torch.tensor([6, 2, 5, 1])
@@ -61,9 +68,8 @@ class CallCounter:
 
 def states_for(network, m, batch, dtype, requires_grad=False):
     D = 2 if m.bidirectional else 1
-    S = getattr(m, network.spec.state_size)
     states = [torch.randn(m.num_layers * D, batch, S, dtype=dtype, requires_grad=requires_grad)
-              for _ in network.spec.states]
+              for S in network.spec.state_widths(m)]
     return tuple(states) if len(states) > 1 else states[0]
 
 

@@ -7,7 +7,14 @@ import pytest
 import torch
 
 import rnnkit
-from conftest import TOL, pairs, rel_err
+from conftest import NETWORK_CASES, TOL, pairs, rel_err
+
+
+# Every setting of the registry that rnnkit.Stream runs (not layer_norm yet, which the
+# layer-by-layer path takes: tests/test_layer_norm.py).
+@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams], ids=lambda c: c.name)
+def network(request):
+    return request.param
 
 
 def _sequence(network, B, dtype, T=7):
@@ -64,7 +71,7 @@ def test_inputs_the_pointer_path_does_not_take_still_work(network):
 
 def test_bad_tensors_raise_clear_errors(network):
     m = network.layer(3, 4, dtype=torch.float32).eval()
-    W = 4 if network.spec.state_size == "hidden_size" else m.output_size
+    W = network.spec.state_widths(m)[0]  # what the top layer emits: h (P when projected), or y
     s = rnnkit.Stream(m, batch_size=2)
     with pytest.raises(TypeError, match="x: expected dtype torch.float32"):
         s.step(torch.randn(2, 3, dtype=torch.float64))

@@ -132,7 +132,8 @@ class _ElmanStep(torch.autograd.Function):
 
 class _LSTMStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, lengths, isa: int, recorder, entry):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder, entry):
+        # (w_hr: a cell is never projected, as in torch.nn; it is in the layer's signature)
         H = w_hh.shape[1]
         (h1, c1), (gates,) = _plan_step(entry, x, (h0, c0), (H, H), (4 * H,))
         ctx.save_for_backward(x, h0, c0, h1, c1, gates, w_ih, w_hh, w_ch)
@@ -143,8 +144,8 @@ class _LSTMStep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, dh, dc):
         x, h0, c0, h1, c1, gates, w_ih, w_hh, w_ch = ctx.saved_tensors
-        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), _c(w_ch), _states(h0, h1), _states(c0, c1), gates,
-                 None)
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), _c(w_ch), None, _states(h0, h1), _states(c0, c1),
+                 gates, None)
         return _layer_grads(ctx, functional._LSTM.backward(_LayerContext(ctx, saved), None, dh, dc, None, None))
 
 
@@ -184,6 +185,10 @@ class _JordanStep(torch.autograd.Function):
         saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_yh), _c(w_hy), hs, _states(y0, y1), None)
         return _layer_grads(ctx, functional._Jordan.backward(_LayerContext(ctx, saved), None, dy, None))
 
+
+# How many of the network's parameter roles each Function takes (the layer Function's:
+# the LSTM's ends at weight_hr; the layer-norm gains never reach a one-step kernel).
+_ElmanStep.roles, _LSTMStep.roles, _GRUStep.roles, _JordanStep.roles = 4, 6, 4, 6
 
 # Per kernel: the Function, and its arguments after the parameters (lengths, codes, isa, recorder).
 _ACT = _backend.ACT_CODES
@@ -235,6 +240,9 @@ class _Step:
         spec = _NETWORK_OF_CLASS.get(type(self))
         if spec is None:
             spec = _NETWORK_OF_CLASS[type(self)] = networks.network_of(self)
+        for setting in spec.not_streamed:  # settings the one-step kernels do not run (layer_norm)
+            if getattr(self, setting, False):
+                return None
         n = len(spec.states)
         parts = hx if isinstance(hx, (tuple, list)) else (hx,) * n if hx is None else (hx,)
         shape = input.shape
@@ -263,7 +271,8 @@ class _Step:
             if not batched:
                 return None
             fn, tail = _STEP_FUNCTIONS[spec.kernel]
-            return fn.apply(input, *parts, *[params.get(r) for r in spec.param_roles], *tail(self, isa), entry)
+            return fn.apply(input, *parts, *[params.get(r) for r in spec.param_roles[:fn.roles]], *tail(self, isa),
+                            entry)
         like = entry[2] if batched else entry[3]
         h = torch.empty_like(like)
         if n == 1:
