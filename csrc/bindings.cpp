@@ -484,6 +484,99 @@ class PyStream {
   std::vector<const void*> ptrs_;
 };
 
+// ------------------------------------------------------------------------- Reduced precision
+// One layer in one direction with int8 or bf16 weights (rnnkit.h: LowpLayerBase); float32 only.
+class PyLowpLayer {
+ public:
+  // precision: 0 int8, 1 bf16; sizes (I, H, O); params: five entries as PyStream's.
+  PyLowpLayer(int isa, int precision, bool native_dot, int arch, int act, int out_act, bool reset_after,
+              const std::vector<int64_t>& sizes, const std::vector<OptArr>& params) {
+    const Isa i = checked_isa(isa);
+    if (precision != 0 && precision != 1)
+      throw nb::value_error(("precision: expected 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
+    if (arch < 0 || arch > 3) throw nb::value_error(("arch: expected 0..3, got " + std::to_string(arch)).c_str());
+    if (sizes.size() != 3) throw nb::value_error("sizes: expected (I, H, O)");
+    if (params.size() != 5) throw nb::value_error("params: expected five entries");
+    const Arch a = Arch(arch);
+    const int64_t G = gate_count(a), I = sizes[0], H = sizes[1], O = sizes[2];
+    const bool jordan = a == Arch::jordan, gru = a == Arch::gru, lstm = a == Arch::lstm;
+    if (I < 1 || H < 1 || (jordan && O < 1)) throw nb::value_error("sizes: every size must be positive");
+    const int64_t K_rec = jordan && O > H ? O : H, K_max = I > K_rec ? I : K_rec;
+    if (precision == 0 && K_max > 65536)
+      throw nb::value_error(("sizes: int8 products take at most 65536 inputs (int32 sums), got " +
+                             std::to_string(K_max)).c_str());
+    const std::vector<std::vector<int64_t>> shapes =
+        jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
+        : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
+        : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}
+               : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
+    const float* ptrs[5];
+    for (size_t k = 0; k < 5; ++k) {
+      const OptArr& p = params[k];
+      const std::string name = "params[" + std::to_string(k) + "]";
+      const bool weight = k == 0 || k == 2 || (jordan && k == 3);
+      if (!p.has_value() || shapes[k].empty()) {
+        if (weight) throw nb::value_error((name + ": a weight is required").c_str());
+        if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
+        ptrs[k] = nullptr;
+        continue;
+      }
+      ptrs[k] = buf<float>(p, name.c_str(), shapes[k]);
+    }
+    I_ = I;
+    GH_ = G * H;
+    states_ = lstm ? 2 : 1;
+    width_ = jordan ? O : H;
+    const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
+    const Precision pr = Precision(precision);
+    auto make = [&]() -> LowpLayerBase* {
+      const Isa isa = i;
+      RNNKIT_DISPATCH_RETURN(isa, make_lowp_layer, pr, native_dot, a, f, g, reset_after, I, H, O, ptrs)
+    };
+    impl_ = make();
+  }
+  ~PyLowpLayer() { delete impl_; }
+  PyLowpLayer(const PyLowpLayer&) = delete;
+  PyLowpLayer& operator=(const PyLowpLayer&) = delete;
+
+  // x (T, B, I); init: one (B, W) array or None per state; out (T, B, W); finals (B, W) per state.
+  void forward(const Arr& x, const std::vector<OptArr>& init, const OptArr& lengths, const Out& out,
+               const std::vector<Out>& finals, int nthreads) {
+    require_rank(x, 3, "x", "(T, B, I)");
+    const int64_t T = int64_t(x.shape(0)), B = int64_t(x.shape(1));
+    const float* px = buf<float>(x, "x", {T, B, I_});
+    if (init.size() != size_t(states_) || finals.size() != size_t(states_))
+      throw nb::value_error(("init, finals: expected " + std::to_string(states_) + " entries each").c_str());
+    const float* pi[2] = {nullptr, nullptr};
+    float* pf[2] = {nullptr, nullptr};
+    for (int k = 0; k < states_; ++k) {
+      pi[k] = buf<float>(init[size_t(k)], k ? "init[1]" : "init[0]", {B, width_});
+      pf[k] = buf<float>(finals[size_t(k)], k ? "finals[1]" : "finals[0]", {B, width_});
+    }
+    const int64_t* p_len = lengths_buf(lengths, B, T);
+    float* p_out = buf<float>(out, "out", {T, B, width_});
+    nb::gil_scoped_release release;
+    impl_->forward(T, B, px, pi, p_len, p_out, pf, checked_threads(nthreads));
+  }
+
+  // xw (M, G*H) = x (M, I) W_ih^T + bias.
+  void project(const Arr& x, const Out& xw, int nthreads) {
+    require_rank(x, 2, "x", "(M, I)");
+    const int64_t M = int64_t(x.shape(0));
+    const float* px = buf<float>(x, "x", {M, I_});
+    float* py = buf<float>(xw, "xw", {M, GH_});
+    nb::gil_scoped_release release;
+    impl_->project(M, px, py, checked_threads(nthreads));
+  }
+
+  bool native_dot() const { return impl_->native_dot(); }
+
+ private:
+  LowpLayerBase* impl_ = nullptr;
+  int64_t I_ = 0, GH_ = 0, width_ = 0;
+  int states_ = 1;
+};
+
 }  // namespace
 
 NB_MODULE(_core, m) {
@@ -540,4 +633,17 @@ NB_MODULE(_core, m) {
         nb::arg("w_hy"), nb::arg("hs"), nb::arg("ys"), nb::arg("lengths").none(), nb::arg("d_out").none(),
         nb::arg("dy_n").none(), nb::arg("da").noconvert(), nb::arg("d_o").noconvert(), nb::arg("dy0").noconvert(), nb::arg("dys").none().noconvert(),
         nb::arg("nthreads"));
+  nb::class_<PyLowpLayer>(m, "LowpLayer", "One layer and direction with int8 or bf16 weights (see rnnkit.quantize_dynamic).")
+      .def(nb::init<int, int, bool, int, int, int, bool, const std::vector<int64_t>&, const std::vector<OptArr>&>(),
+           nb::arg("isa"), nb::arg("precision"), nb::arg("native_dot"), nb::arg("arch"), nb::arg("act"),
+           nb::arg("out_act"), nb::arg("reset_after"), nb::arg("sizes"), nb::arg("params"))
+      .def("forward", &PyLowpLayer::forward, nb::arg("x"), nb::arg("init"), nb::arg("lengths").none(),
+           nb::arg("out").noconvert(), nb::arg("finals").noconvert(), nb::arg("nthreads"))
+      .def("project", &PyLowpLayer::project, nb::arg("x"), nb::arg("xw").noconvert(), nb::arg("nthreads"))
+      .def_prop_ro("native_dot", &PyLowpLayer::native_dot);
+  m.def("lowp_dot_supported", [](int precision) {
+    if (precision != 0 && precision != 1)
+      throw nb::value_error(("precision: expected 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
+    return lowp_dot_supported(Precision(precision));
+  }, nb::arg("precision"), "Whether this CPU has the VNNI (0: int8) / AVX512-BF16 (1: bf16) dot instructions.");
 }

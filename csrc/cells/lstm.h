@@ -17,12 +17,12 @@
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
-template <typename S> struct Lstm {
+template <typename S, typename P = Packed<S>> struct Lstm {  // P: packed weights (lowp.h: Lowp)
   typedef typename VecOf<S>::type V;
   typedef VMath<S> M;
   static constexpr int G = gate_count(Arch::lstm), kStates = 2, kRecords = 1, kGrads = 1;
   int64_t H;
-  Packed<S> W;  // forward: W_hh (4H, H) in unit blocks; backward: W_hh for da W_hh
+  P W;  // forward: W_hh (4H, H) in unit blocks; backward: W_hh for da W_hh
   bool peep;    // peephole weights given
   Buffer<S> p;  // (3H) p_i, p_f, p_o; zeros when absent
 
