@@ -390,9 +390,13 @@ void jordan_backward(int isa, int f, int g, const Arr& w_yh, const Arr& w_hy, co
 class PyStream {
  public:
   // sizes: (I, H, O) per layer; params: five per layer, as make_stream in rnnkit.h.
+  // precision: -1 the parameters' own (float32 / float64), 0 int8, 1 bf16 weights (float32
+  // parameters; native_dot false forces the portable dot products, rnnkit.h).
   PyStream(int isa, int arch, int act, int out_act, bool reset_after, int64_t B, const std::vector<int64_t>& sizes,
-           const std::vector<OptArr>& params)
+           const std::vector<OptArr>& params, int precision = -1, bool native_dot = true)
       : B_(B) {
+    if (precision < -1 || precision > 1)
+      throw nb::value_error(("precision: expected -1, 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
     const Isa i = checked_isa(isa);
     if (arch < 0 || arch > 3) throw nb::value_error(("arch: expected 0..3, got " + std::to_string(arch)).c_str());
     const Arch a = Arch(arch);
@@ -439,8 +443,17 @@ class PyStream {
     lstm_ = a == Arch::lstm;
     const std::vector<int64_t> sz(sizes);
     const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
+    if (precision >= 0 && dbl_) throw nb::type_error("params: int8 / bf16 weights are made from float32 parameters, got float64");
+    for (size_t k = 0; precision == 0 && k < sizes.size(); ++k)
+      if (sizes[k] > 65536)
+        throw nb::value_error(("sizes: int8 products take at most 65536 inputs (int32 sums), got " +
+                               std::to_string(sizes[k])).c_str());
     auto make = [&]() -> StreamBase* {
       const Isa isa = i;
+      if (precision >= 0) {
+        RNNKIT_DISPATCH_RETURN(isa, make_lowp_stream, Precision(precision), native_dot, a, f, g, reset_after, B,
+                               int64_t(layers), sz.data(), ptrs_.data())
+      }
       RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, a, f, g, reset_after, B, int64_t(layers), sz.data(), ptrs_.data())
     };
     impl_ = make();
@@ -581,9 +594,11 @@ class PyLowpLayer {
 
 NB_MODULE(_core, m) {
   nb::class_<PyStream>(m, "Stream", "One-step-per-call state machine over packed weights (see rnnkit.Stream).")
-      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&>(),
+      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&, int,
+                    bool>(),
            nb::arg("isa"), nb::arg("arch"), nb::arg("act"), nb::arg("out_act"), nb::arg("reset_after"),
-           nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"))
+           nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"), nb::arg("precision") = -1,
+           nb::arg("native_dot") = true)
       .def("step", &PyStream::step, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("nthreads"))
       .def("state", &PyStream::state, nb::arg("layer"), nb::arg("which"), nb::arg("buffer").noconvert(), nb::arg("write"));
   m.doc() = "rnnkit C++ core: sequential forward and BPTT kernels (see csrc/rnnkit.h)";

@@ -205,9 +205,12 @@ class LowpLayerBase {
 
 // The same five parameters per layer as make_stream (float32), copied and converted
 // here. native_dot false forces the portable tiles (the same results).
+// make_lowp_stream: a Stream (float32 parameters as make_stream's) with reduced-precision weights.
 #define RNNKIT_DECLARE_LOWP                                                                         \
   LowpLayerBase* make_lowp_layer(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, \
-                                 int64_t I, int64_t H, int64_t O, const float* const* params);
+                                 int64_t I, int64_t H, int64_t O, const float* const* params);           \
+  StreamBase* make_lowp_stream(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after,   \
+                               int64_t B, int64_t layers, const int64_t* sizes, const void* const* params);
 
 namespace generic { RNNKIT_DECLARE_LOWP }
 #if defined(RNNKIT_HAVE_AVX2)

@@ -11,17 +11,18 @@
 #include "cells/gru.h"
 #include "cells/jordan.h"
 #include "cells/lstm.h"
+#include "lowp.h"
 
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
 namespace {
 
-template <template <typename> class Cell, typename S> struct Layer {
-  typedef Cell<S> C;
+template <template <typename, typename> class Cell, typename S, typename P = Packed<S>> struct Layer {
+  typedef Cell<S, P> C;  // P: packed weights (lowp.h's Lowp for reduced precision)
   C cell;
   int64_t B, I;
-  Packed<S> w_x;   // W_ih (G*H, I)
+  P w_x;           // W_ih (G*H, I)
   Buffer<S> bias;  // (G*H) input-side bias, zeros when absent
   Buffer<S> xw;    // (B, G*H) W_ih x + bias, gates stacked as the sequence kernels get it
   Buffer<S> states, records;
@@ -32,7 +33,7 @@ template <template <typename> class Cell, typename S> struct Layer {
 
   // p: w_ih (G*H, I), bias (G*H) or null, then the cell's weights (see rnnkit.h).
   Layer(const CellConfig& cfg, int64_t B_, int64_t I_, const S* const* p)
-      : cell(cfg, p + 2, Pass::forward), B(B_), I(I_), w_x(p[0], C::G * cfg.H, I_, I_, 1), bias(C::G * cfg.H),
+      : cell(cfg, p + 2, Pass::forward), B(B_), I(I_), w_x(Packed<S>(p[0], C::G * cfg.H, I_, I_, 1)), bias(C::G * cfg.H),
         xw(B_ * C::G * cfg.H), states(2 * B_ * width(cell, C::kStates, false)),
         records(B_ * width(cell, C::kRecords, true)), work(cell, B_) {
     copy_or_zero(bias.data(), p[1], C::G * cfg.H);
@@ -75,15 +76,16 @@ template <template <typename> class Cell, typename S> struct Layer {
   }
 };
 
-template <template <typename> class Cell, typename S> class Stream final : public StreamBase {
+template <template <typename, typename> class Cell, typename S, typename P = Packed<S>>
+class Stream final : public StreamBase {
  public:
   Stream(const CellConfig& cfg, int64_t B, int64_t layers, const int64_t* sizes, const void* const* params)
-      : B_(B), n_(layers), layers_(new Layer<Cell, S>*[size_t(layers)]()) {
+      : B_(B), n_(layers), layers_(new Layer<Cell, S, P>*[size_t(layers)]()) {
     for (int64_t l = 0; l < layers; ++l) {
       CellConfig c = cfg;
       c.H = sizes[3 * l + 1];
       c.O = sizes[3 * l + 2];
-      layers_[l] = new Layer<Cell, S>(c, B, sizes[3 * l], reinterpret_cast<const S* const*>(params + 5 * l));
+      layers_[l] = new Layer<Cell, S, P>(c, B, sizes[3 * l], reinterpret_cast<const S* const*>(params + 5 * l));
     }
   }
   ~Stream() override {
@@ -102,7 +104,7 @@ template <template <typename> class Cell, typename S> class Stream final : publi
     };
     run_team(team_size(nthreads, layers_[0]->cell.blocks()), body);
     for (int64_t l = 0; l < n_; ++l) layers_[l]->swap();
-    const Layer<Cell, S>& top = *layers_[n_ - 1];
+    const Layer<Cell, S, P>& top = *layers_[n_ - 1];
     std::memcpy(y, top.cur[0], size_t(B_ * top.cell.state_width(0)) * sizeof(S));
   }
 
@@ -110,7 +112,7 @@ template <template <typename> class Cell, typename S> class Stream final : publi
 
  private:
   int64_t B_, n_;
-  Layer<Cell, S>** layers_;
+  Layer<Cell, S, P>** layers_;
 };
 
 template <typename S>
@@ -130,6 +132,30 @@ StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int
                         const int64_t* sizes, const void* const* params) {
   const CellConfig c{0, 0, f, g, reset_after};
   return dbl ? make<double>(arch, c, B, layers, sizes, params) : make<float>(arch, c, B, layers, sizes, params);
+}
+
+// Reduced precision (rnnkit.h: make_lowp_stream): the same stream over Lowp weights.
+namespace {
+template <Precision Q>
+StreamBase* make_lowp(Arch arch, const CellConfig& c, int64_t B, int64_t layers, const int64_t* sizes,
+                      const void* const* params) {
+  switch (arch) {
+    case Arch::lstm: return new Stream<Lstm, float, Lowp<Q>>(c, B, layers, sizes, params);
+    case Arch::gru: return new Stream<Gru, float, Lowp<Q>>(c, B, layers, sizes, params);
+    case Arch::jordan: return new Stream<Jordan, float, Lowp<Q>>(c, B, layers, sizes, params);
+    default: return new Stream<Elman, float, Lowp<Q>>(c, B, layers, sizes, params);
+  }
+}
+}  // namespace
+
+StreamBase* make_lowp_stream(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, int64_t B,
+                             int64_t layers, const int64_t* sizes, const void* const* params) {
+  const CellConfig c{0, 0, f, g, reset_after};
+  lowp_building_native = native_dot;  // for the Lowp weights built now
+  StreamBase* s = p == Precision::int8 ? make_lowp<Precision::int8>(arch, c, B, layers, sizes, params)
+                                       : make_lowp<Precision::bf16>(arch, c, B, layers, sizes, params);
+  lowp_building_native = true;
+  return s;
 }
 
 }  // namespace RNNKIT_ISA_NS

@@ -272,3 +272,35 @@ def test_errors_name_the_argument():
     assert list(q.parameters()) == []
     with torch.no_grad():  # a gradient is not asked for: it runs
         assert q(x)[0].shape == (3, 2, 8)
+
+
+# ----------------------------------------------------------------------------- streaming
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_stream_equals_the_quantized_sequence(network, dtype):
+    """Stream(module, dtype=...) steps the same cells over the same weights: int8 bit for
+    bit (exact integer sums); bf16 within float32 rounding (its input projection sums a
+    1-row tile in 4 chains, the sequence's 8-row tiles in 1)."""
+    module = network.layer(7, 24, dtype=torch.float32, num_layers=2)
+    q = rnnkit.quantize_dynamic(module, dtype=dtype)
+    x = torch.randn(6, 3, 7)
+    stream = rnnkit.Stream(module, batch_size=3, dtype=dtype)
+    steps = torch.stack([stream.step(x[t]) for t in range(6)])
+    with torch.no_grad():
+        out, final = q(x)
+    state = stream.state()
+    if dtype == torch.qint8:
+        assert torch.equal(steps, out)
+        assert all(torch.equal(a, b) for a, b in zip(_as_tuple(state), _as_tuple(final)))
+    else:
+        assert (steps - out).abs().max() < 1e-5
+
+
+def _as_tuple(s):
+    return s if isinstance(s, tuple) else (s,)
+
+
+def test_stream_errors():
+    with pytest.raises(TypeError, match=r"module: torch.bfloat16 weights are made from float32 parameters"):
+        rnnkit.Stream(rnnkit.GRU(3, 4).double(), dtype=torch.bfloat16)
+    with pytest.raises(ValueError, match=r"dtype: expected torch.qint8 or torch.bfloat16"):
+        rnnkit.Stream(rnnkit.GRU(3, 4), dtype=torch.float16)
