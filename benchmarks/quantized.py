@@ -150,7 +150,7 @@ def bpc(run: str, limit: int):
     from rnnkit.cli import _open_checkpoint
     from rnnkit.training.task import RunContext
 
-    print(f"\n## Language model {run}: validation bpc (first {limit:,} characters)\n")
+    print(f"\n## Language model {run}: validation bpc ({f'first {limit:,} characters' if limit else 'whole split'})\n")
     print("| weights | bpc | bpc - fp32 | seconds |")
     print("|---|---|---|---|")
     base = None
@@ -160,7 +160,7 @@ def bpc(run: str, limit: int):
             swap_recurrent(model, dtype)
         t0 = time.perf_counter()
         with torch.no_grad():
-            res = task.evaluate(model, "valid", RunContext(), limit=limit)
+            res = task.evaluate(model, "valid", RunContext(), limit=limit or None)
         dt = time.perf_counter() - t0
         base = res["bpc"] if base is None else base
         print(f"| {label} | {res['bpc']:.4f} | {res['bpc'] - base:+.4f} | {dt:.1f} |", flush=True)
@@ -181,7 +181,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (torch and rnnkit)")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per grid point")
     ap.add_argument("--bpc", metavar="RUN", help="also evaluate this LM run folder (e.g. runs/demo)")
-    ap.add_argument("--bpc-limit", type=int, default=200_000, help="validation characters for --bpc")
+    ap.add_argument("--bpc-limit", type=int, default=0, help="validation characters for --bpc (0: the whole split)")
     ns = ap.parse_args(argv)
     if ns.threads:
         torch.set_num_threads(ns.threads)

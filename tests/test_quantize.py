@@ -156,14 +156,17 @@ def test_a_non_finite_input_is_not_silently_quantized(dtype):
 
 
 # ----------------------------------------------------------------------------- sequences
+@pytest.mark.parametrize("isa", rnnkit.available_isas())
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-def test_sequence_matches_the_oracle(network, dtype):
+def test_sequence_matches_the_oracle(network, dtype, isa):
     module = network.layer(6, 20, dtype=torch.float32)
     T, B = 9, 4
     x = torch.randn(T, B, 6)
     lengths = torch.tensor([9, 4, 1, 7])
     init, hx = _states(network.spec, module, B)
-    q = rnnkit.quantize_dynamic(module, dtype=dtype)
+    with rnnkit.use_isa(isa):  # the instruction set is chosen at conversion
+        q = rnnkit.quantize_dynamic(module, dtype=dtype)
+    assert q.native_dot == (isa == "avx512" and _core.lowp_dot_supported(CODES[dtype]))
     with torch.no_grad():
         out, _ = q(x, hx, lengths=lengths)
     expected = teacher_forced(module, x, out, [s[0] for s in init] + [None], lengths, dtype)
@@ -304,3 +307,20 @@ def test_stream_errors():
         rnnkit.Stream(rnnkit.GRU(3, 4).double(), dtype=torch.bfloat16)
     with pytest.raises(ValueError, match=r"dtype: expected torch.qint8 or torch.bfloat16"):
         rnnkit.Stream(rnnkit.GRU(3, 4), dtype=torch.float16)
+
+
+# ----------------------------------------------------------------------------- docs
+def test_the_docs_examples_run():
+    """Every python block of docs/quantize.md runs as written (in its own process)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    text = (Path(__file__).parent.parent / "docs" / "quantize.md").read_text("utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, re.S)
+    assert blocks
+    for code in blocks:
+        res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr
+        assert "int8 max |diff|" in res.stdout
