@@ -40,18 +40,31 @@ template <template <typename, typename> class Cell, Precision P> class Layer fin
     run_team(team_size(nthreads, w_x_.panels), body);
   }
 
+  // In chunks of at most kChunk steps: the input projection, states and records of one
+  // chunk at a time (inference keeps no records), each chunk starting from the last
+  // one's final states, with the lengths shifted to the chunk's first step.
   void forward(int64_t T, int64_t B, const float* x, const float* const* init, const int64_t* lengths, float* out,
                float* const* finals, int nthreads) override {
-    Buffer<float> xw(T * B * C::G * cell_.H);  // (T, B, G*H)
-    project(T * B, x, xw.data(), nthreads);
-    Buffer<float> s0((T + 1) * B * width(0)), s1(C::kStates > 1 ? (T + 1) * B * width(1) : 1);
-    Buffer<float> r0(C::kRecords > 0 ? T * B * cell_.record_width(0) : 1);
-    Buffer<float> r1(C::kRecords > 1 ? T * B * cell_.record_width(1) : 1);
+    constexpr int64_t kChunk = 32;
+    const int64_t Tc = T < kChunk ? T : kChunk, GH = C::G * cell_.H;
+    Buffer<float> xw(Tc * B * GH);  // (Tc, B, G*H)
+    Buffer<float> s0((Tc + 1) * B * width(0)), s1(C::kStates > 1 ? (Tc + 1) * B * width(1) : 1);
+    Buffer<float> r0(C::kRecords > 0 ? Tc * B * cell_.record_width(0) : 1);
+    Buffer<float> r1(C::kRecords > 1 ? Tc * B * cell_.record_width(1) : 1);
+    Buffer<int64_t> len(B);
     float* states[] = {s0.data(), s1.data()};
     float* records[] = {r0.data(), r1.data()};
-    sequence_forward(cell_, T, B, lengths, xw.data(), init, states, records, out, nthreads);
+    const float* start[] = {init[0], C::kStates > 1 ? init[1] : nullptr};
+    for (int64_t t0 = 0; t0 < T; t0 += Tc) {
+      const int64_t n = T - t0 < Tc ? T - t0 : Tc;
+      project(n * B, x + t0 * B * I_, xw.data(), nthreads);
+      for (int64_t b = 0; lengths && b < B; ++b) len[b] = lengths[b] - t0 < 0 ? 0 : lengths[b] - t0;
+      sequence_forward(cell_, n, B, lengths ? len.data() : nullptr, xw.data(), start, states, records,
+                       out + t0 * B * width(0), nthreads);
+      for (int k = 0; k < C::kStates; ++k) start[k] = states[k] + n * B * width(k);  // copied by the next chunk
+    }
     for (int k = 0; k < C::kStates; ++k)
-      std::memcpy(finals[k], states[k] + T * B * width(k), size_t(B * width(k)) * sizeof(float));
+      std::memcpy(finals[k], start[k], size_t(B * width(k)) * sizeof(float));
   }
 
   bool native_dot() const override { return w_x_.native; }

@@ -49,10 +49,9 @@ static inline uint32_t bf16_bits(float x) {
   b += 0x7fffu + ((b >> 16) & 1u);               // round to nearest even
   return b >> 16;
 }
-static inline int32_t q8(float x, float inv) {  // round half to even, |q| <= 127
-  float q = std::nearbyint(x * inv);
-  q = q > 127.0f ? 127.0f : (q < -127.0f ? -127.0f : q);
-  return int32_t(q);
+static inline int32_t q8(float x, float inv) {  // round half to even, |q| <= 127 (NaN: -127, never cast)
+  const float q = std::nearbyint(x * inv);
+  return int32_t(q >= -127.0f ? (q <= 127.0f ? q : 127.0f) : -127.0f);
 }
 
 // Set while a layer's cells are being built: whether its Lowp weights use the CPU's dot
@@ -81,11 +80,16 @@ template <Precision P> struct Lowp {
       for (int j = 0; j < NR; ++j) {
         float inv = 0.0f;
         int32_t sum = 0;
-        if (P == Precision::int8) {
+        if (P == Precision::int8) {  // a row holding inf or NaN gets scale NaN: its outputs are NaN
           float m = 0.0f;
-          for (int64_t k = 0; k < K; ++k) m = std::fabs(w[k * NR + j]) > m ? std::fabs(w[k * NR + j]) : m;
-          inv = m > 0.0f ? 127.0f / m : 0.0f;
-          scale[p * NR + j] = m / 127.0f;
+          bool finite = true;
+          for (int64_t k = 0; k < K; ++k) {
+            const float v = std::fabs(w[k * NR + j]);
+            m = v > m ? v : m;
+            finite = finite && v <= 3.402823466e38f;
+          }
+          inv = m > 0.0f && finite ? 127.0f / m : 0.0f;
+          scale[p * NR + j] = finite ? m / 127.0f : __builtin_nanf("");
         }
         for (int64_t g = 0; g < KGn; ++g) {
           uint32_t word = 0;

@@ -138,6 +138,19 @@ def test_input_projection_matches_the_oracle(dtype, I, native, monkeypatch):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
+def test_a_non_finite_weight_gives_nan_outputs(dtype):
+    lstm = rnnkit.LSTM(3, 5)
+    with torch.no_grad():
+        lstm.weight_hh_l0[7, 2] = float("nan")  # forget-gate row of unit 2
+    q = rnnkit.quantize_dynamic(lstm, dtype=dtype)
+    x = torch.randn(4, 2, 3)
+    with torch.no_grad():
+        out, _ = q(x)
+        ref, _ = lstm(x)
+    assert torch.equal(out.isnan(), ref.isnan()) and out[0, :, 2].isnan().all() and out[1:].isnan().all()
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
 def test_a_non_finite_input_is_not_silently_quantized(dtype):
     """int8 cannot scale a row holding inf or NaN: its outputs are NaN. bf16 keeps the
     float semantics: the same non-finite pattern as the float32 module."""
@@ -272,6 +285,9 @@ def test_errors_name_the_argument():
             rnnkit.quantize_dynamic(lstm)
         finally:
             del os.environ["RNNKIT_LOWP_DOT"]
+    with pytest.raises(ValueError, match=r"sizes: int8 products take at most 65536 inputs \(int32 sums\), got 65537"):
+        rnnkit.quantize_dynamic(rnnkit.RNN(65537, 2))
+    assert rnnkit.quantize_dynamic(rnnkit.RNN(65537, 2), dtype=torch.bfloat16).hidden_size == 2
     assert list(q.parameters()) == []
     with torch.no_grad():  # a gradient is not asked for: it runs
         assert q(x)[0].shape == (3, 2, 8)
