@@ -32,23 +32,26 @@ import rnnkit
 warnings.simplefilter("ignore")  # torch.ao's deprecation notice
 
 
+CLOCK = time.perf_counter  # --clock cpu: time.process_time (the process's CPU seconds)
+
+
 def timed_rounds(fns: dict, budget: float, min_rounds: int = 3, max_rounds: int = 25) -> dict:
     """Median seconds per call of each fn, measured in interleaved rounds (rotating order)."""
     for f in fns.values():  # warm-up (packing, first-call costs)
         f()
     one = {}
     for k, f in fns.items():
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         f()
-        one[k] = time.perf_counter() - t0
+        one[k] = CLOCK() - t0
     rounds = int(max(min_rounds, min(max_rounds, budget / max(sum(one.values()), 1e-9))))
     times = {k: [] for k in fns}
     keys = list(fns)
     for r in range(rounds):
         for k in keys[r % len(keys):] + keys[:r % len(keys)]:
-            t0 = time.perf_counter()
+            t0 = CLOCK()
             fns[k]()
-            times[k].append(time.perf_counter() - t0)
+            times[k].append(CLOCK() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
 
 
@@ -163,7 +166,7 @@ def bpc(run: str, limit: int):
             res = task.evaluate(model, "valid", RunContext(), limit=limit or None)
         dt = time.perf_counter() - t0
         base = res["bpc"] if base is None else base
-        print(f"| {label} | {res['bpc']:.4f} | {res['bpc'] - base:+.4f} | {dt:.1f} |", flush=True)
+        print(f"| {label} | {res['bpc']:.4f} | {res['bpc'] - base:+.5f} | {dt:.1f} |", flush=True)
 
 
 def swap_recurrent(model: torch.nn.Module, dtype) -> None:
@@ -180,11 +183,16 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="H 64 and 256 only, short budget")
     ap.add_argument("--threads", type=int, default=None, help="intra-op threads (torch and rnnkit)")
     ap.add_argument("--budget", type=float, default=3.0, help="seconds of timing per grid point")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall: elapsed time; cpu: the process's CPU time (steadier on a shared machine, "
+                         "meaningful with --threads 1)")
     ap.add_argument("--bpc", metavar="RUN", help="also evaluate this LM run folder (e.g. runs/demo)")
     ap.add_argument("--bpc-limit", type=int, default=0, help="validation characters for --bpc (0: the whole split)")
     ns = ap.parse_args(argv)
     if ns.threads:
         torch.set_num_threads(ns.threads)
+    global CLOCK
+    CLOCK = time.process_time if ns.clock == "cpu" else time.perf_counter
     from rnnkit import _core
     hidden = [64, 256] if ns.quick else [64, 256, 1024]
     budget = 0.5 if ns.quick else ns.budget
@@ -193,7 +201,7 @@ def main(argv=None) -> int:
           f"{platform.machine()}, {os.cpu_count()} CPUs, threads {torch.get_num_threads()}, "
           f"ISA {rnnkit.current_isa_name()}, AVX512-VNNI {'yes' if _core.lowp_dot_supported(0) else 'no'}, "
           f"AVX512-BF16 {'yes' if _core.lowp_dot_supported(1) else 'no'}, load average "
-          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} at start; command: {' '.join(sys.argv)}")
+          f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} at start, clock {ns.clock}; command: {' '.join(sys.argv)}")
     grid(hidden, [1, 16], 100, budget)
     streaming([64, 256] if ns.quick else [64, 1024], budget=budget)
     proj_size()

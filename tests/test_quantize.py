@@ -117,7 +117,7 @@ def _states(spec, module, B, L=1):
 
 # ----------------------------------------------------------------------------- products
 @pytest.mark.parametrize("dtype", DTYPES, ids=IDS)
-@pytest.mark.parametrize("I", [1, 7, 64, 301])
+@pytest.mark.parametrize("I", [1, 7, 64, 301, 9001])  # 9001: past the on-stack rows (lowp.h)
 @pytest.mark.parametrize("native", [True, False], ids=["native", "portable"])
 def test_input_projection_matches_the_oracle(dtype, I, native, monkeypatch):
     lstm = rnnkit.LSTM(I, 19)
