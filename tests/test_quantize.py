@@ -288,6 +288,12 @@ def test_errors_name_the_argument():
     with pytest.raises(ValueError, match=r"sizes: int8 products take at most 65536 inputs \(int32 sums\), got 65537"):
         rnnkit.quantize_dynamic(rnnkit.RNN(65537, 2))
     assert rnnkit.quantize_dynamic(rnnkit.RNN(65537, 2), dtype=torch.bfloat16).hidden_size == 2
+    import copy
+    import io
+
+    for attempt in (lambda: copy.deepcopy(q), lambda: torch.save(q, io.BytesIO())):
+        with pytest.raises(TypeError, match=r"module: a quantized module .* cannot be pickled, saved or copied"):
+            attempt()
     assert list(q.parameters()) == []
     with torch.no_grad():  # a gradient is not asked for: it runs
         assert q(x)[0].shape == (3, 2, 8)

@@ -108,6 +108,10 @@ class QuantizedRNN(nn.Module):
                 self._layers.append(lowp_layer(spec, params, self.hyper, (I, self.hidden_size, self.output_size or 0),
                                                code))
 
+    def __getstate__(self):
+        raise TypeError("module: a quantized module holds the core's converted weights and cannot be pickled, "
+                        "saved or copied; save the float32 module and convert it again after loading")
+
     @property
     def native_dot(self) -> bool:
         """Whether the products use the CPU's dot instructions (AVX512-VNNI / AVX512-BF16)."""
