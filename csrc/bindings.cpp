@@ -621,9 +621,13 @@ CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int
 class PyStream {
  public:
   // sizes: (I, H, O) per layer; params: five per layer, as make_stream in rnnkit.h.
+  // precision: -1 the parameters' own (float32 / float64), 0 int8, 1 bf16 weights (float32
+  // parameters; native_dot false forces the portable dot products, rnnkit.h).
   PyStream(int isa, int arch, int act, int out_act, bool reset_after, int64_t B, const std::vector<int64_t>& sizes,
-           const std::vector<OptArr>& params)
+           const std::vector<OptArr>& params, int precision = -1, bool native_dot = true)
       : B_(B) {
+    if (precision < -1 || precision > 1)
+      throw nb::value_error(("precision: expected -1, 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
     const Isa i = checked_isa(isa);
     if (B < 1) throw nb::value_error(("batch_size: expected a positive integer, got " + std::to_string(B)).c_str());
     CheckedLayers c = checked_layers(arch, 1, sizes, params);
@@ -636,8 +640,17 @@ class PyStream {
     cell_width_ = c.cell_width;
     lstm_ = a == Arch::lstm;
     const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
+    if (precision >= 0 && dbl_) throw nb::type_error("params: int8 / bf16 weights are made from float32 parameters, got float64");
+    for (size_t k = 0; precision == 0 && k < sizes.size(); ++k)
+      if (sizes[k] > 65536)
+        throw nb::value_error(("sizes: int8 products take at most 65536 inputs (int32 sums), got " +
+                               std::to_string(sizes[k])).c_str());
     auto make = [&]() -> StreamBase* {
       const Isa isa = i;
+      if (precision >= 0) {
+        RNNKIT_DISPATCH_RETURN(isa, make_lowp_stream, Precision(precision), native_dot, a, f, g, reset_after, B, layers,
+                               sizes.data(), c.ptrs.data())
+      }
       RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, a, f, g, reset_after, B, layers, sizes.data(), c.ptrs.data())
     };
     impl_ = make();  // the stream holds its own packed copies
@@ -804,13 +817,109 @@ void matmul_nt(int isa, const Strided& a, const Strided& w, const OptArr& bias, 
   (dbl ? matmul_nt_t<double> : matmul_nt_t<float>)(checked_isa(isa), a, w, bias, out, checked_threads(nt));
 }
 
+
+// ------------------------------------------------------------------------- Reduced precision
+// One layer in one direction with int8 or bf16 weights (rnnkit.h: LowpLayerBase); float32 only.
+class PyLowpLayer {
+ public:
+  // precision: 0 int8, 1 bf16; sizes (I, H, O); params: five entries as PyStream's.
+  PyLowpLayer(int isa, int precision, bool native_dot, int arch, int act, int out_act, bool reset_after,
+              const std::vector<int64_t>& sizes, const std::vector<OptArr>& params) {
+    const Isa i = checked_isa(isa);
+    if (precision != 0 && precision != 1)
+      throw nb::value_error(("precision: expected 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
+    if (arch < 0 || arch > 3) throw nb::value_error(("arch: expected 0..3, got " + std::to_string(arch)).c_str());
+    if (sizes.size() != 3) throw nb::value_error("sizes: expected (I, H, O)");
+    if (params.size() != 5) throw nb::value_error("params: expected five entries");
+    const Arch a = Arch(arch);
+    const int64_t G = gate_count(a), I = sizes[0], H = sizes[1], O = sizes[2];
+    const bool jordan = a == Arch::jordan, gru = a == Arch::gru, lstm = a == Arch::lstm;
+    if (I < 1 || H < 1 || (jordan && O < 1)) throw nb::value_error("sizes: every size must be positive");
+    const int64_t K_rec = jordan && O > H ? O : H, K_max = I > K_rec ? I : K_rec;
+    if (precision == 0 && K_max > 65536)
+      throw nb::value_error(("sizes: int8 products take at most 65536 inputs (int32 sums), got " +
+                             std::to_string(K_max)).c_str());
+    const std::vector<std::vector<int64_t>> shapes =
+        jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
+        : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
+        : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}
+               : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
+    const float* ptrs[5];
+    for (size_t k = 0; k < 5; ++k) {
+      const OptArr& p = params[k];
+      const std::string name = "params[" + std::to_string(k) + "]";
+      const bool weight = k == 0 || k == 2 || (jordan && k == 3);
+      if (!p.has_value() || shapes[k].empty()) {
+        if (weight) throw nb::value_error((name + ": a weight is required").c_str());
+        if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
+        ptrs[k] = nullptr;
+        continue;
+      }
+      ptrs[k] = buf<float>(p, name.c_str(), shapes[k]);
+    }
+    I_ = I;
+    GH_ = G * H;
+    states_ = lstm ? 2 : 1;
+    width_ = jordan ? O : H;
+    const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
+    const Precision pr = Precision(precision);
+    auto make = [&]() -> LowpLayerBase* {
+      const Isa isa = i;
+      RNNKIT_DISPATCH_RETURN(isa, make_lowp_layer, pr, native_dot, a, f, g, reset_after, I, H, O, ptrs)
+    };
+    impl_ = make();
+  }
+  ~PyLowpLayer() { delete impl_; }
+  PyLowpLayer(const PyLowpLayer&) = delete;
+  PyLowpLayer& operator=(const PyLowpLayer&) = delete;
+
+  // x (T, B, I); init: one (B, W) array or None per state; out (T, B, W); finals (B, W) per state.
+  void forward(const Arr& x, const std::vector<OptArr>& init, const OptArr& lengths, const Out& out,
+               const std::vector<Out>& finals, int nthreads) {
+    require_rank(x, 3, "x", "(T, B, I)");
+    const int64_t T = int64_t(x.shape(0)), B = int64_t(x.shape(1));
+    const float* px = buf<float>(x, "x", {T, B, I_});
+    if (init.size() != size_t(states_) || finals.size() != size_t(states_))
+      throw nb::value_error(("init, finals: expected " + std::to_string(states_) + " entries each").c_str());
+    const float* pi[2] = {nullptr, nullptr};
+    float* pf[2] = {nullptr, nullptr};
+    for (int k = 0; k < states_; ++k) {
+      pi[k] = buf<float>(init[size_t(k)], k ? "init[1]" : "init[0]", {B, width_});
+      pf[k] = buf<float>(finals[size_t(k)], k ? "finals[1]" : "finals[0]", {B, width_});
+    }
+    const int64_t* p_len = lengths_buf(lengths, B, T);
+    float* p_out = buf<float>(out, "out", {T, B, width_});
+    nb::gil_scoped_release release;
+    impl_->forward(T, B, px, pi, p_len, p_out, pf, checked_threads(nthreads));
+  }
+
+  // xw (M, G*H) = x (M, I) W_ih^T + bias.
+  void project(const Arr& x, const Out& xw, int nthreads) {
+    require_rank(x, 2, "x", "(M, I)");
+    const int64_t M = int64_t(x.shape(0));
+    const float* px = buf<float>(x, "x", {M, I_});
+    float* py = buf<float>(xw, "xw", {M, GH_});
+    nb::gil_scoped_release release;
+    impl_->project(M, px, py, checked_threads(nthreads));
+  }
+
+  bool native_dot() const { return impl_->native_dot(); }
+
+ private:
+  LowpLayerBase* impl_ = nullptr;
+  int64_t I_ = 0, GH_ = 0, width_ = 0;
+  int states_ = 1;
+};
+
 }  // namespace
 
 NB_MODULE(_core, m) {
   nb::class_<PyStream>(m, "Stream", "One-step-per-call state machine over packed weights (see rnnkit.Stream).")
-      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&>(),
+      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&, int,
+                    bool>(),
            nb::arg("isa"), nb::arg("arch"), nb::arg("act"), nb::arg("out_act"), nb::arg("reset_after"),
-           nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"))
+           nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"), nb::arg("precision") = -1,
+           nb::arg("native_dot") = true)
       .def("step", &PyStream::step, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("nthreads"))
       .def("state", &PyStream::state, nb::arg("layer"), nb::arg("which"), nb::arg("buffer").noconvert(), nb::arg("write"));
   nb::class_<PyStack>(m, "Stack",
@@ -918,4 +1027,17 @@ NB_MODULE(_core, m) {
   m.def("matmul_nt", &matmul_nt, nb::arg("isa"), nb::arg("a"), nb::arg("w"), nb::arg("bias").none(),
         nb::arg("out").noconvert(), nb::arg("nthreads"),
         "out (M, N) = a (M, K) @ w (N, K)^T + bias (N) on the core's packed GEMM; a and w may be strided.");
+  nb::class_<PyLowpLayer>(m, "LowpLayer", "One layer and direction with int8 or bf16 weights (see rnnkit.quantize_dynamic).")
+      .def(nb::init<int, int, bool, int, int, int, bool, const std::vector<int64_t>&, const std::vector<OptArr>&>(),
+           nb::arg("isa"), nb::arg("precision"), nb::arg("native_dot"), nb::arg("arch"), nb::arg("act"),
+           nb::arg("out_act"), nb::arg("reset_after"), nb::arg("sizes"), nb::arg("params"))
+      .def("forward", &PyLowpLayer::forward, nb::arg("x"), nb::arg("init"), nb::arg("lengths").none(),
+           nb::arg("out").noconvert(), nb::arg("finals").noconvert(), nb::arg("nthreads"))
+      .def("project", &PyLowpLayer::project, nb::arg("x"), nb::arg("xw").noconvert(), nb::arg("nthreads"))
+      .def_prop_ro("native_dot", &PyLowpLayer::native_dot);
+  m.def("lowp_dot_supported", [](int precision) {
+    if (precision != 0 && precision != 1)
+      throw nb::value_error(("precision: expected 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
+    return lowp_dot_supported(Precision(precision));
+  }, nb::arg("precision"), "Whether this CPU has the VNNI (0: int8) / AVX512-BF16 (1: bf16) dot instructions.");
 }

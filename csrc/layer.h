@@ -9,20 +9,21 @@
 #include "cells/gru.h"
 #include "cells/jordan.h"
 #include "cells/lstm.h"
+#include "lowp.h"
 
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
-template <template <typename> class Cell, typename S> struct LayerWeights {
-  typedef Cell<S> C;
+template <template <typename, typename> class Cell, typename S, typename P = Packed<S>> struct LayerWeights {
+  typedef Cell<S, P> C;  // P: the packed weights (lowp.h's Lowp for reduced precision)
   C cell;
   int64_t I;       // input size
-  Packed<S> w_x;   // W_ih (G*H, I)
+  P w_x;           // W_ih (G*H, I)
   Buffer<S> bias;  // (G*H) input-side bias, zeros when absent
 
   // p: w_ih (G*H, I), bias (G*H) or null, then the cell's weights (see rnnkit.h).
   LayerWeights(const CellConfig& cfg, int64_t I_, const S* const* p)
-      : cell(cfg, p + 2, Pass::forward), I(I_), w_x(p[0], C::G * cfg.H, I_, I_, 1), bias(C::G * cfg.H) {
+      : cell(cfg, p + 2, Pass::forward), I(I_), w_x(Packed<S>(p[0], C::G * cfg.H, I_, I_, 1)), bias(C::G * cfg.H) {
     copy_or_zero(bias.data(), p[1], C::G * cfg.H);
   }
 

@@ -114,7 +114,8 @@ template <typename S> struct Step {
 
   // C (+)= A W^T (A: (B, K) rows lda apart) for the owned blocks of a W-unit space; W's
   // panels are grouped per unit block (pack_gates, or a transposed weight of W rows).
-  void product(int64_t units_W, const S* A, int64_t lda, const Packed<S>& W, S* C, int64_t ldc,
+  template <class P>  // Packed<S>, or lowp.h's Lowp
+  void product(int64_t units_W, const S* A, int64_t lda, const P& W, S* C, int64_t ldc,
                bool accumulate = false) const {
     const UnitSlice u = units(units_W);
     const int64_t per_block = W.panels / unit_blocks<S>(units_W);

@@ -266,6 +266,49 @@ RNNKIT_DECLARE_ISA(avx2)
 RNNKIT_DECLARE_ISA(avx512)
 #endif
 
+// ---------------------------------------------------------------------------------
+// Reduced-precision inference (lowp.h, lowp.cpp): weights stored as int8 (per-row
+// scales, activations quantised per row on the fly, torch.ao's dynamic quantisation)
+// or bfloat16; products accumulate exactly in int32 / in float32; states, activations
+// and the cells' pointwise math stay float32. Forward only.
+// ---------------------------------------------------------------------------------
+enum class Precision : int { int8 = 0, bf16 = 1 };
+
+// Whether the CPU has the dot instructions of precision p (int8: AVX512-VNNI, bf16:
+// AVX512-BF16) and this build uses them (lowp_cpu.cpp; safe on any CPU).
+bool lowp_dot_supported(Precision p);
+
+class LowpLayerBase {
+ public:
+  virtual ~LowpLayerBase() {}
+  // One layer in one direction over a whole sequence:
+  //   x (T, B, I) -> out (T, B, W) masked outputs; init[k] (B, W_k) or null (zeros);
+  //   finals[k] (B, W_k) out: the states after each row's last step (W: H, Jordan O).
+  virtual void forward(int64_t T, int64_t B, const float* x, const float* const* init, const int64_t* lengths,
+                       float* out, float* const* finals, int nthreads) = 0;
+  // The input projection alone, as forward computes it: xw (M, G*H) = x (M, I) W_ih^T + bias.
+  virtual void project(int64_t M, const float* x, float* xw, int nthreads) = 0;
+  // Whether the products use the CPU's dot instructions (VNNI / BF16).
+  virtual bool native_dot() const = 0;
+};
+
+// The same five parameters per layer as make_stream (float32), copied and converted
+// here. native_dot false forces the portable tiles (the same results).
+// make_lowp_stream: a Stream (float32 parameters as make_stream's) with reduced-precision weights.
+#define RNNKIT_DECLARE_LOWP                                                                         \
+  LowpLayerBase* make_lowp_layer(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, \
+                                 int64_t I, int64_t H, int64_t O, const float* const* params);           \
+  StreamBase* make_lowp_stream(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after,   \
+                               int64_t B, int64_t layers, const int64_t* sizes, const void* const* params);
+
+namespace generic { RNNKIT_DECLARE_LOWP }
+#if defined(RNNKIT_HAVE_AVX2)
+namespace avx2 { RNNKIT_DECLARE_LOWP }
+#endif
+#if defined(RNNKIT_HAVE_AVX512)
+namespace avx512 { RNNKIT_DECLARE_LOWP }
+#endif
+
 }  // namespace rnnkit
 
 // Calls NS::fn(args...) for the namespace of `isa` (an Isa value checked by the caller

@@ -17,7 +17,7 @@ namespace RNNKIT_ISA_NS {
 
 namespace {
 
-template <template <typename> class Cell, typename S> class Stack final : public StackBase {
+template <template <typename, typename> class Cell, typename S> class Stack final : public StackBase {
   typedef Cell<S> C;
   typedef LayerWeights<Cell, S> LW;
 

@@ -15,9 +15,10 @@ namespace RNNKIT_ISA_NS {
 namespace {
 
 // A layer's weights (layer.h) and its state: double-buffered, records not kept.
-template <template <typename> class Cell, typename S> struct Layer : LayerWeights<Cell, S> {
-  typedef Cell<S> C;
-  using LayerWeights<Cell, S>::cell;
+template <template <typename, typename> class Cell, typename S, typename P = Packed<S>>
+struct Layer : LayerWeights<Cell, S, P> {
+  typedef Cell<S, P> C;  // P: packed weights (lowp.h's Lowp for reduced precision)
+  using LayerWeights<Cell, S, P>::cell;
   int64_t B;
   Buffer<S> xw;    // (B, G*H) W_ih x + bias, gates stacked as the sequence kernels get it
   Buffer<S> states, records;
@@ -28,7 +29,7 @@ template <template <typename> class Cell, typename S> struct Layer : LayerWeight
 
   // p: w_ih (G*H, I), bias (G*H) or null, then the cell's weights (see rnnkit.h).
   Layer(const CellConfig& cfg, int64_t B_, int64_t I_, const S* const* p)
-      : LayerWeights<Cell, S>(cfg, I_, p), B(B_), xw(B_ * C::G * cfg.H),
+      : LayerWeights<Cell, S, P>(cfg, I_, p), B(B_), xw(B_ * C::G * cfg.H),
         states(2 * B_ * width(cell, C::kStates, false)), records(B_ * width(cell, C::kRecords, true)),
         work(cell, B_) {
     S* s = states.data();
@@ -68,15 +69,16 @@ template <template <typename> class Cell, typename S> struct Layer : LayerWeight
   }
 };
 
-template <template <typename> class Cell, typename S> class Stream final : public StreamBase {
+template <template <typename, typename> class Cell, typename S, typename P = Packed<S>>
+class Stream final : public StreamBase {
  public:
   Stream(const CellConfig& cfg, int64_t B, int64_t layers, const int64_t* sizes, const void* const* params)
-      : B_(B), n_(layers), layers_(new Layer<Cell, S>*[size_t(layers)]()) {
+      : B_(B), n_(layers), layers_(new Layer<Cell, S, P>*[size_t(layers)]()) {
     for (int64_t l = 0; l < layers; ++l) {
       CellConfig c = cfg;
       c.H = sizes[3 * l + 1];
       c.O = sizes[3 * l + 2];
-      layers_[l] = new Layer<Cell, S>(c, B, sizes[3 * l], reinterpret_cast<const S* const*>(params + 5 * l));
+      layers_[l] = new Layer<Cell, S, P>(c, B, sizes[3 * l], reinterpret_cast<const S* const*>(params + 5 * l));
     }
   }
   ~Stream() override {
@@ -95,7 +97,7 @@ template <template <typename> class Cell, typename S> class Stream final : publi
     };
     run_team(team_size(nthreads, layers_[0]->cell.blocks()), body);
     for (int64_t l = 0; l < n_; ++l) layers_[l]->swap();
-    const Layer<Cell, S>& top = *layers_[n_ - 1];
+    const Layer<Cell, S, P>& top = *layers_[n_ - 1];
     std::memcpy(y, top.cur[0], size_t(B_ * top.cell.state_width(0)) * sizeof(S));
   }
 
@@ -103,16 +105,16 @@ template <template <typename> class Cell, typename S> class Stream final : publi
 
   void cell_step(const void* x, const void* const* prev, void* const* next, void* const* rec,
                  int nthreads) override {
-    Layer<Cell, S>& L = *layers_[0];
+    Layer<Cell, S, P>& L = *layers_[0];
     const S* p[2] = {nullptr, nullptr};
     S* to[2] = {nullptr, nullptr};
     S* re[2] = {nullptr, nullptr};
-    for (int k = 0; k < Cell<S>::kStates; ++k) {
+    for (int k = 0; k < Cell<S, P>::kStates; ++k) {
       if (!prev[k]) std::memset(L.next[k], 0, size_t(B_ * L.cell.state_width(k)) * sizeof(S));  // h_0 = 0
       p[k] = prev[k] ? static_cast<const S*>(prev[k]) : L.next[k];
       to[k] = static_cast<S*>(next[k]);
     }
-    for (int k = 0; k < Cell<S>::kRecords; ++k) re[k] = rec[k] ? static_cast<S*>(rec[k]) : L.rec[k];
+    for (int k = 0; k < Cell<S, P>::kRecords; ++k) re[k] = rec[k] ? static_cast<S*>(rec[k]) : L.rec[k];
     auto body = [&](int tid, int n, Barrier* barrier) {
       const Step<S> s{tid, n, barrier, B_, 0, nullptr};
       L.step(s, static_cast<const S*>(x), p, to, re);
@@ -122,7 +124,7 @@ template <template <typename> class Cell, typename S> class Stream final : publi
 
  private:
   int64_t B_, n_;
-  Layer<Cell, S>** layers_;
+  Layer<Cell, S, P>** layers_;
 };
 
 template <typename S>
@@ -142,6 +144,30 @@ StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int
                         const int64_t* sizes, const void* const* params) {
   const CellConfig c{0, 0, f, g, reset_after};
   return dbl ? make<double>(arch, c, B, layers, sizes, params) : make<float>(arch, c, B, layers, sizes, params);
+}
+
+// Reduced precision (rnnkit.h: make_lowp_stream): the same stream over Lowp weights.
+namespace {
+template <Precision Q>
+StreamBase* make_lowp(Arch arch, const CellConfig& c, int64_t B, int64_t layers, const int64_t* sizes,
+                      const void* const* params) {
+  switch (arch) {
+    case Arch::lstm: return new Stream<Lstm, float, Lowp<Q>>(c, B, layers, sizes, params);
+    case Arch::gru: return new Stream<Gru, float, Lowp<Q>>(c, B, layers, sizes, params);
+    case Arch::jordan: return new Stream<Jordan, float, Lowp<Q>>(c, B, layers, sizes, params);
+    default: return new Stream<Elman, float, Lowp<Q>>(c, B, layers, sizes, params);
+  }
+}
+}  // namespace
+
+StreamBase* make_lowp_stream(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, int64_t B,
+                             int64_t layers, const int64_t* sizes, const void* const* params) {
+  const CellConfig c{0, 0, f, g, reset_after};
+  lowp_building_native = native_dot;  // for the Lowp weights built now
+  StreamBase* s = p == Precision::int8 ? make_lowp<Precision::int8>(arch, c, B, layers, sizes, params)
+                                       : make_lowp<Precision::bf16>(arch, c, B, layers, sizes, params);
+  lowp_building_native = true;
+  return s;
 }
 
 }  // namespace RNNKIT_ISA_NS

@@ -9,12 +9,12 @@
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
-template <typename S> struct Elman {
+template <typename S, typename P = Packed<S>> struct Elman {  // P: packed weights (lowp.h: Lowp)
   typedef typename VecOf<S>::type V;
   static constexpr int G = gate_count(Arch::elman), kStates = 1, kRecords = 0, kGrads = 1;
   int64_t H;
   Act f;
-  Packed<S> W;  // forward: W_hh (H, H) in unit blocks; backward: W_hh for da W_hh
+  P W;  // forward: W_hh (H, H) in unit blocks; backward: W_hh for da W_hh
 
   Elman(const CellConfig& c, const S* const* w, Pass pass)
       : H(c.H), f(c.f),

@@ -26,15 +26,15 @@
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
-template <typename S> struct Gru {
+template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights (lowp.h: Lowp)
   typedef typename VecOf<S>::type V;
   typedef VMath<S> M;
   static constexpr int G = gate_count(Arch::gru), kStates = 1, kRecords = 2, kGrads = 2;
   int64_t H;
   bool reset_after;
   int GR;          // gates in the product on h_prev: r, z (, n when reset_after)
-  Packed<S> W;     // forward: those rows in unit blocks; backward: W_h[rz] for [da_r, da_z] W_h[rz]
-  Packed<S> Wn;    // forward, reset_before: W_hn in unit blocks; backward: W_hn for da_hn W_hn
+  P W;     // forward: those rows in unit blocks; backward: W_h[rz] for [da_r, da_z] W_h[rz]
+  P Wn;    // forward, reset_before: W_hn in unit blocks; backward: W_hn for da_hn W_hn
   Buffer<S> b_hn;  // (H) zeros when absent
 
   Gru(const CellConfig& c, const S* const* w, Pass pass)

@@ -13,13 +13,13 @@
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
-template <typename S> struct Jordan {
+template <typename S, typename P = Packed<S>> struct Jordan {  // P: packed weights (lowp.h: Lowp)
   typedef typename VecOf<S>::type V;
   static constexpr int G = gate_count(Arch::jordan), kStates = 1, kRecords = 1, kGrads = 2;
   int64_t H, O;
   Act f, g;
-  Packed<S> Wyh;   // forward: W_yh (H, O) in unit blocks; backward: W_yh for da W_yh
-  Packed<S> Why;   // forward: W_hy (O, H) in unit blocks; backward: W_hy for do W_hy
+  P Wyh;   // forward: W_yh (H, O) in unit blocks; backward: W_yh for da W_yh
+  P Why;   // forward: W_hy (O, H) in unit blocks; backward: W_hy for do W_hy
   Buffer<S> b_hy;  // (O) zeros when absent
 
   Jordan(const CellConfig& c, const S* const* w, Pass pass)

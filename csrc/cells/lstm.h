@@ -23,15 +23,15 @@
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
-template <typename S> struct Lstm {
+template <typename S, typename Pk = Packed<S>> struct Lstm {  // Pk: packed weights (lowp.h: Lowp)
   typedef typename VecOf<S>::type V;
   typedef VMath<S> M;
   static constexpr int G = gate_count(Arch::lstm), kStates = 2, kRecords = 1, kGrads = 2;
   int64_t H, P, K;  // hidden units, projection size (0: none), width of h
-  Packed<S> W;   // forward: W_hh (4H, K) in unit blocks; backward: W_hh for da W_hh
+  Pk W;          // forward: W_hh (4H, K) in unit blocks; backward: W_hh for da W_hh
   bool peep;     // peephole weights given
   Buffer<S> p;   // (3H) p_i, p_f, p_o; zeros when absent
-  Packed<S> Wr;  // forward: W_hr (P, H) in unit blocks; backward: W_hr for dr W_hr (empty when P = 0)
+  Pk Wr;         // forward: W_hr (P, H) in unit blocks; backward: W_hr for dr W_hr (empty when P = 0)
 
   Lstm(const CellConfig& c, const S* const* w, Pass pass)
       : H(c.H), P(w[2] ? c.O : 0), K(P ? P : H),

@@ -14,6 +14,7 @@ from ._backend import available_isas, current_isa_name, use_isa, use_threads
 from .cells import GRUCell, JordanCell, LSTMCell, RNNCell
 from .modules import GRU, LSTM, RNN, JordanRNN
 from .streaming import Stream
+from .quantize import QuantizedRNN, quantize_dynamic
 from .training.checkpoint import load
 
 __version__ = "0.1.0"
@@ -36,4 +37,6 @@ __all__ = [
     "available_isas",
     "current_isa_name",
     "__version__",
+    "quantize_dynamic",
+    "QuantizedRNN",
 ]

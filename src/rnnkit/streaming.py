@@ -89,11 +89,13 @@ def _describe(module: nn.Module):
     return spec, layers, sizes, params
 
 
-def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int):
-    """The core's stream (csrc/stream.cpp) over the packed copies of ``params``."""
+def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int, precision: int = -1,
+                 native_dot: bool = True):
+    """The core's stream (csrc/stream.cpp) over the packed copies of ``params``; precision
+    -1 keeps the parameters' own, 0 / 1 packs int8 / bf16 weights (rnnkit.quantize)."""
     return _core.Stream(isa, _backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
                         _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
-                        bool(hyper.get("reset_after", True)), batch_size, sizes, params)
+                        bool(hyper.get("reset_after", True)), batch_size, sizes, params, precision, native_dot)
 
 
 def _is_buffer(t, dtype: torch.dtype, shape: tuple) -> bool:
@@ -112,6 +114,9 @@ class Stream:
             (unidirectional, any number of layers), or one of the cells. Its weights are copied and packed
             now; inter-layer dropout is not applied (inference).
         batch_size: B, the number of independent streams advanced together (default 1).
+        dtype: None (the module's own precision), or reduced-precision weights for a
+            float32 module, as :func:`rnnkit.quantize_dynamic`: ``torch.qint8`` or
+            ``torch.bfloat16`` (states, inputs and outputs stay float32).
 
     ``step(x)`` takes x of shape (B, I), or (I,) when B = 1, as a torch tensor or a
     NumPy array of the module's dtype (float32 or float64), and returns the top
@@ -123,7 +128,8 @@ class Stream:
     costs less than converting it; any other input goes through NumPy.
     """
 
-    def __init__(self, module: nn.Module, batch_size: int = 1):
+    def __init__(self, module: nn.Module, batch_size: int = 1, dtype=None):
+        weights = dtype  # (the name dtype is the module's below)
         if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
             raise ValueError(f"batch_size: expected a positive integer, got {batch_size!r}")
         spec, layers, sizes, params = _describe(module)
@@ -139,7 +145,12 @@ class Stream:
         self.network = spec
         self._widths = spec.state_widths(module)
         self._width = self._widths[0]
-        self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa())
+        precision = -1 if weights is None else _lowp_precision(weights, params[0].dtype)
+        if precision >= 0 and self._widths[0] != getattr(module, spec.state_size):
+            raise NotImplementedError("dtype: int8 / bf16 streams do not run projected LSTMs (proj_size > 0) yet; "
+                                      "expected dtype=None for this module")
+        self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa(), precision,
+                                  precision < 0 or _native_dot_wanted())
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
@@ -239,3 +250,19 @@ class Stream:
                 raise ValueError(f"state: expected shape {shape}, got {tuple(part.shape)}")
             for l in range(self.layers):
                 self._core.state(l, which, part[l].contiguous(), True)
+
+
+def _lowp_precision(dtype, param_dtype) -> int:
+    """The core's code for reduced-precision weights (rnnkit.quantize), from float32 parameters."""
+    from .quantize import _precision  # quantize imports this module
+
+    code = _precision(dtype)[1]
+    if param_dtype != torch.float32:
+        raise TypeError(f"module: {dtype} weights are made from float32 parameters, got {param_dtype}")
+    return code
+
+
+def _native_dot_wanted() -> bool:
+    from .quantize import _native_dot_wanted as wanted
+
+    return wanted()
