@@ -18,7 +18,7 @@ namespace RNNKIT_ISA_NS {
 namespace {
 
 template <template <typename, typename> class Cell, typename S> class Stack final : public StackBase {
-  typedef Cell<S> C;
+  typedef Cell<S, Packed<S>> C;
   typedef LayerWeights<Cell, S> LW;
 
  public:
