@@ -16,7 +16,15 @@ import pytest
 import torch
 
 import rnnkit
+from conftest import NETWORK_CASES
 from rnnkit import _core, networks
+
+
+# The settings the reduced-precision layers run: every one the one-layer kernels run,
+# but a projection (proj_size, layer-only) — both refused by name (tested at the end).
+@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams and c.has_cell], ids=lambda c: c.name)
+def network(request):
+    return request.param
 
 DTYPES = [torch.qint8, torch.bfloat16]
 IDS = ["int8", "bf16"]
@@ -346,3 +354,13 @@ def test_the_docs_examples_run():
         res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
         assert res.returncode == 0, res.stderr
         assert "int8 max |diff|" in res.stdout
+
+
+@pytest.mark.parametrize("case", [c for c in NETWORK_CASES if not (c.streams and c.has_cell)], ids=lambda c: c.name)
+def test_settings_without_reduced_precision_kernels_are_refused_by_name(case):
+    m = case.layer(3, 8, dtype=torch.float32)
+    setting = next(k for k in case.hyper if k in case.spec.not_streamed or k in case.spec.layer_only)
+    with pytest.raises(NotImplementedError, match=setting):
+        rnnkit.quantize_dynamic(m)
+    with pytest.raises(NotImplementedError, match=setting):
+        rnnkit.Stream(m, dtype=torch.bfloat16)

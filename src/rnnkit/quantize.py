@@ -138,7 +138,7 @@ class QuantizedRNN(nn.Module):
             raise TypeError(f"input: expected a CPU tensor, got device {batch.x.device}")
         D = 2 if self.bidirectional else 1
         shape = (self.num_layers * D, batch.B, self.width)
-        states = _StackedNetwork._initial_states(self, spec, batch, hx, shape, torch.float32)
+        states = _StackedNetwork._initial_states(self, spec, batch, hx, [shape] * len(spec.states), torch.float32)
         lens = _np(batch.lengths)
         threads = _backend.num_threads(batch.B, self.hidden_size, len(spec.gates))
         x = batch.x
