@@ -834,7 +834,9 @@ class PyLowpLayer {
     const Arch a = Arch(arch);
     const int64_t G = gate_count(a), I = sizes[0], H = sizes[1], O = sizes[2];
     const bool jordan = a == Arch::jordan, gru = a == Arch::gru, lstm = a == Arch::lstm;
-    if (I < 1 || H < 1 || (jordan && O < 1)) throw nb::value_error("sizes: every size must be positive");
+    if (I < 1 || H < 1 || (jordan && O < 1) || O < 0) throw nb::value_error("sizes: every size must be positive");
+    if (!jordan && !lstm && O != 0) throw nb::value_error("sizes: O must be 0 for this cell");
+    const int64_t K = lstm && O > 0 ? O : H;  // the width of h: a projected LSTM's P
     const int64_t K_rec = jordan && O > H ? O : H, K_max = I > K_rec ? I : K_rec;
     if (precision == 0 && K_max > 65536)
       throw nb::value_error(("sizes: int8 products take at most 65536 inputs (int32 sums), got " +
@@ -842,13 +844,14 @@ class PyLowpLayer {
     const std::vector<std::vector<int64_t>> shapes =
         jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
         : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
-        : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {3 * H}, {}}
+        : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, K}, {3 * H},
+                                                   O > 0 ? std::vector<int64_t>{O, H} : std::vector<int64_t>{}}
                : std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {}, {}};
     const float* ptrs[5];
     for (size_t k = 0; k < 5; ++k) {
       const OptArr& p = params[k];
       const std::string name = "params[" + std::to_string(k) + "]";
-      const bool weight = k == 0 || k == 2 || (jordan && k == 3);
+      const bool weight = k == 0 || k == 2 || (jordan && k == 3) || (lstm && k == 4 && O > 0);
       if (!p.has_value() || shapes[k].empty()) {
         if (weight) throw nb::value_error((name + ": a weight is required").c_str());
         if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
@@ -860,7 +863,8 @@ class PyLowpLayer {
     I_ = I;
     GH_ = G * H;
     states_ = lstm ? 2 : 1;
-    width_ = jordan ? O : H;
+    width_ = jordan ? O : K;
+    cell_ = H;
     const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
     const Precision pr = Precision(precision);
     auto make = [&]() -> LowpLayerBase* {
@@ -884,8 +888,8 @@ class PyLowpLayer {
     const float* pi[2] = {nullptr, nullptr};
     float* pf[2] = {nullptr, nullptr};
     for (int k = 0; k < states_; ++k) {
-      pi[k] = buf<float>(init[size_t(k)], k ? "init[1]" : "init[0]", {B, width_});
-      pf[k] = buf<float>(finals[size_t(k)], k ? "finals[1]" : "finals[0]", {B, width_});
+      pi[k] = buf<float>(init[size_t(k)], k ? "init[1]" : "init[0]", {B, k ? cell_ : width_});
+      pf[k] = buf<float>(finals[size_t(k)], k ? "finals[1]" : "finals[0]", {B, k ? cell_ : width_});
     }
     const int64_t* p_len = lengths_buf(lengths, B, T);
     float* p_out = buf<float>(out, "out", {T, B, width_});
@@ -907,7 +911,7 @@ class PyLowpLayer {
 
  private:
   LowpLayerBase* impl_ = nullptr;
-  int64_t I_ = 0, GH_ = 0, width_ = 0;
+  int64_t I_ = 0, GH_ = 0, width_ = 0, cell_ = 0;  // h (P when projected) or y; an LSTM's c (H)
   int states_ = 1;
 };
 

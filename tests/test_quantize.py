@@ -20,9 +20,9 @@ from conftest import NETWORK_CASES
 from rnnkit import _core, networks
 
 
-# The settings the reduced-precision layers run: every one the one-layer kernels run,
-# but a projection (proj_size, layer-only) — both refused by name (tested at the end).
-@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams and c.has_cell], ids=lambda c: c.name)
+# The settings the reduced-precision layers run: every one the one-step kernels run
+# (not layer_norm, refused by name: tested at the end).
+@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams], ids=lambda c: c.name)
 def network(request):
     return request.param
 
@@ -65,9 +65,10 @@ def teacher_forced(module, x, out, init, lengths, dtype) -> torch.Tensor:
     act = {"tanh": torch.tanh, "relu": torch.relu, "identity": lambda v: v, "sigmoid": torch.sigmoid}
     xw = lowp_product(x.reshape(T * B, -1), P["weight_ih"], dtype).reshape(T, B, -1)
     prev = init[0].double() if init[0] is not None else torch.zeros(B, out.shape[2], dtype=torch.float64)
-    c = (init[1].double() if init[1] is not None else torch.zeros_like(prev)) if spec.kernel == "lstm" else None
-    ys = torch.zeros(T, B, out.shape[2], dtype=torch.float64)
     H = module.hidden_size
+    c = (init[1].double() if init[1] is not None else torch.zeros(B, H, dtype=torch.float64)) \
+        if spec.kernel == "lstm" else None
+    ys = torch.zeros(T, B, out.shape[2], dtype=torch.float64)
     for t in range(T):
         h_in = prev.float() if t == 0 else out[t - 1]  # the module's h_{t-1} (its y_{t-1} for Jordan)
         if spec.kernel == "lstm":
@@ -81,6 +82,8 @@ def teacher_forced(module, x, out, init, lengths, dtype) -> torch.Tensor:
             if P.get("weight_ch") is not None:
                 ao = ao + po * c_new
             y = torch.sigmoid(ao) * torch.tanh(c_new)
+            if P.get("weight_hr") is not None:  # LSTMP: h = W_hr m, one more quantised product
+                y = lowp_product(y.float(), P["weight_hr"], dtype)
         elif spec.kernel == "gru":
             bih, bhh = b("bias_ih"), b("bias_hh")
             xr, xz, xn = (xw[t] + bih).chunk(3, 1)
@@ -118,8 +121,7 @@ def _portable(monkeypatch, module, dtype):
 
 
 def _states(spec, module, B, L=1):
-    W = getattr(module, spec.state_size)
-    init = [torch.randn(L, B, W) * 0.5 for _ in spec.states]
+    init = [torch.randn(L, B, W) * 0.5 for W in spec.state_widths(module)]
     return init, (tuple(init) if len(init) > 1 else init[0])
 
 
@@ -275,8 +277,6 @@ def test_errors_name_the_argument():
         rnnkit.quantize_dynamic(rnnkit.LSTMCell(4, 8))
     with pytest.raises(TypeError, match=r"module: expected an rnnkit layer .* got LSTM"):
         rnnkit.quantize_dynamic(torch.nn.LSTM(4, 8))
-    with pytest.raises(NotImplementedError, match="proj_size"):
-        rnnkit.quantize_dynamic(rnnkit.LSTM(4, 8, proj_size=3))
     q = rnnkit.quantize_dynamic(lstm)
     x = torch.randn(3, 2, 4, requires_grad=True)
     with pytest.raises(RuntimeError, match=r"input: a int8 quantized module is inference-only"):
@@ -356,10 +356,10 @@ def test_the_docs_examples_run():
         assert "int8 max |diff|" in res.stdout
 
 
-@pytest.mark.parametrize("case", [c for c in NETWORK_CASES if not (c.streams and c.has_cell)], ids=lambda c: c.name)
+@pytest.mark.parametrize("case", [c for c in NETWORK_CASES if not c.streams], ids=lambda c: c.name)
 def test_settings_without_reduced_precision_kernels_are_refused_by_name(case):
     m = case.layer(3, 8, dtype=torch.float32)
-    setting = next(k for k in case.hyper if k in case.spec.not_streamed or k in case.spec.layer_only)
+    setting = next(k for k in case.hyper if k in case.spec.not_streamed)
     with pytest.raises(NotImplementedError, match=setting):
         rnnkit.quantize_dynamic(m)
     with pytest.raises(NotImplementedError, match=setting):

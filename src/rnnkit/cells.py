@@ -204,6 +204,18 @@ _STEP_FUNCTIONS = {
 # roles, state size attribute, hyper-parameter names and kernel (the same for every
 # variant of a class, so a GRUCell whose reset_after changes keeps its entry).
 _NETWORK_OF_CLASS: dict = {}
+
+
+def _not_streamed() -> tuple:
+    """Every setting some network of the registry does not stream (``Network.not_streamed``):
+    a class's cached entry may be another variant's (GRUCell: gru or gru-rb)."""
+    global _NOT_STREAMED
+    if _NOT_STREAMED is None:
+        _NOT_STREAMED = tuple(sorted({s for n in networks.NETWORKS.values() for s in n.not_streamed}))
+    return _NOT_STREAMED
+
+
+_NOT_STREAMED = None
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
@@ -240,7 +252,7 @@ class _Step:
         spec = _NETWORK_OF_CLASS.get(type(self))
         if spec is None:
             spec = _NETWORK_OF_CLASS[type(self)] = networks.network_of(self)
-        for setting in spec.not_streamed:  # settings the one-step kernels do not run (layer_norm)
+        for setting in _not_streamed():  # settings the one-step kernels do not run (layer_norm)
             if getattr(self, setting, False):
                 return None
         n = len(spec.states)

@@ -88,9 +88,6 @@ class QuantizedRNN(nn.Module):
         if spec is None or not isinstance(module, spec.module_class):
             raise TypeError(f"module: expected an rnnkit layer ({', '.join(sorted({n.module for n in networks.NETWORKS.values()}))}), "
                             f"got {type(module).__name__}")
-        if getattr(module, "proj_size", 0):
-            raise NotImplementedError("module: int8 / bf16 conversion does not run projected LSTMs (proj_size > 0) "
-                                      "yet; expected proj_size=0")
         for setting in spec.not_streamed:  # layer_norm: the one-layer kernels have no place for its gains
             if getattr(module, setting, False):
                 raise NotImplementedError(f"module: int8 / bf16 conversion does not run {setting}=True yet")
@@ -102,7 +99,9 @@ class QuantizedRNN(nn.Module):
         for name in ("input_size", "hidden_size", "num_layers", "bidirectional", "batch_first"):
             setattr(self, name, getattr(module, name))
         self.output_size = getattr(module, "output_size", None)
-        self.width = getattr(module, spec.state_size)
+        self.widths = spec.state_widths(module)  # per state: h (P when projected), c; y
+        self.width = self.widths[0]
+        proj = getattr(module, "proj_size", 0) or 0  # the core's O of a projected LSTM
         self.hyper = spec.hyper_of(module)
         D = 2 if self.bidirectional else 1
         self._layers = []
@@ -110,8 +109,8 @@ class QuantizedRNN(nn.Module):
             for direction in range(D):
                 params = dict(zip(spec.param_roles, _layer_params(module, spec.param_roles, layer, direction)))
                 I = self.input_size if layer == 0 else self.width * D
-                self._layers.append(lowp_layer(spec, params, self.hyper, (I, self.hidden_size, self.output_size or 0),
-                                               code))
+                self._layers.append(lowp_layer(spec, params, self.hyper,
+                                               (I, self.hidden_size, self.output_size or proj), code))
 
     def __getstate__(self):
         raise TypeError("module: a quantized module holds the core's converted weights and cannot be pickled, "
@@ -137,8 +136,8 @@ class QuantizedRNN(nn.Module):
         if batch.x.device.type != "cpu":
             raise TypeError(f"input: expected a CPU tensor, got device {batch.x.device}")
         D = 2 if self.bidirectional else 1
-        shape = (self.num_layers * D, batch.B, self.width)
-        states = _StackedNetwork._initial_states(self, spec, batch, hx, [shape] * len(spec.states), torch.float32)
+        shapes = [(self.num_layers * D, batch.B, w) for w in self.widths]
+        states = _StackedNetwork._initial_states(self, spec, batch, hx, shapes, torch.float32)
         lens = _np(batch.lengths)
         threads = _backend.num_threads(batch.B, self.hidden_size, len(spec.gates))
         x = batch.x
@@ -150,7 +149,7 @@ class QuantizedRNN(nn.Module):
                     k = layer * D + direction
                     xin = (_reverse_time(x, batch.lengths) if direction == 1 else x).contiguous()
                     out = torch.empty(batch.T, batch.B, self.width)
-                    final = [torch.empty(batch.B, self.width) for _ in spec.states]
+                    final = [torch.empty(batch.B, w) for w in self.widths]
                     self._layers[k].forward(xin.numpy(), [None if s is None else _c(s[k]) for s in states], lens,
                                             out.numpy(), [f.numpy() for f in final], threads)
                     outs.append(_reverse_time(out, batch.lengths) if direction == 1 else out)

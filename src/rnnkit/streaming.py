@@ -146,9 +146,6 @@ class Stream:
         self._widths = spec.state_widths(module)
         self._width = self._widths[0]
         precision = -1 if weights is None else _lowp_precision(weights, params[0].dtype)
-        if precision >= 0 and self._widths[0] != getattr(module, spec.state_size):
-            raise NotImplementedError("dtype: int8 / bf16 streams do not run projected LSTMs (proj_size > 0) yet; "
-                                      "expected dtype=None for this module")
         self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa(), precision,
                                   precision < 0 or _native_dot_wanted())
         # A team of threads is started for every step: worth it only for large steps.
