@@ -130,8 +130,8 @@ def streaming(hidden, steps=200, budget=1.0):
                   f"{us['int8']:.1f} | {us['int8'] / us['fp32']:.2f} |", flush=True)
 
 
-def proj_size():
-    print("\n## proj_size (LSTM 32 -> 64, proj_size 16)\n")
+def proj_size(budget: float = 1.0):
+    print("\n## proj_size (LSTMP: h = W_hr (o * tanh c); T = 100, B = 16, I = H)\n")
     lstm = torch.nn.LSTM(32, 64, proj_size=16)
     try:
         q = ao_int8(lstm)
@@ -140,11 +140,25 @@ def proj_size():
         print("- torch.ao: converts and runs")
     except Exception as err:  # pytorch#60008
         print(f"- torch.ao: fails: {type(err).__name__}: {str(err).splitlines()[0][:100]}")
-    try:
-        rnnkit.quantize_dynamic(rnnkit.LSTM(32, 64, proj_size=16))
-        print("- rnnkit: converts")
-    except Exception as err:
-        print(f"- rnnkit: {type(err).__name__}: {str(err).splitlines()[0][:100]}")
+    print("\n| H | P | fp32 ms | int8 ms | int8 x fp32 | int8 err | bf16 ms | bf16 x fp32 | bf16 err |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for H, P in ((256, 128), (1024, 256)):
+        torch.manual_seed(0)
+        m = rnnkit.LSTM(H, H, proj_size=P).eval()
+        x = torch.randn(100, 16, H)
+        mods = {"fp32": m, "int8": rnnkit.quantize_dynamic(m, dtype=torch.qint8),
+                "bf16": rnnkit.quantize_dynamic(m, dtype=torch.bfloat16)}
+        with torch.inference_mode():
+            ref = m(x)[0]
+            err = {k: (mods[k](x)[0] - ref).abs().max().item() for k in ("int8", "bf16")}
+
+            def run(mod):
+                return lambda: mod(x)
+
+            t = timed_rounds({k: run(v) for k, v in mods.items()}, budget)
+        ms = {k: v * 1e3 for k, v in t.items()}
+        print(f"| {H} | {P} | {ms['fp32']:.2f} | {ms['int8']:.2f} | {ms['fp32'] / ms['int8']:.2f}x | {err['int8']:.2e} | "
+              f"{ms['bf16']:.2f} | {ms['fp32'] / ms['bf16']:.2f}x | {err['bf16']:.2e} |", flush=True)
 
 
 def bpc(run: str, limit: int):
@@ -204,7 +218,7 @@ def main(argv=None) -> int:
           f"{' '.join(f'{v:.1f}' for v in os.getloadavg())} at start, clock {ns.clock}; command: {' '.join(sys.argv)}")
     grid(hidden, [1, 16], 100, budget)
     streaming([64, 256] if ns.quick else [64, 1024], budget=budget)
-    proj_size()
+    proj_size(budget)
     if ns.bpc:
         bpc(ns.bpc, ns.bpc_limit)
     print(f"\nload average at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())}")
