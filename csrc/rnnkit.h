@@ -49,6 +49,18 @@ Isa best_isa();
 // Whether `isa` is compiled in and supported by this CPU.
 bool isa_supported(Isa isa);
 
+// Training-time regularisers of a sequence kernel (SPEC section 14), each pointer null
+// when unused (a default-constructed Regular: the plain recurrence, bit for bit). The
+// skeleton (recurrence.h) applies them around any cell's step; state k is h (Jordan: y)
+// for k = 0 and the LSTM's c for k = 1.
+//   zoneout of state k: s_t = z s_{t-1} + (1 - z) s~_t, s~_t the cell's new state
+//   recurrent dropout: the W_hh product reads m h_{t-1} (Elman, LSTM, Jordan)
+template <typename S> struct Regular {
+  const S* zone[2] = {nullptr, nullptr};  // (T, B, state width) z in [0, 1], or null
+  S* raw[2] = {nullptr, nullptr};          // (T, B, state width) s~_t: forward out, backward in
+  const S* drop = nullptr;                 // (B, state width of h) m, or null
+};
+
 // ---------------------------------------------------------------------------------
 // Kernel API. Each entry is declared once per ISA namespace by RNNKIT_DECLARE_KERNELS
 // and dispatched by the rnnkit::<name>(Isa, ...) wrappers in dispatch.cpp.
@@ -63,7 +75,7 @@ bool isa_supported(Isa isa);
                      const int64_t* lengths, /* (B) or null                        */ \
                      S* hs,            /* (T+1, B, H) out: states, hs[0] = h0      */ \
                      S* out,           /* (T, B, H)   out: masked outputs, or null */ \
-                     int nthreads);                                                   \
+                     int nthreads, const Regular<S>& reg);                                                   \
   void elman_backward(int64_t T, int64_t B, int64_t H, Act f,                         \
                       const S* w_hh,   /* (H, H)                                   */ \
                       const S* hs,     /* (T+1, B, H) from forward                 */ \
@@ -73,7 +85,7 @@ bool isa_supported(Isa isa);
                       S* da,           /* (T, B, H)   out: dL/d pre-activation     */ \
                       S* dh0,          /* (B, H)      out: dL/d h_0                */ \
                       S* dhs,          /* (T, B, H)   out: dL/d h_t total, or null */ \
-                      int nthreads);                                                  \
+                      int nthreads, const Regular<S>& reg);                                                  \
   /* LSTM (SPEC section 3), gate order i, f, g, o.                                 */ \
   void lstm_forward(int64_t T, int64_t B, int64_t H,                                  \
                     const S* xw,       /* (T, B, 4H)  W_ih x_t + b_ih + b_hh       */ \
@@ -85,7 +97,7 @@ bool isa_supported(Isa isa);
                     S* cs,             /* (T+1, B, H) out: cell states             */ \
                     S* gates,          /* (T, B, 4H)  out: activated i, f, g, o    */ \
                     S* out,            /* (T, B, H)   out: masked outputs, or null */ \
-                    int nthreads);                                                    \
+                    int nthreads, const Regular<S>& reg);                                                    \
   void lstm_backward(int64_t T, int64_t B, int64_t H,                                 \
                      const S* w_hh, const S* w_ch, /* (3H) or null               */ \
                      const S* hs, const S* cs, const S* gates,                        \
@@ -96,7 +108,7 @@ bool isa_supported(Isa isa);
                      S* dh0, S* dc0,   /* (B, H) each, out                         */ \
                      S* dhs,           /* (T, B, H)   out: dL/d h_t, or null       */ \
                      S* dcs,           /* (T, B, H)   out: dL/d c_t, or null       */ \
-                     int nthreads);                                                   \
+                     int nthreads, const Regular<S>& reg);                                                   \
   /* GRU (SPEC section 4), gate order r, z, n. reset_after=true is torch's form:   */ \
   /*   n = tanh(xw_n + r * (W_hn h + b_hn)),  h = (1-z) n + z h_prev;              */ \
   /* reset_after=false is the seeds' form:                                          */ \
@@ -111,7 +123,7 @@ bool isa_supported(Isa isa);
                    S* gates,           /* (T, B, 3H)  out: activated r, z, n       */ \
                    S* hn,              /* (T, B, H)   out: reset_after: W_hn h+b_hn */\
                                        /*   reset_before: r * h_prev               */ \
-                   S* out, int nthreads);                                             \
+                   S* out, int nthreads, const Regular<S>& reg);                                             \
   void gru_backward(int64_t T, int64_t B, int64_t H, bool reset_after,                \
                     const S* w_hh, const S* hs, const S* gates, const S* hn,          \
                     const int64_t* lengths, const S* d_out, const S* dh_n,            \
@@ -119,7 +131,7 @@ bool isa_supported(Isa isa);
                     S* da_hn,          /* (T, B, H)  out: dL/d of the hidden-side  */ \
                                        /*   n term (its input: h_prev when         */ \
                                        /*   reset_after, r * h_prev otherwise)     */ \
-                    S* dh0, S* dhs, int nthreads);                                    \
+                    S* dh0, S* dhs, int nthreads, const Regular<S>& reg);                                    \
   /* Jordan (SPEC section 2): a = xw + W_yh y_prev, h = f(a), y = g(W_hy h + b_hy) */ \
   void jordan_forward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g,       \
                       const S* xw,     /* (T, B, H)  W_ih x + b_ih + b_yh          */ \
@@ -131,7 +143,7 @@ bool isa_supported(Isa isa);
                       S* hs,           /* (T, B, H)   out: hidden layer            */ \
                       S* ys,           /* (T+1, B, O) out: fed-back outputs        */ \
                       S* out,          /* (T, B, O)   out: masked outputs, or null */ \
-                      int nthreads);                                                  \
+                      int nthreads, const Regular<S>& reg);                                                  \
   void jordan_backward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g,      \
                        const S* w_yh, const S* w_hy, const S* hs, const S* ys,        \
                        const int64_t* lengths, const S* d_out, const S* dy_n,         \
@@ -139,7 +151,7 @@ bool isa_supported(Isa isa);
                        S* d_o,         /* (T, B, O)  out: dL/d output pre-act      */ \
                        S* dy0,         /* (B, O)     out                           */ \
                        S* dys,         /* (T, B, O)  out: dL/d y_t, or null        */ \
-                       int nthreads);
+                       int nthreads, const Regular<S>& reg);
 
 // ---------------------------------------------------------------------------------
 // Streaming (stream.cpp): a stack of unidirectional layers, one time step per call.
@@ -157,10 +169,12 @@ class StreamBase {
 // float), copied and packed here: w_ih (G*H, I), the input-side bias (G*H) or null (all
 // biases that add to W_ih x; GRU reset_after keeps b_hn apart), then the cell's
 // weights as its sequence kernels take them: Elman / LSTM w_hh, -, -; GRU w_hh, b_hn
-// (or null), -; Jordan w_yh, w_hy, b_hy (or null).
+// (or null), -; Jordan w_yh, w_hy, b_hy (or null). zoneout: the rate p of every layer,
+// applied as its expected value, s_t = p s_{t-1} + (1 - p) s~_t (SPEC section 14); 0: off.
 #define RNNKIT_DECLARE_STREAM                                                                  \
   StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B,      \
-                          int64_t layers, const int64_t* sizes, const void* const* params);
+                          int64_t layers, const int64_t* sizes, const void* const* params,     \
+                          double zoneout);
 
 #define RNNKIT_DECLARE_ISA(NS)            \
   namespace NS {                          \

@@ -14,9 +14,9 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import networks
+from . import _variants, networks
 from .modules import _JORDAN_ROLES, JordanRNN, _add_peepholes, _check_jordan_activations, _jordan_parameters, _positive_int, \
-    _runs_natively, _warn_once
+    _init_repr, _runs_natively, _set_gate_init, _warn_once
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
 
@@ -60,7 +60,14 @@ class _Step:
     """The forward of every cell: one step of the network's layer function with T = 1,
     driven by the cell's entry in :mod:`rnnkit.networks`. Off the native core (CUDA,
     half precision), torch.nn's own cell runs where it computes the same equations,
-    else the reference (with a one-time warning)."""
+    else the reference (with a one-time warning).
+
+    Every cell takes ``zoneout`` (SPEC section 14): a fresh z per call in training, its
+    expected value at evaluation. Recurrent dropout and weight drop draw one mask per
+    sequence, which a one-step cell does not see: they are options of the layers."""
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + _variants.rates_repr(self) + _init_repr(self)
 
     _state_argument = "hx"
 
@@ -86,7 +93,8 @@ class _Step:
                        f"device={x.device.type}, dtype={x.dtype}; running the reference implementation")
         fn = spec.functional if native else spec.reference
         params = [self._parameters.get(role) for role in spec.param_roles]
-        final = fn(x, *states, *params, **hyper)[1]
+        masks = _variants.layer_masks(self, spec, 1, 1, x.shape[1], x)  # zoneout (SPEC section 14), or None
+        final = fn(x, *states, *params, **hyper, **(masks[0] if masks else {}))[1]
         finals = tuple(_out(f, unbatched) for f in (final if isinstance(final, tuple) else (final,)))
         return finals if n > 1 else finals[0]
 
@@ -100,12 +108,13 @@ class RNNCell(_Step, nn.RNNCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
-                 device=None, dtype=None):
+                 device=None, dtype=None, zoneout: float = 0.0):
         if nonlinearity not in ("tanh", "relu", "identity"):
             raise ValueError(f"nonlinearity: expected 'tanh', 'relu' or 'identity', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, bias, "tanh" if nonlinearity == "identity" else nonlinearity,
                          device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
+        _variants.set_rates(self, zoneout)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx)
@@ -120,15 +129,22 @@ class LSTMCell(_Step, nn.LSTMCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
-                 peephole: bool = False):
+                 peephole: bool = False, zoneout: float = 0.0, forget_bias: Optional[float] = None,
+                 chrono_tmax: Optional[float] = None):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.peephole = bool(peephole)
         if self.peephole:
             _add_peepholes(self, [""])
+        _variants.set_rates(self, zoneout)
+        _set_gate_init(self, forget_bias, chrono_tmax)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _variants.init_gate_biases(self)
 
     def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s + ", peephole=True" if self.peephole else s
+        s = nn.LSTMCell.extra_repr(self)
+        return (s + ", peephole=True" if self.peephole else s) + _variants.rates_repr(self) + _init_repr(self)
 
     def forward(self, input: Tensor, hx=None):
         return self._step(input, hx)
@@ -143,9 +159,16 @@ class GRUCell(_Step, nn.GRUCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
-                 reset_after: bool = True):
+                 reset_after: bool = True, zoneout: float = 0.0, forget_bias: Optional[float] = None,
+                 chrono_tmax: Optional[float] = None):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.reset_after = bool(reset_after)
+        _variants.set_rates(self, zoneout)
+        _set_gate_init(self, forget_bias, chrono_tmax)
+
+    def reset_parameters(self) -> None:
+        super().reset_parameters()
+        _variants.init_gate_biases(self)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx)
@@ -163,10 +186,12 @@ class JordanCell(_Step, nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
-                 output_nonlinearity: str = "identity", bias: bool = True, device=None, dtype=None):
+                 output_nonlinearity: str = "identity", bias: bool = True, device=None, dtype=None,
+                 zoneout: float = 0.0):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
             _positive_int(name, value)
+        _variants.set_rates(self, zoneout)
         _check_jordan_activations(nonlinearity, output_nonlinearity)
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.nonlinearity, self.output_nonlinearity, self.bias = nonlinearity, output_nonlinearity, bias
@@ -181,7 +206,7 @@ class JordanCell(_Step, nn.Module):
             s += f", nonlinearity={self.nonlinearity!r}"
         if self.output_nonlinearity != "identity":
             s += f", output_nonlinearity={self.output_nonlinearity!r}"
-        return s if self.bias else s + ", bias=False"
+        return (s if self.bias else s + ", bias=False") + _variants.rates_repr(self)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A one-layer JordanRNN's state_dict loads too (its names carry ``_l0``).

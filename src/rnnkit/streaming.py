@@ -113,7 +113,8 @@ class Stream:
         self._core = _core.Stream(_backend.current_isa(), _backend.ARCH_CODES[spec.kernel],
                                   _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
                                   _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
-                                  bool(hyper.get("reset_after", True)), batch_size, sizes, params)
+                                  bool(hyper.get("reset_after", True)), batch_size, sizes, params,
+                                  getattr(module, "zoneout", 0.0))  # inference: zoneout's expected value
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64

@@ -23,21 +23,22 @@ from torch import nn
 from .. import networks
 from ..data._files import find_split_files
 from ..errors import UsageError
-from ..training.models import build_rnn
+from ..training.models import build_rnn, variant_options
 
 
 def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[int] = None,
                     num_layers: Optional[int] = None) -> nn.Module:
     """:func:`rnnkit.training.models.build_rnn` with the run's model options: ``--arch``,
     ``--backend``, ``--hidden``, ``--layers``, ``--nonlinearity``, ``--dropout``,
-    ``--bidirectional`` and ``--gru-form`` (``hidden`` and ``num_layers`` override
+    ``--bidirectional``, ``--gru-form`` and the variants of SPEC section 14 (``--zoneout``,
+    ``--recurrent-dropout``, ``--weight-drop``, ``--forget-bias``, ``--init chrono``) (``hidden`` and ``num_layers`` override
     the options, e.g. for the tagger's one-layer character encoder)."""
     return build_rnn(config["arch"], input_size, config["hidden"] if hidden is None else hidden,
                      num_layers=config["layers"] if num_layers is None else num_layers,
                      nonlinearity=config["nonlinearity"], dropout=config["dropout"],
                      bidirectional=bool(config.get("bidirectional")),
                      gru_form=config.get("gru_form", "after"), backend=config["backend"],
-                     peephole=bool(config.get("peephole")))
+                     peephole=bool(config.get("peephole")), variants=variant_options(config))
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------

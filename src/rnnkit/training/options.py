@@ -20,6 +20,12 @@ DEFAULTS: Dict[str, Any] = dict(
     layers=1,                # stacked recurrent layers
     nonlinearity="tanh",     # rnn/jordan: tanh | relu | identity
     peephole=False,          # lstm: peephole connections from the cell state (SPEC section 13)
+    zoneout=0.0,             # zoneout rate of every state, in training (SPEC section 14)
+    recurrent_dropout=0.0,   # variational dropout of h_{t-1} before W_hh, one mask per sequence
+    weight_drop=0.0,         # DropConnect on W_hh, one mask per forward (AWD-LSTM)
+    forget_bias=None,        # lstm/gru: initial bias of the gate that keeps the state (none: torch's)
+    init="default",          # lstm/gru gate biases: default (torch's) | chrono (Tallec & Ollivier 2018)
+    chrono_tmax=0,           # --init chrono: T_max, the longest dependency (0: the task's --length)
     gru_form="after",        # earlier spelling: before = --arch gru-rb (kept for old checkpoints)
     dropout=0.0,             # between stacked layers and before the output head
     bidirectional=False,     # only for tasks that may see the whole sequence
@@ -211,6 +217,17 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
     add_option(m, "--nonlinearity", defaults, "rnn/jordan activation", choices=NONLINEARITIES)
     add_option(m, "--peephole", defaults, "LSTM peepholes from the cell state to the gates (SPEC section 13)",
                action="store_true")
+    add_option(m, "--zoneout", defaults, "zoneout rate of every recurrent state (SPEC section 14)",
+               type=probability, metavar="P")
+    add_option(m, "--recurrent-dropout", defaults, "variational dropout of h_{t-1} before W_hh "
+               "(rnn, jordan, lstm)", type=probability, metavar="P")
+    add_option(m, "--weight-drop", defaults, "DropConnect rate on W_hh, one mask per forward",
+               type=probability, metavar="P")
+    add_option(m, "--forget-bias", defaults, "lstm/gru: initial bias of the gate that keeps the state",
+               type=float_range(-100.0, 100.0), metavar="B")
+    add_option(m, "--init", defaults, "lstm/gru gate-bias initialisation", choices=("default", "chrono"))
+    add_option(m, "--chrono-tmax", defaults, "--init chrono: the longest dependency in steps (0: --length)",
+               type=nonneg_int, metavar="T")
     add_option(m, "--gru-form", defaults, "earlier spelling of the GRU form: --arch gru --gru-form before "
                "is --arch gru-rb", choices=("after", "before"))
     add_option(m, "--dropout", defaults, "dropout between layers and before the head",
