@@ -70,15 +70,22 @@ class NetworkCase:
                                         if k not in spec.options)
 
     def layer(self, I, H, dtype=torch.float64, **kwargs):
-        """The rnnkit layer (Jordan: output size H // 2 + 1, unlike H, to catch mix-ups)."""
+        """The rnnkit layer (Jordan: output size H // 2 + 1, unlike H, to catch mix-ups).
+        A setting with a regulariser (SPEC section 14) is put in evaluation mode, where it
+        is deterministic (zoneout's expected value); tests/test_variants.py checks training."""
         if self.spec.state_size == "output_size":
             kwargs.setdefault("output_size", H // 2 + 1)
-        return self.spec.make(I, H, **self.hyper, **kwargs).to(dtype)
+        return self._mode(self.spec.make(I, H, **self.hyper, **kwargs).to(dtype))
 
     def cell(self, I, H, dtype=torch.float64, **kwargs):
         if self.spec.state_size == "output_size":
             kwargs.setdefault("output_size", H // 2 + 1)
-        return self.spec.cell_class(I, H, **{**self.spec.options, **self.hyper}, **kwargs).to(dtype)
+        hyper = {k: v for k, v in self.hyper.items() if k not in ("recurrent_dropout", "weight_drop")}  # layers' only
+        return self._mode(self.spec.cell_class(I, H, **{**self.spec.options, **hyper}, **kwargs).to(dtype))
+
+    def _mode(self, module):
+        regularised = any(self.hyper.get(k) for k in ("zoneout", "recurrent_dropout", "weight_drop"))
+        return module.eval() if regularised else module
 
     def __repr__(self):
         return self.name
