@@ -309,7 +309,6 @@ void gru_forward_t(Isa isa, bool reset_after, const Arr& xw, const Arr& w_hh, co
   S* p_g = buf<S>(gates, "gates", {T, B, 3 * H});
   S* p_hn = buf<S>(hn, "hn", {T, B, H});
   S* p_out = buf<S>(out, "out", {T, B, H});
-  if (ra.drop.has_value()) throw nb::value_error("drop: recurrent dropout is not available for the GRU in the core");
   const Regular<S> reg = regular<S>(ra, T, B, H, false);
   nb::gil_scoped_release release;
   RNNKIT_DISPATCH(isa, gru_forward, T, B, H, reset_after, p_xw, p_w, p_bhn, p_h0, p_len, p_hs, p_g, p_hn, p_out, nt, reg)
@@ -339,7 +338,6 @@ void gru_backward_t(Isa isa, bool reset_after, const Arr& w_hh, const Arr& hs, c
   S* p_dahn = buf<S>(da_hn, "da_hn", {T, B, H});
   S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
   S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
-  if (ra.drop.has_value()) throw nb::value_error("drop: recurrent dropout is not available for the GRU in the core");
   const Regular<S> reg = regular<S>(ra, T, B, H, false);
   nb::gil_scoped_release release;
   RNNKIT_DISPATCH(isa, gru_backward, T, B, H, reset_after, p_w, p_hs, p_g, p_hn, p_len, p_dout, p_dhn, p_da, p_dahn,

@@ -162,6 +162,8 @@ template <typename S> struct ForwardIO {
   S* next[2];           // (B, state_width(k)) out: states after the step
   S* rec[2];            // (B, record_width(k)) out: what the backward pass reads
   S* out;               // (B, state_width(0)) out: the output, zero in inactive rows; or null
+  const S* keep = nullptr;  // recurrent dropout: (B, state_width(0)) h_{t-1} itself, while prev[0] is
+                            // m h_{t-1} (what the W_hh product reads); read by a cell that masks itself
 };
 template <typename S> struct BackwardIO {
   const S* prev[2];     // (B, state_width(k)) states before the step
@@ -171,6 +173,16 @@ template <typename S> struct BackwardIO {
   S* d[2];              // (B, state_width(k)) in: dL/d state after the step; out: before it
   S* grad[2];           // (B, grad_width(k)) out: dL/d the step's pre-activations
   S* total[2];          // (B, state_width(k)) out: dL/d state after the step, or null
+  const S* drop = nullptr;  // recurrent dropout: (B, state_width(0)) m, for a cell that masks itself
+};
+
+// Recurrent dropout (rnnkit.h, Regular): the skeleton gives a cell m h_{t-1} as its previous
+// state 0 and multiplies the cell's dh_{t-1} by m, which is right for a cell whose state 0
+// enters nothing but the W_hh product (Elman, LSTM, Jordan). A cell that reads h_{t-1}
+// elsewhere too (the GRU's update) says so here and takes ForwardIO::keep and
+// BackwardIO::drop instead.
+template <class Cell> struct masks_itself {
+  static constexpr bool value = false;
 };
 
 template <class Cell> static inline int64_t max_width(const Cell& c) {
@@ -208,6 +220,7 @@ static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64
         const auto hp = rows(io.prev[0]), m = rows(reg.drop), dst = rows(hm.data());
         s.each(W0, [=](const Lanes<S>& l) { l.set(dst, l(hp) * l(m)); }, {{copy(dst, hp)}});
         s.sync();
+        if (masks_itself<Cell>::value) io.keep = io.prev[0];
         io.prev[0] = hm.data();
       }
       cell.forward(s, io, work);
@@ -278,11 +291,13 @@ static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int6
         }
         s.sync();
       }
+      const bool own = masks_itself<Cell>::value;
+      if (own) io.drop = reg.drop;
       cell.backward(s, io, work);
-      if (reg.drop || reg.zone[0] || reg.zone[1]) {  // ds_{t-1} = m (cell's) + z ds_t
+      if ((reg.drop && !own) || reg.zone[0] || reg.zone[1]) {  // ds_{t-1} = m (cell's) + z ds_t
         s.sync();
         for (int k = 0; k < Cell::kStates; ++k) {
-          const S* m = k == 0 ? reg.drop : nullptr;
+          const S* m = k == 0 && !own ? reg.drop : nullptr;
           if (!m && !reg.zone[k]) continue;
           const auto dk = rows(d[k]), dir = rows<const S>(reg.zone[k] ? kept[k] : nullptr), mv = rows(m);
           s.each(cell.state_width(k), [=](const Lanes<S>& l) {

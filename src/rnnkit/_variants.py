@@ -50,14 +50,11 @@ def check_rate(name: str, value) -> float:
     return float(value)
 
 
-def set_rates(module: nn.Module, zoneout=0.0, recurrent_dropout=0.0, weight_drop=0.0, *, gru: bool = False) -> None:
+def set_rates(module: nn.Module, zoneout=0.0, recurrent_dropout=0.0, weight_drop=0.0) -> None:
     """Checks and stores the three rates on a layer."""
     module.zoneout = check_rate("zoneout", zoneout)
     module.recurrent_dropout = check_rate("recurrent_dropout", recurrent_dropout)
     module.weight_drop = check_rate("weight_drop", weight_drop)
-    if gru and module.recurrent_dropout:
-        raise NotImplementedError("recurrent_dropout: not available for the GRU yet (its update reads h_{t-1} "
-                                  "outside the W_hh product); zoneout and weight_drop are")
 
 
 def rates_repr(module: nn.Module) -> str:

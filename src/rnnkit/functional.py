@@ -369,6 +369,7 @@ class _GRU(torch.autograd.Function):
         out = x.new_empty(T, B, H) if lengths is not None else None
         w_hh_c = w_hh.detach().contiguous()
         ctx.reg, _ = _regular(zoneout, recurrent_mask, x)
+        ctx.recurrent_mask = recurrent_mask
         _core.gru_forward(isa, reset_after, _np(xw), _np(w_hh_c), b_hn, _c(h0), _np(lengths), _np(hs), _np(gates),
                           _np(hn), _np(out), _backend.num_threads(B, H, 3), **ctx.reg)
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, gates, hn, lengths)
@@ -394,8 +395,9 @@ class _GRU(torch.autograd.Function):
         dw_hh = None
         if ctx.needs_input_grad[3]:
             # rows r, z see h_prev; rows n see h_prev (reset_after) or r * h_prev (seed form).
-            n_input = hs[:-1] if ctx.reset_after else hn
-            dw_hh = torch.cat([_flat(da[..., : 2 * H]).t() @ _flat(hs[:-1]), _flat(da_hn).t() @ _flat(n_input)])
+            h_in = _dropped(hs[:-1], getattr(ctx, "recurrent_mask", None))
+            n_input = h_in if ctx.reset_after else hn
+            dw_hh = torch.cat([_flat(da[..., : 2 * H]).t() @ _flat(h_in), _flat(da_hn).t() @ _flat(n_input)])
         db_ih = _flat(da).sum(0) if ctx.has_bias[0] else None
         db_hh = torch.cat([_flat(da[..., : 2 * H]).sum(0), _flat(da_hn).sum(0)]) if ctx.has_bias[1] else None
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None, None,

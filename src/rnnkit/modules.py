@@ -390,7 +390,8 @@ class GRU(_StackedNetwork, nn.GRU):
     ``n = tanh(W_in x + b_in + W_hn (r * h_prev) + b_hn)``, ``h = (1 - z) h_prev + z n``:
     the same parameters, but z has the opposite meaning (z <-> 1 - z).
 
-    Regularisers ``zoneout`` and ``weight_drop`` and the initialisations ``forget_bias`` /
+    Regularisers ``zoneout``, ``recurrent_dropout`` (on every W_hh product; the update
+    reads h_{t-1} itself) and ``weight_drop``, and the initialisations ``forget_bias`` /
     ``chrono_tmax`` as :class:`LSTM` (SPEC section 14); these set the bias of z, the gate
     that keeps the state: +value in the reset-after form, -value in the reset-before form.
 
@@ -403,7 +404,7 @@ class GRU(_StackedNetwork, nn.GRU):
                  **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_after = bool(reset_after)
-        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop, gru=True)
+        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop)
         _set_gate_init(self, forget_bias, chrono_tmax)
 
     def reset_parameters(self) -> None:

@@ -88,8 +88,6 @@ def _check_variants(spec: networks.Network, variants: dict) -> None:
     if "chrono_tmax" in variants and not variants["chrono_tmax"] > 2:
         raise UsageError("--chrono-tmax: --init chrono needs T_max > 2 (give --chrono-tmax, or a task with "
                          f"--length), got {variants['chrono_tmax']:g}")
-    if variants.get("recurrent_dropout") and spec.kernel == "gru":
-        raise UsageError("--recurrent-dropout: not available for the GRU yet; use --zoneout or --weight-drop")
 
 
 def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:

@@ -219,8 +219,8 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
                action="store_true")
     add_option(m, "--zoneout", defaults, "zoneout rate of every recurrent state (SPEC section 14)",
                type=probability, metavar="P")
-    add_option(m, "--recurrent-dropout", defaults, "variational dropout of h_{t-1} before W_hh "
-               "(rnn, jordan, lstm)", type=probability, metavar="P")
+    add_option(m, "--recurrent-dropout", defaults, "variational dropout of h_{t-1} before W_hh, one mask "
+               "per sequence", type=probability, metavar="P")
     add_option(m, "--weight-drop", defaults, "DropConnect rate on W_hh, one mask per forward",
                type=probability, metavar="P")
     add_option(m, "--forget-bias", defaults, "lstm/gru: initial bias of the gate that keeps the state",
