@@ -322,3 +322,41 @@ def test_chrono_initialisation(arch):
 def test_bad_initialisations_name_the_argument(kwargs, match):
     with pytest.raises(ValueError, match=match):
         rnnkit.LSTM(I, H, **kwargs)
+
+
+# ---- the command line ----------------------------------------------------------------------
+def test_cli_trains_with_the_variants_and_restores_them(tmp_path):
+    import json
+
+    from cli_support import run_cli
+    from rnnkit.training.checkpoint import load
+
+    run = tmp_path / "run"
+    rc, out, err = run_cli(["train", "adding", "--preset", "tiny", "--steps", "4", "--eval-every", "4",
+                            "--save-every", "4", "--progress", "off", "--threads", "1", "--arch", "lstm",
+                            "--zoneout", "0.1", "--recurrent-dropout", "0.25", "--weight-drop", "0.2",
+                            "--init", "chrono", "--out", run])
+    assert rc == 0, err
+    config = json.loads((run / "config.json").read_text())
+    assert (config["zoneout"], config["recurrent_dropout"], config["weight_drop"], config["init"]) == \
+        (0.1, 0.25, 0.2, "chrono")
+    model = load(run)
+    rnn = model.rnn
+    assert (rnn.zoneout, rnn.recurrent_dropout, rnn.weight_drop, rnn.chrono_tmax) == (0.1, 0.25, 0.2, 20.0)
+    assert run_cli(["evaluate", run])[0] == 0
+    rc, _, err = run_cli(["train", "--resume", run, "--steps", "6"])
+    assert rc == 0, err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--arch", "rnn", "--forget-bias", "1"], "--forget-bias: Elman RNN has no gate"),
+    (["--arch", "lstm", "--forget-bias", "1", "--init", "chrono"], "one gate-bias initialisation"),
+    (["--arch", "lstm", "--backend", "torch", "--zoneout", "0.1"], "--zoneout 0.1: torch.nn.LSTM supports"),
+    (["--arch", "gru", "--backend", "torch", "--forget-bias", "1"], "use --backend rnnkit"),
+    (["--arch", "lstm", "--zoneout", "1"], "--zoneout"),
+])
+def test_cli_variant_errors_are_one_line(tmp_path, args, message):
+    from cli_support import run_cli
+
+    rc, _, err = run_cli(["train", "adding", "--preset", "tiny", "--out", tmp_path / "r", *args])
+    assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
