@@ -180,7 +180,8 @@ template <typename S> Regular<S> regular(const RegArgs& a, int64_t T, int64_t B,
 // ------------------------------------------------------------------------- Elman
 template <typename S>
 void elman_forward_t(Isa isa, Act f, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& lengths,
-                     const Out& hs, const OptOut& out, int nt, const RegArgs& ra) {
+                     const Out& hs, const OptOut& out, int nt,
+    const RegArgs& ra) {
   int64_t T, B;
   const int64_t H = hidden_of(w_hh, 1, "w_hh");
   seq_dims(xw, 1, H, T, B);
@@ -196,14 +197,17 @@ void elman_forward_t(Isa isa, Act f, const Arr& xw, const Arr& w_hh, const OptAr
 }
 
 void elman_forward(int isa, int act, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& lengths,
-                   const Out& hs, const OptOut& out, int nt, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                   const Out& hs, const OptOut& out, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? elman_forward_t<double> : elman_forward_t<float>;
-  run(checked_isa(isa), checked_act(act, "nonlinearity"), xw, w_hh, h0, lengths, hs, out, checked_threads(nt), RegArgs{zone, zone_c, drop, raw, raw_c});
+  run(checked_isa(isa), checked_act(act, "nonlinearity"), xw, w_hh, h0, lengths, hs, out, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
 void elman_backward_t(Isa isa, Act f, const Arr& w_hh, const Arr& hs, const OptArr& lengths, const OptArr& d_out,
-                      const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt, const RegArgs& ra) {
+                      const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt,
+    const RegArgs& ra) {
   const int64_t H = hidden_of(w_hh, 1, "w_hh");
   require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
@@ -221,10 +225,12 @@ void elman_backward_t(Isa isa, Act f, const Arr& w_hh, const Arr& hs, const OptA
 }
 
 void elman_backward(int isa, int act, const Arr& w_hh, const Arr& hs, const OptArr& lengths, const OptArr& d_out,
-                    const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                    const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? elman_backward_t<double> : elman_backward_t<float>;
   run(checked_isa(isa), checked_act(act, "nonlinearity"), w_hh, hs, lengths, d_out, dh_n, da, dh0, dhs,
-      checked_threads(nt), RegArgs{zone, zone_c, drop, raw, raw_c});
+      checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- LSTM
@@ -252,9 +258,11 @@ void lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, c
 
 void lstm_forward(int isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
                   const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
-                  const OptArr& w_ch, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                  const OptArr& w_ch,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? lstm_forward_t<double> : lstm_forward_t<float>;
-  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch, RegArgs{zone, zone_c, drop, raw, raw_c});
+  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch,
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
@@ -287,16 +295,19 @@ void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, con
 
 void lstm_backward(int isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates, const OptArr& lengths,
                    const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& da, const Out& dh0,
-                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                   const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? lstm_backward_t<double> : lstm_backward_t<float>;
   run(checked_isa(isa), w_hh, hs, cs, gates, lengths, d_out, dh_n, dc_n, da, dh0, dc0, dhs, dcs,
-      checked_threads(nt), w_ch, RegArgs{zone, zone_c, drop, raw, raw_c});
+      checked_threads(nt), w_ch,
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- GRU
 template <typename S>
 void gru_forward_t(Isa isa, bool reset_after, const Arr& xw, const Arr& w_hh, const OptArr& b_hn, const OptArr& h0,
-                   const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt, const RegArgs& ra) {
+                   const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt,
+    const RegArgs& ra) {
   int64_t T, B;
   const int64_t H = hidden_of(w_hh, 3, "w_hh");
   seq_dims(xw, 3, H, T, B);
@@ -315,15 +326,18 @@ void gru_forward_t(Isa isa, bool reset_after, const Arr& xw, const Arr& w_hh, co
 }
 
 void gru_forward(int isa, bool reset_after, const Arr& xw, const Arr& w_hh, const OptArr& b_hn, const OptArr& h0,
-                 const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                 const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? gru_forward_t<double> : gru_forward_t<float>;
-  run(checked_isa(isa), reset_after, xw, w_hh, b_hn, h0, lengths, hs, gates, hn, out, checked_threads(nt), RegArgs{zone, zone_c, drop, raw, raw_c});
+  run(checked_isa(isa), reset_after, xw, w_hh, b_hn, h0, lengths, hs, gates, hn, out, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
 void gru_backward_t(Isa isa, bool reset_after, const Arr& w_hh, const Arr& hs, const Arr& gates, const Arr& hn,
                     const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const Out& da,
-                    const Out& da_hn, const Out& dh0, const OptOut& dhs, int nt, const RegArgs& ra) {
+                    const Out& da_hn, const Out& dh0, const OptOut& dhs, int nt,
+    const RegArgs& ra) {
   const int64_t H = hidden_of(w_hh, 3, "w_hh");
   require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
@@ -346,17 +360,20 @@ void gru_backward_t(Isa isa, bool reset_after, const Arr& w_hh, const Arr& hs, c
 
 void gru_backward(int isa, bool reset_after, const Arr& w_hh, const Arr& hs, const Arr& gates, const Arr& hn,
                   const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const Out& da, const Out& da_hn,
-                  const Out& dh0, const OptOut& dhs, int nt, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                  const Out& dh0, const OptOut& dhs, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? gru_backward_t<double> : gru_backward_t<float>;
   run(checked_isa(isa), reset_after, w_hh, hs, gates, hn, lengths, d_out, dh_n, da, da_hn, dh0, dhs,
-      checked_threads(nt), RegArgs{zone, zone_c, drop, raw, raw_c});
+      checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- Jordan
 template <typename S>
 void jordan_forward_t(Isa isa, Act f, Act g, const Arr& xw, const Arr& w_yh, const Arr& w_hy, const OptArr& b_hy,
                       const OptArr& y0, const OptArr& lengths, const Out& hs, const Out& ys, const OptOut& out,
-                      int nt, const RegArgs& ra) {
+                      int nt,
+    const RegArgs& ra) {
   require_rank(w_yh, 2, "w_yh", "(H, O)");
   const int64_t H = int64_t(w_yh.shape(0)), O = int64_t(w_yh.shape(1));
   int64_t T, B;
@@ -377,16 +394,19 @@ void jordan_forward_t(Isa isa, Act f, Act g, const Arr& xw, const Arr& w_yh, con
 }
 
 void jordan_forward(int isa, int f, int g, const Arr& xw, const Arr& w_yh, const Arr& w_hy, const OptArr& b_hy,
-                    const OptArr& y0, const OptArr& lengths, const Out& hs, const Out& ys, const OptOut& out, int nt, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                    const OptArr& y0, const OptArr& lengths, const Out& hs, const Out& ys, const OptOut& out, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? jordan_forward_t<double> : jordan_forward_t<float>;
   run(checked_isa(isa), checked_act(f, "nonlinearity"), checked_act(g, "output_nonlinearity"), xw, w_yh, w_hy, b_hy,
-      y0, lengths, hs, ys, out, checked_threads(nt), RegArgs{zone, zone_c, drop, raw, raw_c});
+      y0, lengths, hs, ys, out, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
 void jordan_backward_t(Isa isa, Act f, Act g, const Arr& w_yh, const Arr& w_hy, const Arr& hs, const Arr& ys,
                        const OptArr& lengths, const OptArr& d_out, const OptArr& dy_n, const Out& da, const Out& d_o,
-                       const Out& dy0, const OptOut& dys, int nt, const RegArgs& ra) {
+                       const Out& dy0, const OptOut& dys, int nt,
+    const RegArgs& ra) {
   require_rank(w_yh, 2, "w_yh", "(H, O)");
   require_rank(hs, 3, "hs", "(T, B, H)");
   const int64_t H = int64_t(w_yh.shape(0)), O = int64_t(w_yh.shape(1));
@@ -410,10 +430,12 @@ void jordan_backward_t(Isa isa, Act f, Act g, const Arr& w_yh, const Arr& w_hy, 
 
 void jordan_backward(int isa, int f, int g, const Arr& w_yh, const Arr& w_hy, const Arr& hs, const Arr& ys,
                      const OptArr& lengths, const OptArr& d_out, const OptArr& dy_n, const Out& da, const Out& d_o,
-                     const Out& dy0, const OptOut& dys, int nt, const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
+                     const Out& dy0, const OptOut& dys, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? jordan_backward_t<double> : jordan_backward_t<float>;
   run(checked_isa(isa), checked_act(f, "nonlinearity"), checked_act(g, "output_nonlinearity"), w_yh, w_hy, hs, ys,
-      lengths, d_out, dy_n, da, d_o, dy0, dys, checked_threads(nt), RegArgs{zone, zone_c, drop, raw, raw_c});
+      lengths, d_out, dy_n, da, d_o, dy0, dys, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- Stream

@@ -117,7 +117,8 @@ def init_gate_biases(module: nn.Module) -> None:
     if fb is None and tmax is None:
         return
     H = module.hidden_size
-    lstm = module.weight_hh_l0.shape[0] == 4 * H if hasattr(module, "weight_hh_l0") else module.weight_hh.shape[0] == 4 * H
+    w_hh = module.weight_hh_l0 if hasattr(module, "weight_hh_l0") else module.weight_hh  # a layer or a cell
+    lstm = w_hh.shape[0] == 4 * H
     sign = 1.0 if lstm or getattr(module, "reset_after", True) else -1.0
     keep = slice(H, 2 * H)  # LSTM f (rows i, f, g, o); GRU z (rows r, z, n)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import _variants, networks
+from . import _variants, functional, networks
 from .modules import _JORDAN_ROLES, JordanRNN, _add_peepholes, _check_jordan_activations, _jordan_parameters, _positive_int, \
     _init_repr, _runs_natively, _set_gate_init, _warn_once
 
@@ -94,6 +94,8 @@ class _Step:
         fn = spec.functional if native else spec.reference
         params = [self._parameters.get(role) for role in spec.param_roles]
         masks = _variants.layer_masks(self, spec, 1, 1, x.shape[1], x)  # zoneout (SPEC section 14), or None
+        if masks and native and functional._ops.capturing(x):
+            fn = spec.reference  # the custom ops take no masks: while a graph is captured, the reference
         final = fn(x, *states, *params, **hyper, **(masks[0] if masks else {}))[1]
         finals = tuple(_out(f, unbatched) for f in (final if isinstance(final, tuple) else (final,)))
         return finals if n > 1 else finals[0]

@@ -245,7 +245,8 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
     if return_internals:
         # a_t = xw_t + W_hh h_{t-1} for all steps in two matrix products, only on request.
         with torch.no_grad():
-            a = _project(x, weight_ih, _sum_bias(bias_ih, bias_hh)) + _dropped(hs[:-1], recurrent_mask) @ weight_hh.detach().t()
+            h_in = _dropped(hs[:-1], recurrent_mask)  # what the W_hh product read
+            a = _project(x, weight_ih, _sum_bias(bias_ih, bias_hh)) + h_in @ weight_hh.detach().t()
             if lengths is not None:
                 a = a * _active_mask(lengths, T, a.dtype)
         return out, h_n, {"a": a}

@@ -31,7 +31,8 @@ def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[in
     """:func:`rnnkit.training.models.build_rnn` with the run's model options: ``--arch``,
     ``--backend``, ``--hidden``, ``--layers``, ``--nonlinearity``, ``--dropout``,
     ``--bidirectional``, ``--gru-form`` and the variants of SPEC section 14 (``--zoneout``,
-    ``--recurrent-dropout``, ``--weight-drop``, ``--forget-bias``, ``--init chrono``) (``hidden`` and ``num_layers`` override
+    ``--recurrent-dropout``, ``--weight-drop``, ``--forget-bias``, ``--init chrono``)
+    (``hidden`` and ``num_layers`` override
     the options, e.g. for the tagger's one-layer character encoder)."""
     return build_rnn(config["arch"], input_size, config["hidden"] if hidden is None else hidden,
                      num_layers=config["layers"] if num_layers is None else num_layers,
