@@ -135,3 +135,13 @@ def init_gate_biases(module: nn.Module) -> None:
             if tmax is not None and lstm:  # chrono: b_i = -b_f
                 b_ih[:H] = -value
                 b_hh[:H] = 0
+
+
+def captured_masks_allowed() -> None:
+    """While a graph is captured a regularised layer runs the per-step reference (the custom
+    ops take no masks). Dynamo (torch.compile, torch.export) guards on the unrolled length;
+    a trace (ONNX, TorchScript) would fix T silently, so it is refused."""
+    if torch.jit.is_tracing():
+        raise NotImplementedError("zoneout: no ONNX / TorchScript operator computes it, and a trace of the per-step "
+                                  "reference would fix T; export a layer with zoneout=0, or use torch.compile / "
+                                  "torch.export")

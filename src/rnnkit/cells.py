@@ -95,6 +95,7 @@ class _Step:
         params = [self._parameters.get(role) for role in spec.param_roles]
         masks = _variants.layer_masks(self, spec, 1, 1, x.shape[1], x)  # zoneout (SPEC section 14), or None
         if masks and native and functional._ops.capturing(x):
+            _variants.captured_masks_allowed()
             fn = spec.reference  # the custom ops take no masks: while a graph is captured, the reference
         final = fn(x, *states, *params, **hyper, **(masks[0] if masks else {}))[1]
         finals = tuple(_out(f, unbatched) for f in (final if isinstance(final, tuple) else (final,)))

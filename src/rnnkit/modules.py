@@ -173,6 +173,7 @@ def _run_layer(spec, native: bool, x: Tensor, init: list, params: list, hyper: d
     ``masks``: the zoneout / recurrent dropout arguments (SPEC section 14), or None."""
     masks = masks or {}
     if native and masks and functional._ops.capturing(x):
+        _variants.captured_masks_allowed()
         native = False  # the custom ops take no masks: while a graph is captured, the reference is traced
     if native:
         res = spec.functional(x, *init, *params, **hyper, lengths=lengths, return_internals=want_internals,
