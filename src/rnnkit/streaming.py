@@ -89,11 +89,12 @@ def _describe(module: nn.Module):
     return spec, layers, sizes, params
 
 
-def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int):
-    """The core's stream (csrc/stream.cpp) over the packed copies of ``params``."""
+def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int, zoneout: float = 0.0):
+    """The core's stream (csrc/stream.cpp) over the packed copies of ``params``; ``zoneout``:
+    the rate p, applied as its expected value (inference)."""
     return _core.Stream(isa, _backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
                         _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
-                        bool(hyper.get("reset_after", True)), batch_size, sizes, params)
+                        bool(hyper.get("reset_after", True)), batch_size, sizes, params, zoneout)
 
 
 def _is_buffer(t, dtype: torch.dtype, shape: tuple) -> bool:
@@ -139,7 +140,8 @@ class Stream:
         self.network = spec
         self._widths = spec.state_widths(module)
         self._width = self._widths[0]
-        self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa())
+        self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa(),
+                                  getattr(module, "zoneout", 0.0))  # inference: zoneout's expected value
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
