@@ -372,3 +372,73 @@ def test_cli_variant_errors_are_one_line(tmp_path, args, message):
 
     rc, _, err = run_cli(["train", "adding", "--preset", "tiny", "--out", tmp_path / "r", *args])
     assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+
+
+def _projected_masks(P, dtype, T=T, B=B):
+    """Zoneout weights for h (P wide) and c (H wide), and a recurrent-dropout mask on h."""
+    g = torch.Generator().manual_seed(1)
+    zone = (torch.bernoulli(torch.full((T, B, P), 0.4, dtype=dtype), generator=g),
+            torch.bernoulli(torch.full((T, B, H), 0.4, dtype=dtype), generator=g))
+    drop = torch.bernoulli(torch.full((B, P), 0.7, dtype=dtype), generator=g) / 0.7
+    return zone, drop
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
+def test_a_projected_lstm_with_masks_equals_the_reference(dtype, lengths):
+    """proj_size (SPEC section 14) with zoneout and recurrent dropout: h and its masks are
+    P wide, c's zoneout H wide; h~_t = W_hr (o tanh(c~_t))."""
+    spec, P = networks.get("lstm"), 3
+    torch.manual_seed(0)
+    m = _layer(spec, dtype, proj_size=P, peephole=True)
+    zone, drop = _projected_masks(P, dtype)
+    x = torch.randn(T, B, I, dtype=dtype, requires_grad=True)
+    states = [torch.randn(B, P, dtype=dtype, requires_grad=True), torch.randn(B, H, dtype=dtype, requires_grad=True)]
+    a = _run(spec.functional, spec, m, x, states, lengths, zoneout=zone, recurrent_mask=drop)
+    b = _run(spec.reference, spec, m, x, states, lengths, zoneout=zone, recurrent_mask=drop)
+    for k, (u, v) in enumerate(zip(a, b)):
+        assert rel_err(u, v) <= TOL[dtype], f"tensor {k}: relative error {rel_err(u, v):.3g}"
+
+
+def test_float64_gradcheck_of_a_projected_lstm_with_masks():
+    spec, P, T_ = networks.get("lstm"), 3, 4
+    torch.manual_seed(0)
+    m = _layer(spec, torch.float64, proj_size=P)
+    zone, drop = _projected_masks(P, torch.float64, T=T_)
+    x = torch.randn(T_, B, I, dtype=torch.float64, requires_grad=True)
+    states = [torch.randn(B, P, dtype=torch.float64, requires_grad=True),
+              torch.randn(B, H, dtype=torch.float64, requires_grad=True)]
+    roles = [r for r in spec.param_roles if getattr(m, f"{r}_l0", None) is not None]
+    params = [getattr(m, f"{r}_l0").detach().clone().requires_grad_() for r in roles]
+
+    def f(x, h0, c0, *ps):
+        kw = dict(zip(roles, ps))
+        out, (h, c) = spec.functional(x, h0, c0, kw["weight_ih"], kw["weight_hh"], kw["bias_ih"], kw["bias_hh"],
+                                      weight_hr=kw["weight_hr"], lengths=torch.tensor([4, 2, 3]), zoneout=zone,
+                                      recurrent_mask=drop)
+        return out, h, c
+
+    assert torch.autograd.gradcheck(f, (x, *states, *params))
+
+
+def test_a_projected_lstm_module_with_regularisers_trains_and_streams():
+    """The module draws P-wide masks for h (training); at evaluation the Stream's zoneout
+    equals the module's expected value; layer_norm refuses zoneout by name."""
+    torch.manual_seed(0)
+    m = rnnkit.LSTM(I, H, proj_size=3, num_layers=2, zoneout=0.25, recurrent_dropout=0.2, weight_drop=0.2)
+    x = torch.randn(T, B, I)
+    out, (h, c) = m(x)
+    assert out.shape == (T, B, 3) and h.shape == (2, B, 3) and c.shape == (2, B, H)
+    out.sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    m.eval()
+    with torch.no_grad():
+        out, _ = m(x)
+        stream = rnnkit.Stream(m, batch_size=B)
+        for t in range(T):
+            assert rel_err(stream.step(x[t]), out[t]) < 1e-5
+    for k in ("zoneout", "recurrent_dropout"):
+        with pytest.raises(ValueError, match=k):
+            rnnkit.LSTM(I, H, layer_norm=True, **{k: 0.1})
+        with pytest.raises(ValueError, match=k):
+            rnnkit.GRU(I, H, layer_norm=True, **{k: 0.1})
