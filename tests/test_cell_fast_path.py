@@ -292,3 +292,20 @@ def test_a_cell_with_zoneout_takes_the_general_path(case, grad):
         new = _reference(case, cell, x, states)
     for a, n, s in zip(got, new, states):  # s_t = p s_{t-1} + (1 - p) s~_t
         assert rel_err(a.detach(), p * s + (1 - p) * n) < TOL[torch.float64]
+
+
+def test_a_variant_seen_first_does_not_hide_another_s_settings(monkeypatch):
+    """The per-class registry cache: a GRUCell(reset_after=False) (gru-rb, nothing it lacks)
+    stepped first must not send a later layer-normalised GRUCell down the fast path."""
+    from rnnkit import cells
+    monkeypatch.setattr(cells, "_NETWORK_OF_CLASS", {})
+    case = next(c for c in NETWORK_CASES if c.spec.name == "gru" and c.hyper.get("layer_norm"))
+    x = torch.randn(3, I, dtype=torch.float64)
+    with torch.no_grad():
+        rnnkit.GRUCell(I, H, reset_after=False).double()(x, torch.randn(3, H, dtype=torch.float64))
+        cell = case.cell(I, H, dtype=torch.float64)
+        states = _states(case, cell, 3, torch.float64)
+        got = _tuple(_call(cell, x, states))
+    assert "_plans" not in cell.__dict__
+    for a, b in zip(got, _reference(case, cell, x, states)):
+        assert rel_err(a, b) < TOL[torch.float64]
