@@ -77,4 +77,9 @@ def test_quick_bench_prints_cells_call_and_variants(capsys):
             assert line.split(" | ")[5] != "—" and line.split(" | ")[7] != "—", line  # rnnkit and its peer ran
     assert "| lstm | peephole=True | 8 | 2 | 3 |" in "\n".join(sections["variants: inference"])
     text = "\n".join(sum(sections.values(), []))
-    assert "differs from rnnkit" not in text and "failed" not in text
+    assert "differs from rnnkit" not in text
+    # torch.onnx cannot export an LSTM with projections: that row has no onnxruntime peer and
+    # a note says why; nothing else may fail.
+    failed = [line for line in text.splitlines() if "failed" in line]
+    assert all("torch.onnx.export" in line for line in failed), failed
+    assert not failed or "LSTMs with projections" in text

@@ -208,17 +208,20 @@ _STEP_FUNCTIONS = {
 
 # What a step reads of the registry, per cell class: the network's states, parameter
 # roles, state size attribute, hyper-parameter names and kernel (the same for every
-# variant of a class, so a GRUCell whose reset_after changes keeps its entry), and the
-# settings the one-step kernels lack for any network of the class (not_streamed differs
-# between variants: gru has layer_norm, gru-rb none).
+# variant of a class, so a GRUCell whose reset_after changes keeps its entry).
 _NETWORK_OF_CLASS: dict = {}
 
 
-def _class_entry(cell):
-    spec = networks.network_of(cell)
-    lacking = tuple(dict.fromkeys(s for n in networks.NETWORKS.values() if n.cell == spec.cell
-                                  for s in n.not_streamed))
-    return spec, lacking
+def _not_streamed() -> tuple:
+    """Every setting some network of the registry does not stream (``Network.not_streamed``):
+    a class's cached entry may be another variant's (GRUCell: gru or gru-rb)."""
+    global _NOT_STREAMED
+    if _NOT_STREAMED is None:
+        _NOT_STREAMED = tuple(sorted({s for n in networks.NETWORKS.values() for s in n.not_streamed}))
+    return _NOT_STREAMED
+
+
+_NOT_STREAMED = None
 _NATIVE_DTYPES = (torch.float32, torch.float64)
 
 
@@ -260,11 +263,10 @@ class _Step:
         dtype = w.dtype
         if type(input) is not Tensor or input.dtype is not dtype or dtype not in _NATIVE_DTYPES or not w.is_cpu:
             return None
-        known = _NETWORK_OF_CLASS.get(type(self))
-        if known is None:
-            known = _NETWORK_OF_CLASS[type(self)] = _class_entry(self)
-        spec, lacking = known
-        for setting in lacking:  # settings the one-step kernels do not run (layer_norm)
+        spec = _NETWORK_OF_CLASS.get(type(self))
+        if spec is None:
+            spec = _NETWORK_OF_CLASS[type(self)] = networks.network_of(self)
+        for setting in _not_streamed():  # settings the one-step kernels do not run (layer_norm)
             if getattr(self, setting, False):
                 return None
         if _variants.active(self):  # zoneout: the layer function's path draws z (or uses p)
