@@ -156,10 +156,36 @@ int64_t hidden_of(const Arr& w, int64_t G, const char* name) {
   return int64_t(w.shape(1));
 }
 
+// ------------------------------------------------------------------------- regularisers
+// The optional arguments of every sequence kernel for zoneout and recurrent dropout
+// (SPEC section 16): zone / raw for h (Jordan: y; a projected LSTM's h is P wide),
+// zone_c / raw_c for the LSTM's c (Wc = H wide).
+struct RegArgs {
+  const OptArr &zone, &zone_c, &drop;
+  const OptOut &raw, &raw_c;
+};
+
+template <typename S>
+Regular<S> regular(const RegArgs& a, int64_t T, int64_t B, int64_t W, bool has_c, int64_t Wc = 0) {
+  if (a.zone_c.has_value() && !has_c) throw nb::value_error("zone_c: only an LSTM has a cell state to zone out");
+  if (Wc == 0) Wc = W;
+  Regular<S> r;
+  r.zone[0] = buf<S>(a.zone, "zone", {T, B, W});
+  r.raw[0] = buf<S>(a.raw, "raw", {T, B, W});
+  r.zone[1] = buf<S>(a.zone_c, "zone_c", {T, B, Wc});
+  r.raw[1] = buf<S>(a.raw_c, "raw_c", {T, B, Wc});
+  r.drop = buf<S>(a.drop, "drop", {B, W});
+  if (!r.zone[0] != !r.raw[0])
+    throw nb::value_error("raw: expected a (T, B, W) buffer exactly when zone is given");
+  if (!r.zone[1] != !r.raw[1])
+    throw nb::value_error("raw_c: expected a (T, B, H) buffer exactly when zone_c is given");
+  return r;
+}
+
 // ------------------------------------------------------------------------- Elman
 template <typename S>
 void elman_forward_t(Isa isa, Act f, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& lengths,
-                     const Out& hs, const OptOut& out, int nt) {
+                     const Out& hs, const OptOut& out, int nt, const RegArgs& ra) {
   int64_t T, B;
   const int64_t H = hidden_of(w_hh, 1, "w_hh");
   seq_dims(xw, 1, H, T, B);
@@ -169,19 +195,22 @@ void elman_forward_t(Isa isa, Act f, const Arr& xw, const Arr& w_hh, const OptAr
   const int64_t* p_len = lengths_buf(lengths, B, T);
   S* p_hs = buf<S>(hs, "hs", {T + 1, B, H});
   S* p_out = buf<S>(out, "out", {T, B, H});
+  const Regular<S> reg = regular<S>(ra, T, B, H, false);
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, elman_forward, T, B, H, f, p_xw, p_w, p_h0, p_len, p_hs, p_out, nt)
+  RNNKIT_DISPATCH(isa, elman_forward, T, B, H, f, p_xw, p_w, p_h0, p_len, p_hs, p_out, nt, reg)
 }
 
 void elman_forward(int isa, int act, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& lengths,
-                   const Out& hs, const OptOut& out, int nt) {
+                   const Out& hs, const OptOut& out, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? elman_forward_t<double> : elman_forward_t<float>;
-  run(checked_isa(isa), checked_act(act, "nonlinearity"), xw, w_hh, h0, lengths, hs, out, checked_threads(nt));
+  run(checked_isa(isa), checked_act(act, "nonlinearity"), xw, w_hh, h0, lengths, hs, out, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
 void elman_backward_t(Isa isa, Act f, const Arr& w_hh, const Arr& hs, const OptArr& lengths, const OptArr& d_out,
-                      const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt) {
+                      const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt, const RegArgs& ra) {
   const int64_t H = hidden_of(w_hh, 1, "w_hh");
   require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
@@ -193,15 +222,18 @@ void elman_backward_t(Isa isa, Act f, const Arr& w_hh, const Arr& hs, const OptA
   S* p_da = buf<S>(da, "da", {T, B, H});
   S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
   S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
+  const Regular<S> reg = regular<S>(ra, T, B, H, false);
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, elman_backward, T, B, H, f, p_w, p_hs, p_len, p_dout, p_dhn, p_da, p_dh0, p_dhs, nt)
+  RNNKIT_DISPATCH(isa, elman_backward, T, B, H, f, p_w, p_hs, p_len, p_dout, p_dhn, p_da, p_dh0, p_dhs, nt, reg)
 }
 
 void elman_backward(int isa, int act, const Arr& w_hh, const Arr& hs, const OptArr& lengths, const OptArr& d_out,
-                    const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt) {
+                    const OptArr& dh_n, const Out& da, const Out& dh0, const OptOut& dhs, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? elman_backward_t<double> : elman_backward_t<float>;
   run(checked_isa(isa), checked_act(act, "nonlinearity"), w_hh, hs, lengths, d_out, dh_n, da, dh0, dhs,
-      checked_threads(nt));
+      checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- LSTM
@@ -221,7 +253,7 @@ void lstm_sizes(const Arr& w_hh, const OptArr& w_hr, int64_t& H, int64_t& P, int
 template <typename S>
 void lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
                     const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
-                    const OptArr& w_ch, const OptArr& w_hr) {
+                    const OptArr& w_ch, const OptArr& w_hr, const RegArgs& ra) {
   int64_t T, B, H, P, K;
   lstm_sizes(w_hh, w_hr, H, P, K);
   seq_dims(xw, 4, H, T, B);
@@ -236,23 +268,26 @@ void lstm_forward_t(Isa isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, c
   S* p_cs = buf<S>(cs, "cs", {T + 1, B, H});
   S* p_g = buf<S>(gates, "gates", {T, B, 4 * H});
   S* p_out = buf<S>(out, "out", {T, B, K});
+  const Regular<S> reg = regular<S>(ra, T, B, K, true, H);
   nb::gil_scoped_release release;
   RNNKIT_DISPATCH(isa, lstm_forward, T, B, H, p_xw, p_w, p_ch, P, p_hr, p_h0, p_c0, p_len, p_hs, p_cs, p_g, p_out,
-                  nt)
+                  nt, reg)
 }
 
 void lstm_forward(int isa, const Arr& xw, const Arr& w_hh, const OptArr& h0, const OptArr& c0,
                   const OptArr& lengths, const Out& hs, const Out& cs, const Out& gates, const OptOut& out, int nt,
-                  const OptArr& w_ch, const OptArr& w_hr) {
+                  const OptArr& w_ch, const OptArr& w_hr,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? lstm_forward_t<double> : lstm_forward_t<float>;
-  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch, w_hr);
+  run(checked_isa(isa), xw, w_hh, h0, c0, lengths, hs, cs, gates, out, checked_threads(nt), w_ch, w_hr,
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
 void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates,
                      const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n,
                      const Out& da, const Out& dh0, const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt,
-                     const OptArr& w_ch, const OptArr& w_hr, const OptOut& dr) {
+                     const OptArr& w_ch, const OptArr& w_hr, const OptOut& dr, const RegArgs& ra) {
   int64_t H, P, K;
   lstm_sizes(w_hh, w_hr, H, P, K);
   require_rank(hs, 3, "hs", "(T+1, B, H)");
@@ -275,18 +310,21 @@ void lstm_backward_t(Isa isa, const Arr& w_hh, const Arr& hs, const Arr& cs, con
   S* p_dc0 = buf<S>(dc0, "dc0", {B, H});
   S* p_dhs = buf<S>(dhs, "dhs", {T, B, K});
   S* p_dcs = buf<S>(dcs, "dcs", {T, B, H});
+  const Regular<S> reg = regular<S>(ra, T, B, K, true, H);
   nb::gil_scoped_release release;
   RNNKIT_DISPATCH(isa, lstm_backward, T, B, H, p_w, p_ch, P, p_hr, p_hs, p_cs, p_g, p_len, p_dout, p_dhn, p_dcn,
-                  p_da, p_dr, p_dh0, p_dc0, p_dhs, p_dcs, nt)
+                  p_da, p_dr, p_dh0, p_dc0, p_dhs, p_dcs, nt, reg)
 }
 
 void lstm_backward(int isa, const Arr& w_hh, const Arr& hs, const Arr& cs, const Arr& gates, const OptArr& lengths,
                    const OptArr& d_out, const OptArr& dh_n, const OptArr& dc_n, const Out& da, const Out& dh0,
                    const Out& dc0, const OptOut& dhs, const OptOut& dcs, int nt, const OptArr& w_ch,
-                   const OptArr& w_hr, const OptOut& dr) {
+                   const OptArr& w_hr, const OptOut& dr,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? lstm_backward_t<double> : lstm_backward_t<float>;
   run(checked_isa(isa), w_hh, hs, cs, gates, lengths, d_out, dh_n, dc_n, da, dh0, dc0, dhs, dcs,
-      checked_threads(nt), w_ch, w_hr, dr);
+      checked_threads(nt), w_ch, w_hr, dr,
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- layer-normalised LSTM
@@ -428,7 +466,7 @@ void ln_gru_backward(int isa, const Arr& w_hh, const Arr& gamma_hh, const OptArr
 // ------------------------------------------------------------------------- GRU
 template <typename S>
 void gru_forward_t(Isa isa, bool reset_after, const Arr& xw, const Arr& w_hh, const OptArr& b_hn, const OptArr& h0,
-                   const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt) {
+                   const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt, const RegArgs& ra) {
   int64_t T, B;
   const int64_t H = hidden_of(w_hh, 3, "w_hh");
   seq_dims(xw, 3, H, T, B);
@@ -441,20 +479,23 @@ void gru_forward_t(Isa isa, bool reset_after, const Arr& xw, const Arr& w_hh, co
   S* p_g = buf<S>(gates, "gates", {T, B, 3 * H});
   S* p_hn = buf<S>(hn, "hn", {T, B, H});
   S* p_out = buf<S>(out, "out", {T, B, H});
+  const Regular<S> reg = regular<S>(ra, T, B, H, false);
   nb::gil_scoped_release release;
-  RNNKIT_DISPATCH(isa, gru_forward, T, B, H, reset_after, p_xw, p_w, p_bhn, p_h0, p_len, p_hs, p_g, p_hn, p_out, nt)
+  RNNKIT_DISPATCH(isa, gru_forward, T, B, H, reset_after, p_xw, p_w, p_bhn, p_h0, p_len, p_hs, p_g, p_hn, p_out, nt, reg)
 }
 
 void gru_forward(int isa, bool reset_after, const Arr& xw, const Arr& w_hh, const OptArr& b_hn, const OptArr& h0,
-                 const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt) {
+                 const OptArr& lengths, const Out& hs, const Out& gates, const Out& hn, const OptOut& out, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? gru_forward_t<double> : gru_forward_t<float>;
-  run(checked_isa(isa), reset_after, xw, w_hh, b_hn, h0, lengths, hs, gates, hn, out, checked_threads(nt));
+  run(checked_isa(isa), reset_after, xw, w_hh, b_hn, h0, lengths, hs, gates, hn, out, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
 void gru_backward_t(Isa isa, bool reset_after, const Arr& w_hh, const Arr& hs, const Arr& gates, const Arr& hn,
                     const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const Out& da,
-                    const Out& da_hn, const Out& dh0, const OptOut& dhs, int nt) {
+                    const Out& da_hn, const Out& dh0, const OptOut& dhs, int nt, const RegArgs& ra) {
   const int64_t H = hidden_of(w_hh, 3, "w_hh");
   require_rank(hs, 3, "hs", "(T+1, B, H)");
   const int64_t T = int64_t(hs.shape(0)) - 1, B = int64_t(hs.shape(1));
@@ -469,24 +510,27 @@ void gru_backward_t(Isa isa, bool reset_after, const Arr& w_hh, const Arr& hs, c
   S* p_dahn = buf<S>(da_hn, "da_hn", {T, B, H});
   S* p_dh0 = buf<S>(dh0, "dh0", {B, H});
   S* p_dhs = buf<S>(dhs, "dhs", {T, B, H});
+  const Regular<S> reg = regular<S>(ra, T, B, H, false);
   nb::gil_scoped_release release;
   RNNKIT_DISPATCH(isa, gru_backward, T, B, H, reset_after, p_w, p_hs, p_g, p_hn, p_len, p_dout, p_dhn, p_da, p_dahn,
-                  p_dh0, p_dhs, nt)
+                  p_dh0, p_dhs, nt, reg)
 }
 
 void gru_backward(int isa, bool reset_after, const Arr& w_hh, const Arr& hs, const Arr& gates, const Arr& hn,
                   const OptArr& lengths, const OptArr& d_out, const OptArr& dh_n, const Out& da, const Out& da_hn,
-                  const Out& dh0, const OptOut& dhs, int nt) {
+                  const Out& dh0, const OptOut& dhs, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? gru_backward_t<double> : gru_backward_t<float>;
   run(checked_isa(isa), reset_after, w_hh, hs, gates, hn, lengths, d_out, dh_n, da, da_hn, dh0, dhs,
-      checked_threads(nt));
+      checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- Jordan
 template <typename S>
 void jordan_forward_t(Isa isa, Act f, Act g, const Arr& xw, const Arr& w_yh, const Arr& w_hy, const OptArr& b_hy,
                       const OptArr& y0, const OptArr& lengths, const Out& hs, const Out& ys, const OptOut& out,
-                      int nt) {
+                      int nt, const RegArgs& ra) {
   require_rank(w_yh, 2, "w_yh", "(H, O)");
   const int64_t H = int64_t(w_yh.shape(0)), O = int64_t(w_yh.shape(1));
   int64_t T, B;
@@ -500,22 +544,25 @@ void jordan_forward_t(Isa isa, Act f, Act g, const Arr& xw, const Arr& w_yh, con
   S* p_hs = buf<S>(hs, "hs", {T, B, H});
   S* p_ys = buf<S>(ys, "ys", {T + 1, B, O});
   S* p_out = buf<S>(out, "out", {T, B, O});
+  const Regular<S> reg = regular<S>(ra, T, B, O, false);
   nb::gil_scoped_release release;
   RNNKIT_DISPATCH(isa, jordan_forward, T, B, H, O, f, g, p_xw, p_wyh, p_why, p_bhy, p_y0, p_len, p_hs, p_ys, p_out,
-                  nt)
+                  nt, reg)
 }
 
 void jordan_forward(int isa, int f, int g, const Arr& xw, const Arr& w_yh, const Arr& w_hy, const OptArr& b_hy,
-                    const OptArr& y0, const OptArr& lengths, const Out& hs, const Out& ys, const OptOut& out, int nt) {
+                    const OptArr& y0, const OptArr& lengths, const Out& hs, const Out& ys, const OptOut& out, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(xw, "xw") ? jordan_forward_t<double> : jordan_forward_t<float>;
   run(checked_isa(isa), checked_act(f, "nonlinearity"), checked_act(g, "output_nonlinearity"), xw, w_yh, w_hy, b_hy,
-      y0, lengths, hs, ys, out, checked_threads(nt));
+      y0, lengths, hs, ys, out, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 template <typename S>
 void jordan_backward_t(Isa isa, Act f, Act g, const Arr& w_yh, const Arr& w_hy, const Arr& hs, const Arr& ys,
                        const OptArr& lengths, const OptArr& d_out, const OptArr& dy_n, const Out& da, const Out& d_o,
-                       const Out& dy0, const OptOut& dys, int nt) {
+                       const Out& dy0, const OptOut& dys, int nt, const RegArgs& ra) {
   require_rank(w_yh, 2, "w_yh", "(H, O)");
   require_rank(hs, 3, "hs", "(T, B, H)");
   const int64_t H = int64_t(w_yh.shape(0)), O = int64_t(w_yh.shape(1));
@@ -531,17 +578,20 @@ void jordan_backward_t(Isa isa, Act f, Act g, const Arr& w_yh, const Arr& w_hy, 
   S* p_do = buf<S>(d_o, "d_o", {T, B, O});
   S* p_dy0 = buf<S>(dy0, "dy0", {B, O});
   S* p_dys = buf<S>(dys, "dys", {T, B, O});
+  const Regular<S> reg = regular<S>(ra, T, B, O, false);
   nb::gil_scoped_release release;
   RNNKIT_DISPATCH(isa, jordan_backward, T, B, H, O, f, g, p_wyh, p_why, p_hs, p_ys, p_len, p_dout, p_dyn, p_da, p_do,
-                  p_dy0, p_dys, nt)
+                  p_dy0, p_dys, nt, reg)
 }
 
 void jordan_backward(int isa, int f, int g, const Arr& w_yh, const Arr& w_hy, const Arr& hs, const Arr& ys,
                      const OptArr& lengths, const OptArr& d_out, const OptArr& dy_n, const Out& da, const Out& d_o,
-                     const Out& dy0, const OptOut& dys, int nt) {
+                     const Out& dy0, const OptOut& dys, int nt,
+    const OptArr& zone, const OptOut& raw, const OptArr& zone_c, const OptOut& raw_c, const OptArr& drop) {
   auto run = is_double(hs, "hs") ? jordan_backward_t<double> : jordan_backward_t<float>;
   run(checked_isa(isa), checked_act(f, "nonlinearity"), checked_act(g, "output_nonlinearity"), w_yh, w_hy, hs, ys,
-      lengths, d_out, dy_n, da, d_o, dy0, dys, checked_threads(nt));
+      lengths, d_out, dy_n, da, d_o, dy0, dys, checked_threads(nt),
+      RegArgs{zone, zone_c, drop, raw, raw_c});
 }
 
 // ------------------------------------------------------------------------- Stream
@@ -624,10 +674,12 @@ class PyStream {
   // precision: -1 the parameters' own (float32 / float64), 0 int8, 1 bf16 weights (float32
   // parameters; native_dot false forces the portable dot products, rnnkit.h).
   PyStream(int isa, int arch, int act, int out_act, bool reset_after, int64_t B, const std::vector<int64_t>& sizes,
-           const std::vector<OptArr>& params, int precision = -1, bool native_dot = true)
+           const std::vector<OptArr>& params, int precision = -1, bool native_dot = true, double zoneout = 0.0)
       : B_(B) {
     if (precision < -1 || precision > 1)
       throw nb::value_error(("precision: expected -1, 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
+    if (!(zoneout >= 0 && zoneout < 1))
+      throw nb::value_error(("zoneout: expected a rate in [0, 1), got " + std::to_string(zoneout)).c_str());
     const Isa i = checked_isa(isa);
     if (B < 1) throw nb::value_error(("batch_size: expected a positive integer, got " + std::to_string(B)).c_str());
     CheckedLayers c = checked_layers(arch, 1, sizes, params);
@@ -649,9 +701,10 @@ class PyStream {
       const Isa isa = i;
       if (precision >= 0) {
         RNNKIT_DISPATCH_RETURN(isa, make_lowp_stream, Precision(precision), native_dot, a, f, g, reset_after, B, layers,
-                               sizes.data(), c.ptrs.data())
+                               sizes.data(), c.ptrs.data(), zoneout)
       }
-      RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, a, f, g, reset_after, B, layers, sizes.data(), c.ptrs.data())
+      RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, a, f, g, reset_after, B, layers, sizes.data(), c.ptrs.data(),
+                             zoneout)
     };
     impl_ = make();  // the stream holds its own packed copies
   }
@@ -920,10 +973,10 @@ class PyLowpLayer {
 NB_MODULE(_core, m) {
   nb::class_<PyStream>(m, "Stream", "One-step-per-call state machine over packed weights (see rnnkit.Stream).")
       .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&, int,
-                    bool>(),
+                    bool, double>(),
            nb::arg("isa"), nb::arg("arch"), nb::arg("act"), nb::arg("out_act"), nb::arg("reset_after"),
            nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"), nb::arg("precision") = -1,
-           nb::arg("native_dot") = true)
+           nb::arg("native_dot") = true, nb::arg("zoneout") = 0.0)
       .def("step", &PyStream::step, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("nthreads"))
       .def("state", &PyStream::state, nb::arg("layer"), nb::arg("which"), nb::arg("buffer").noconvert(), nb::arg("write"));
   nb::class_<PyStack>(m, "Stack",
@@ -957,19 +1010,27 @@ NB_MODULE(_core, m) {
   m.def("best_isa", [] { return int(best_isa()); }, "Best instruction set on this CPU (an Isa code).");
   m.def("isa_supported", [](int isa) { return isa >= 0 && isa <= 2 && isa_supported(Isa(isa)); });
   m.def("elman_forward", &elman_forward, nb::arg("isa"), nb::arg("act"), nb::arg("xw"), nb::arg("w_hh"),
-        nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+        nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("elman_backward", &elman_backward, nb::arg("isa"), nb::arg("act"), nb::arg("w_hh"), nb::arg("hs"),
         nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(), nb::arg("da").noconvert(), nb::arg("dh0").noconvert(),
-        nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
+        nb::arg("dhs").none().noconvert(), nb::arg("nthreads"),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("lstm_forward", &lstm_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("h0").none(),
         nb::arg("c0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("cs").noconvert(), nb::arg("gates").noconvert(),
         nb::arg("out").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none(),
-        nb::arg("w_hr").none() = nb::none());
+        nb::arg("w_hr").none() = nb::none(),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("lstm_backward", &lstm_backward, nb::arg("isa"), nb::arg("w_hh"), nb::arg("hs"), nb::arg("cs"),
         nb::arg("gates"), nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(),
         nb::arg("dc_n").none(), nb::arg("da").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dc0").noconvert(), nb::arg("dhs").none().noconvert(),
         nb::arg("dcs").none().noconvert(), nb::arg("nthreads"), nb::arg("w_ch").none() = nb::none(),
-        nb::arg("w_hr").none() = nb::none(), nb::arg("dr").none().noconvert() = nb::none());
+        nb::arg("w_hr").none() = nb::none(), nb::arg("dr").none().noconvert() = nb::none(),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("ln_lstm_forward", &ln_lstm_forward, nb::arg("isa"), nb::arg("xw"), nb::arg("w_hh"), nb::arg("gamma_hh"),
         nb::arg("gamma_c"), nb::arg("beta_c"), nb::arg("h0").none(), nb::arg("c0").none(), nb::arg("lengths").none(),
         nb::arg("hs").noconvert(), nb::arg("cs").noconvert(), nb::arg("gates").noconvert(), nb::arg("raw").noconvert(),
@@ -988,17 +1049,25 @@ NB_MODULE(_core, m) {
         nb::arg("dh0").noconvert(), nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
   m.def("gru_forward", &gru_forward, nb::arg("isa"), nb::arg("reset_after"), nb::arg("xw"), nb::arg("w_hh"),
         nb::arg("b_hn").none(), nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("gates").noconvert(),
-        nb::arg("hn").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+        nb::arg("hn").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("gru_backward", &gru_backward, nb::arg("isa"), nb::arg("reset_after"), nb::arg("w_hh"), nb::arg("hs"),
         nb::arg("gates"), nb::arg("hn"), nb::arg("lengths").none(), nb::arg("d_out").none(), nb::arg("dh_n").none(),
-        nb::arg("da").noconvert(), nb::arg("da_hn").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dhs").none().noconvert(), nb::arg("nthreads"));
+        nb::arg("da").noconvert(), nb::arg("da_hn").noconvert(), nb::arg("dh0").noconvert(), nb::arg("dhs").none().noconvert(), nb::arg("nthreads"),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("jordan_forward", &jordan_forward, nb::arg("isa"), nb::arg("act"), nb::arg("out_act"), nb::arg("xw"),
         nb::arg("w_yh"), nb::arg("w_hy"), nb::arg("b_hy").none(), nb::arg("y0").none(), nb::arg("lengths").none(),
-        nb::arg("hs").noconvert(), nb::arg("ys").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"));
+        nb::arg("hs").noconvert(), nb::arg("ys").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("jordan_backward", &jordan_backward, nb::arg("isa"), nb::arg("act"), nb::arg("out_act"), nb::arg("w_yh"),
         nb::arg("w_hy"), nb::arg("hs"), nb::arg("ys"), nb::arg("lengths").none(), nb::arg("d_out").none(),
         nb::arg("dy_n").none(), nb::arg("da").noconvert(), nb::arg("d_o").noconvert(), nb::arg("dy0").noconvert(), nb::arg("dys").none().noconvert(),
-        nb::arg("nthreads"));
+        nb::arg("nthreads"),
+        nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),
+        nb::arg("raw_c").none().noconvert() = nb::none(), nb::arg("drop").none() = nb::none());
   m.def("same_bytes", [](const std::vector<uintptr_t>& addrs, const std::vector<int64_t>& sizes, uintptr_t copy) {
     // Whether buffer i (addrs[i], sizes[i] bytes) holds the bytes of the i-th consecutive
     // segment of `copy`: rnnkit._cache.PlanCache's check that a parameter still has the

@@ -169,6 +169,8 @@ template <typename S> struct ForwardIO {
   S* next[2];           // (B, state_width(k)) out: states after the step
   S* rec[2];            // (B, record_width(k)) out: what the backward pass reads
   S* out;               // (B, state_width(0)) out: the output, zero in inactive rows; or null
+  const S* keep = nullptr;  // recurrent dropout: (B, state_width(0)) h_{t-1} itself, while prev[0] is
+                            // m h_{t-1} (what the W_hh product reads); read by a cell that masks itself
 };
 template <typename S> struct BackwardIO {
   const S* prev[2];     // (B, state_width(k)) states before the step
@@ -178,6 +180,16 @@ template <typename S> struct BackwardIO {
   S* d[2];              // (B, state_width(k)) in: dL/d state after the step; out: before it
   S* grad[2];           // (B, grad_width(k)) out: dL/d the step's pre-activations
   S* total[2];          // (B, state_width(k)) out: dL/d state after the step, or null
+  const S* drop = nullptr;  // recurrent dropout: (B, state_width(0)) m, for a cell that masks itself
+};
+
+// Recurrent dropout (rnnkit.h, Regular): the skeleton gives a cell m h_{t-1} as its previous
+// state 0 and multiplies the cell's dh_{t-1} by m, which is right for a cell whose state 0
+// enters nothing but the W_hh product (Elman, LSTM, Jordan). A cell that reads h_{t-1}
+// elsewhere too (the GRU's update) says so here and takes ForwardIO::keep and
+// BackwardIO::drop instead.
+template <class Cell> struct masks_itself {
+  static constexpr bool value = false;
 };
 
 template <class Cell> static inline int64_t max_width(const Cell& c) {
@@ -192,21 +204,48 @@ template <class Cell> static inline int64_t max_width(const Cell& c) {
 // state_width(0)) or null.
 template <class Cell, typename S>
 static void sequence_forward(const Cell& cell, int64_t T, int64_t B, const int64_t* lengths, const S* xw,
-                             const S* const* init, S* const* states, S* const* records, S* out, int nthreads) {
-  const int64_t GH = Cell::G * cell.H;
+                             const S* const* init, S* const* states, S* const* records, S* out, int nthreads,
+                             const Regular<S>& reg = Regular<S>{}) {
+  typedef typename VecOf<S>::type V;
+  const int64_t GH = Cell::G * cell.H, W0 = cell.state_width(0);
   for (int k = 0; k < Cell::kStates; ++k) copy_or_zero(states[k], init[k], B * cell.state_width(k));
   typename Cell::Work work(cell, B);
+  Buffer<S> hm(reg.drop ? B * W0 : 1);  // (B, W0) m * state 0 before the step, for the product
   auto body = [&](int tid, int nt, Barrier* barrier) {
     Step<S> s{tid, nt, barrier, B, 0, lengths};
     for (int64_t t = 0; t < T; ++t) {
       s.t = t;
-      ForwardIO<S> io{xw + t * B * GH, {}, {}, {}, out ? out + t * B * cell.state_width(0) : nullptr};
+      S* out_t = out ? out + t * B * W0 : nullptr;
+      ForwardIO<S> io{xw + t * B * GH, {}, {}, {}, reg.zone[0] ? nullptr : out_t};
       for (int k = 0; k < Cell::kStates; ++k) {
-        io.prev[k] = states[k] + t * B * cell.state_width(k);
-        io.next[k] = states[k] + (t + 1) * B * cell.state_width(k);
+        const int64_t W = B * cell.state_width(k);
+        io.prev[k] = states[k] + t * W;
+        io.next[k] = reg.zone[k] ? reg.raw[k] + t * W : states[k] + (t + 1) * W;
       }
       for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
+      if (reg.drop) {  // the cell sees m h_{t-1} (an inactive row: h_{t-1}, which it carries)
+        const auto hp = rows(io.prev[0]), m = rows(reg.drop), dst = rows(hm.data());
+        s.each(W0, [=](const Lanes<S>& l) { l.set(dst, l(hp) * l(m)); }, {{copy(dst, hp)}});
+        s.sync();
+        if (masks_itself<Cell>::value) io.keep = io.prev[0];
+        io.prev[0] = hm.data();
+      }
       cell.forward(s, io, work);
+      if (reg.zone[0] || reg.zone[1]) {  // s_t = z s_{t-1} + (1 - z) s~_t
+        for (int k = 0; k < Cell::kStates; ++k) {
+          if (!reg.zone[k]) continue;
+          const int64_t W = B * cell.state_width(k);
+          const auto p = rows(states[k] + t * W), r = rows<const S>(reg.raw[k] + t * W);
+          const auto z = rows(reg.zone[k] + t * W), n = rows(states[k] + (t + 1) * W);
+          const auto o = rows(k == 0 ? out_t : nullptr);
+          s.each(cell.state_width(k), [=](const Lanes<S>& l) {
+            const V z_ = l(z), v = z_ * l(p) + (S(1) - z_) * l(r);
+            l.set(n, v);
+            if (o.p) l.set(o, v);
+          }, {{copy(n, cview(p)), zero(o)}});
+        }
+        s.sync();  // the next step reads every unit of s_t
+      }
       if (!s.in_team()) return;
     }
   };
@@ -222,11 +261,15 @@ template <class Cell, typename S>
 static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int64_t* lengths,
                               const S* const* states, const S* const* records, const S* d_out,
                               const S* const* d_final, S* const* grads, S* const* d_init, S* const* totals,
-                              int nthreads) {
+                              int nthreads, const Regular<S>& reg = Regular<S>{}) {
+  typedef typename VecOf<S>::type V;
   Buffer<S> d0(B * cell.state_width(0)), d1(Cell::kStates > 1 ? B * cell.state_width(1) : 1);
   S* d[2] = {d0.data(), d1.data()};
   for (int k = 0; k < Cell::kStates; ++k) copy_or_zero(d[k], d_final[k], B * cell.state_width(k));
   typename Cell::Work work(cell, B);
+  // zoneout: z dL/ds_t, which reaches s_{t-1} directly (B, state_width(k))
+  Buffer<S> kept0(reg.zone[0] ? B * cell.state_width(0) : 1), kept1(reg.zone[1] ? B * cell.state_width(1) : 1);
+  S* kept[2] = {kept0.data(), kept1.data()};
   auto body = [&](int tid, int nt, Barrier* barrier) {
     Step<S> s{tid, nt, barrier, B, 0, lengths};
     for (int64_t t = T - 1; t >= 0; --t) {
@@ -235,12 +278,46 @@ static void sequence_backward(const Cell& cell, int64_t T, int64_t B, const int6
       for (int k = 0; k < Cell::kStates; ++k) {
         const int64_t W = B * cell.state_width(k);
         io.prev[k] = states[k] + t * W;
-        io.next[k] = states[k] + (t + 1) * W;
+        io.next[k] = reg.zone[k] ? reg.raw[k] + t * W : states[k] + (t + 1) * W;
         io.total[k] = totals[k] ? totals[k] + t * W : nullptr;
       }
       for (int k = 0; k < Cell::kRecords; ++k) io.rec[k] = records[k] + t * B * cell.record_width(k);
       for (int k = 0; k < Cell::kGrads; ++k) io.grad[k] = grads[k] ? grads[k] + t * B * cell.grad_width(k) : nullptr;
+      if (reg.zone[0] || reg.zone[1]) {  // ds = total dL/ds_t: z ds goes to s_{t-1}, (1 - z) ds to s~_t
+        for (int k = 0; k < Cell::kStates; ++k) {
+          if (!reg.zone[k]) continue;
+          const int64_t W = B * cell.state_width(k);
+          const auto dk = rows(d[k]), dir = rows(kept[k]), z = rows(reg.zone[k] + t * W);
+          const auto dout = rows(k == 0 ? io.d_out : nullptr), tot = rows(io.total[k]);
+          s.each(cell.state_width(k), [=](const Lanes<S>& l) {
+            const V g = dout.p ? l(dk) + l(dout) : l(dk), z_ = l(z);
+            if (tot.p) l.set(tot, g);
+            l.set(dir, z_ * g);
+            l.set(dk, (S(1) - z_) * g);
+          }, {{copy(tot, cview(dk)), zero(dir)}});
+          io.total[k] = nullptr;
+          if (k == 0) io.d_out = nullptr;
+        }
+        s.sync();
+      }
+      const bool own = masks_itself<Cell>::value;
+      if (own) io.drop = reg.drop;
       cell.backward(s, io, work);
+      if ((reg.drop && !own) || reg.zone[0] || reg.zone[1]) {  // ds_{t-1} = m (cell's) + z ds_t
+        s.sync();
+        for (int k = 0; k < Cell::kStates; ++k) {
+          const S* m = k == 0 && !own ? reg.drop : nullptr;
+          if (!m && !reg.zone[k]) continue;
+          const auto dk = rows(d[k]), dir = rows<const S>(reg.zone[k] ? kept[k] : nullptr), mv = rows(m);
+          s.each(cell.state_width(k), [=](const Lanes<S>& l) {
+            V g = l(dk);
+            if (mv.p) g = g * l(mv);
+            if (dir.p) g = g + l(dir);
+            l.set(dk, g);
+          });
+        }
+        s.sync();
+      }
       if (!s.in_team()) return;
     }
   };

@@ -49,6 +49,18 @@ Isa best_isa();
 // Whether `isa` is compiled in and supported by this CPU.
 bool isa_supported(Isa isa);
 
+// Training-time regularisers of a sequence kernel (SPEC section 16), each pointer null
+// when unused (a default-constructed Regular: the plain recurrence, bit for bit). The
+// skeleton (recurrence.h) applies them around any cell's step; state k is h (Jordan: y)
+// for k = 0 and the LSTM's c for k = 1.
+//   zoneout of state k: s_t = z s_{t-1} + (1 - z) s~_t, s~_t the cell's new state
+//   recurrent dropout: the W_hh product reads m h_{t-1} (Elman, LSTM, Jordan)
+template <typename S> struct Regular {
+  const S* zone[2] = {nullptr, nullptr};  // (T, B, state width) z in [0, 1], or null
+  S* raw[2] = {nullptr, nullptr};          // (T, B, state width) s~_t: forward out, backward in
+  const S* drop = nullptr;                 // (B, state width of h) m, or null
+};
+
 // ---------------------------------------------------------------------------------
 // Kernel API. Each entry is declared once per ISA namespace by RNNKIT_DECLARE_KERNELS
 // and dispatched by the rnnkit::<name>(Isa, ...) wrappers in dispatch.cpp.
@@ -63,7 +75,7 @@ bool isa_supported(Isa isa);
                      const int64_t* lengths, /* (B) or null                        */ \
                      S* hs,            /* (T+1, B, H) out: states, hs[0] = h0      */ \
                      S* out,           /* (T, B, H)   out: masked outputs, or null */ \
-                     int nthreads);                                                   \
+                     int nthreads, const Regular<S>& reg);                                                   \
   void elman_backward(int64_t T, int64_t B, int64_t H, Act f,                         \
                       const S* w_hh,   /* (H, H)                                   */ \
                       const S* hs,     /* (T+1, B, H) from forward                 */ \
@@ -73,7 +85,7 @@ bool isa_supported(Isa isa);
                       S* da,           /* (T, B, H)   out: dL/d pre-activation     */ \
                       S* dh0,          /* (B, H)      out: dL/d h_0                */ \
                       S* dhs,          /* (T, B, H)   out: dL/d h_t total, or null */ \
-                      int nthreads);                                                  \
+                      int nthreads, const Regular<S>& reg);                                                  \
   /* LSTM (SPEC section 3), gate order i, f, g, o. K = P if P > 0, else H.        */ \
   void lstm_forward(int64_t T, int64_t B, int64_t H,                                  \
                     const S* xw,       /* (T, B, 4H)  W_ih x_t + b_ih + b_hh       */ \
@@ -87,7 +99,7 @@ bool isa_supported(Isa isa);
                     S* cs,             /* (T+1, B, H) out: cell states             */ \
                     S* gates,          /* (T, B, 4H)  out: activated i, f, g, o    */ \
                     S* out,            /* (T, B, K)   out: masked outputs, or null */ \
-                    int nthreads);                                                    \
+                    int nthreads, const Regular<S>& reg);                                                    \
   void lstm_backward(int64_t T, int64_t B, int64_t H,                                 \
                      const S* w_hh, const S* w_ch, /* (3H) or null               */ \
                      int64_t P, const S* w_hr, /* as lstm_forward                  */ \
@@ -100,7 +112,7 @@ bool isa_supported(Isa isa);
                      S* dh0, S* dc0,   /* (B, K), (B, H), out                      */ \
                      S* dhs,           /* (T, B, K)   out: dL/d h_t, or null       */ \
                      S* dcs,           /* (T, B, H)   out: dL/d c_t, or null       */ \
-                     int nthreads);                                                   \
+                     int nthreads, const Regular<S>& reg);                                                   \
   /* Layer-normalised LSTM (SPEC section 15, haste's form), one thread.          */ \
   void ln_lstm_forward(int64_t T, int64_t B, int64_t H,                               \
                        const S* xw,    /* (T, B, 4H) g_ih LN(W_ih x_t) + biases    */ \
@@ -139,7 +151,7 @@ bool isa_supported(Isa isa);
                    S* gates,           /* (T, B, 3H)  out: activated r, z, n       */ \
                    S* hn,              /* (T, B, H)   out: reset_after: W_hn h+b_hn */\
                                        /*   reset_before: r * h_prev               */ \
-                   S* out, int nthreads);                                             \
+                   S* out, int nthreads, const Regular<S>& reg);                                             \
   void gru_backward(int64_t T, int64_t B, int64_t H, bool reset_after,                \
                     const S* w_hh, const S* hs, const S* gates, const S* hn,          \
                     const int64_t* lengths, const S* d_out, const S* dh_n,            \
@@ -147,7 +159,7 @@ bool isa_supported(Isa isa);
                     S* da_hn,          /* (T, B, H)  out: dL/d of the hidden-side  */ \
                                        /*   n term (its input: h_prev when         */ \
                                        /*   reset_after, r * h_prev otherwise)     */ \
-                    S* dh0, S* dhs, int nthreads);                                    \
+                    S* dh0, S* dhs, int nthreads, const Regular<S>& reg);                                    \
   /* Layer-normalised GRU (SPEC section 15, haste's form, reset after), one thread */ \
   void ln_gru_forward(int64_t T, int64_t B, int64_t H,                                \
                       const S* xw,     /* (T, B, 3H) g_ih LN(W_ih x_t) + b_ih      */ \
@@ -177,7 +189,7 @@ bool isa_supported(Isa isa);
                       S* hs,           /* (T, B, H)   out: hidden layer            */ \
                       S* ys,           /* (T+1, B, O) out: fed-back outputs        */ \
                       S* out,          /* (T, B, O)   out: masked outputs, or null */ \
-                      int nthreads);                                                  \
+                      int nthreads, const Regular<S>& reg);                                                  \
   void jordan_backward(int64_t T, int64_t B, int64_t H, int64_t O, Act f, Act g,      \
                        const S* w_yh, const S* w_hy, const S* hs, const S* ys,        \
                        const int64_t* lengths, const S* d_out, const S* dy_n,         \
@@ -185,7 +197,7 @@ bool isa_supported(Isa isa);
                        S* d_o,         /* (T, B, O)  out: dL/d output pre-act      */ \
                        S* dy0,         /* (B, O)     out                           */ \
                        S* dys,         /* (T, B, O)  out: dL/d y_t, or null        */ \
-                       int nthreads);                                                  \
+                       int nthreads, const Regular<S>& reg);                                                  \
   /* The big per-sequence products (gemm.cpp): C = A W^T (+ bias on every row).    */ \
   void matmul_nt(int64_t M, int64_t N, int64_t K,                                     \
                  const S* a, int64_t sam, int64_t sak, /* A (M, K) at a[m*sam+k*sak] */ \
@@ -218,10 +230,12 @@ class StreamBase {
 // biases that add to W_ih x; GRU reset_after keeps b_hn apart), then the cell's
 // weights as its sequence kernels take them: Elman w_hh, -, -; LSTM w_hh, w_ch (or
 // null), w_hr (O = P > 0: the projection, else null); GRU w_hh, b_hn (or null), -;
-// Jordan w_yh, w_hy, b_hy (or null).
+// Jordan w_yh, w_hy, b_hy (or null). zoneout: the rate p of every
+// layer, applied as its expected value, s_t = p s_{t-1} + (1 - p) s~_t (SPEC section 16); 0: off.
 #define RNNKIT_DECLARE_STREAM                                                                  \
   StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B,      \
-                          int64_t layers, const int64_t* sizes, const void* const* params);
+                          int64_t layers, const int64_t* sizes, const void* const* params,     \
+                          double zoneout);
 
 // ---------------------------------------------------------------------------------
 // Whole stacks (stack.cpp): every layer and direction of a module's forward pass, the
@@ -299,7 +313,8 @@ class LowpLayerBase {
   LowpLayerBase* make_lowp_layer(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, \
                                  int64_t I, int64_t H, int64_t O, const float* const* params);           \
   StreamBase* make_lowp_stream(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after,   \
-                               int64_t B, int64_t layers, const int64_t* sizes, const void* const* params);
+                               int64_t B, int64_t layers, const int64_t* sizes, const void* const* params, \
+                               double zoneout);
 
 namespace generic { RNNKIT_DECLARE_LOWP }
 #if defined(RNNKIT_HAVE_AVX2)

@@ -26,12 +26,13 @@ struct Layer : LayerWeights<Cell, S, P> {
   S* next[2];      // (B, state_width(k)) the state being computed
   S* rec[2];       // (B, record_width(k)) scratch: records are not kept
   typename C::Work work;
+  S zoneout;       // the rate p (0: off)
 
   // p: w_ih (G*H, I), bias (G*H) or null, then the cell's weights (see rnnkit.h).
-  Layer(const CellConfig& cfg, int64_t B_, int64_t I_, const S* const* p)
+  Layer(const CellConfig& cfg, int64_t B_, int64_t I_, const S* const* p, double zoneout_)
       : LayerWeights<Cell, S, P>(cfg, I_, p), B(B_), xw(B_ * C::G * cfg.H),
         states(2 * B_ * width(cell, C::kStates, false)), records(B_ * width(cell, C::kRecords, true)),
-        work(cell, B_) {
+        work(cell, B_), zoneout(S(zoneout_)) {
     S* s = states.data();
     S* r = records.data();
     for (int k = 0; k < 2; ++k) {
@@ -59,6 +60,13 @@ struct Layer : LayerWeights<Cell, S, P> {
     s.sync();  // the cell reads xw by unit blocks
     ForwardIO<S> io{xw.data(), {prev[0], prev[1]}, {to[0], to[1]}, {re[0], re[1]}, nullptr};
     cell.forward(s, io, work);
+    if (zoneout == S(0)) return;
+    const S p = zoneout;  // zoneout's expected value: s_t = p s_{t-1} + (1 - p) s~_t
+    for (int k = 0; k < C::kStates; ++k) {
+      const auto before = rows<const S>(prev[k]), now = rows(to[k]);
+      s.each(cell.state_width(k), [=](const Lanes<S>& l) { l.set(now, S(1 - p) * l(now) + p * l(before)); });
+    }
+    s.sync();
   }
   void swap() {
     for (int k = 0; k < 2; ++k) {
@@ -72,13 +80,15 @@ struct Layer : LayerWeights<Cell, S, P> {
 template <template <typename, typename> class Cell, typename S, typename P = Packed<S>>
 class Stream final : public StreamBase {
  public:
-  Stream(const CellConfig& cfg, int64_t B, int64_t layers, const int64_t* sizes, const void* const* params)
+  Stream(const CellConfig& cfg, int64_t B, int64_t layers, const int64_t* sizes, const void* const* params,
+         double zoneout)
       : B_(B), n_(layers), layers_(new Layer<Cell, S, P>*[size_t(layers)]()) {
     for (int64_t l = 0; l < layers; ++l) {
       CellConfig c = cfg;
       c.H = sizes[3 * l + 1];
       c.O = sizes[3 * l + 2];
-      layers_[l] = new Layer<Cell, S, P>(c, B, sizes[3 * l], reinterpret_cast<const S* const*>(params + 5 * l));
+      layers_[l] = new Layer<Cell, S, P>(c, B, sizes[3 * l], reinterpret_cast<const S* const*>(params + 5 * l),
+                                         zoneout);
     }
   }
   ~Stream() override {
@@ -129,43 +139,44 @@ class Stream final : public StreamBase {
 
 template <typename S>
 StreamBase* make(Arch arch, const CellConfig& c, int64_t B, int64_t layers, const int64_t* sizes,
-                 const void* const* params) {
+                 const void* const* params, double z) {
   switch (arch) {
-    case Arch::lstm: return new Stream<Lstm, S>(c, B, layers, sizes, params);
-    case Arch::gru: return new Stream<Gru, S>(c, B, layers, sizes, params);
-    case Arch::jordan: return new Stream<Jordan, S>(c, B, layers, sizes, params);
-    default: return new Stream<Elman, S>(c, B, layers, sizes, params);
+    case Arch::lstm: return new Stream<Lstm, S>(c, B, layers, sizes, params, z);
+    case Arch::gru: return new Stream<Gru, S>(c, B, layers, sizes, params, z);
+    case Arch::jordan: return new Stream<Jordan, S>(c, B, layers, sizes, params, z);
+    default: return new Stream<Elman, S>(c, B, layers, sizes, params, z);
   }
 }
 
 }  // namespace
 
 StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B, int64_t layers,
-                        const int64_t* sizes, const void* const* params) {
+                        const int64_t* sizes, const void* const* params, double zoneout) {
   const CellConfig c{0, 0, f, g, reset_after};
-  return dbl ? make<double>(arch, c, B, layers, sizes, params) : make<float>(arch, c, B, layers, sizes, params);
+  return dbl ? make<double>(arch, c, B, layers, sizes, params, zoneout)
+             : make<float>(arch, c, B, layers, sizes, params, zoneout);
 }
 
 // Reduced precision (rnnkit.h: make_lowp_stream): the same stream over Lowp weights.
 namespace {
 template <Precision Q>
 StreamBase* make_lowp(Arch arch, const CellConfig& c, int64_t B, int64_t layers, const int64_t* sizes,
-                      const void* const* params) {
+                      const void* const* params, double zoneout) {
   switch (arch) {
-    case Arch::lstm: return new Stream<Lstm, float, Lowp<Q>>(c, B, layers, sizes, params);
-    case Arch::gru: return new Stream<Gru, float, Lowp<Q>>(c, B, layers, sizes, params);
-    case Arch::jordan: return new Stream<Jordan, float, Lowp<Q>>(c, B, layers, sizes, params);
-    default: return new Stream<Elman, float, Lowp<Q>>(c, B, layers, sizes, params);
+    case Arch::lstm: return new Stream<Lstm, float, Lowp<Q>>(c, B, layers, sizes, params, zoneout);
+    case Arch::gru: return new Stream<Gru, float, Lowp<Q>>(c, B, layers, sizes, params, zoneout);
+    case Arch::jordan: return new Stream<Jordan, float, Lowp<Q>>(c, B, layers, sizes, params, zoneout);
+    default: return new Stream<Elman, float, Lowp<Q>>(c, B, layers, sizes, params, zoneout);
   }
 }
 }  // namespace
 
 StreamBase* make_lowp_stream(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, int64_t B,
-                             int64_t layers, const int64_t* sizes, const void* const* params) {
+                             int64_t layers, const int64_t* sizes, const void* const* params, double zoneout) {
   const CellConfig c{0, 0, f, g, reset_after};
   lowp_building_native = native_dot;  // for the Lowp weights built now
-  StreamBase* s = p == Precision::int8 ? make_lowp<Precision::int8>(arch, c, B, layers, sizes, params)
-                                       : make_lowp<Precision::bf16>(arch, c, B, layers, sizes, params);
+  StreamBase* s = p == Precision::int8 ? make_lowp<Precision::int8>(arch, c, B, layers, sizes, params, zoneout)
+                                       : make_lowp<Precision::bf16>(arch, c, B, layers, sizes, params, zoneout);
   lowp_building_native = true;
   return s;
 }

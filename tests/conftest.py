@@ -70,10 +70,12 @@ class NetworkCase:
                                         if k not in spec.options)
 
     def layer(self, I, H, dtype=torch.float64, **kwargs):
-        """The rnnkit layer (Jordan: output size H // 2 + 1, unlike H, to catch mix-ups)."""
+        """The rnnkit layer (Jordan: output size H // 2 + 1, unlike H, to catch mix-ups).
+        A setting with a regulariser (SPEC section 16) is put in evaluation mode, where it
+        is deterministic (zoneout's expected value); tests/test_variants.py checks training."""
         if self.spec.state_size == "output_size":
             kwargs.setdefault("output_size", H // 2 + 1)
-        return self.spec.make(I, H, **self.hyper, **kwargs).to(dtype)
+        return self._mode(self.spec.make(I, H, **self.hyper, **kwargs).to(dtype))
 
     @property
     def has_cell(self) -> bool:
@@ -89,8 +91,18 @@ class NetworkCase:
         """The cell of the network, with the settings a cell takes."""
         if self.spec.state_size == "output_size":
             kwargs.setdefault("output_size", H // 2 + 1)
-        hyper = {k: v for k, v in self.hyper.items() if k not in self.spec.layer_only}
-        return self.spec.cell_class(I, H, **{**self.spec.options, **hyper}, **kwargs).to(dtype)
+        hyper = {k: v for k, v in self.hyper.items()
+                 if k not in self.spec.layer_only and k not in ("recurrent_dropout", "weight_drop")}  # layers' only
+        return self._mode(self.spec.cell_class(I, H, **{**self.spec.options, **hyper}, **kwargs).to(dtype))
+
+    @property
+    def regularised(self) -> bool:
+        """Whether the setting has a regulariser (SPEC section 16): the one-call paths
+        (rnnkit._stack, the cells' no-grad step) leave it to the layer path."""
+        return any(self.hyper.get(k) for k in ("zoneout", "recurrent_dropout", "weight_drop"))
+
+    def _mode(self, module):
+        return module.eval() if self.regularised else module
 
     def __repr__(self):
         return self.name

@@ -18,8 +18,11 @@ I, H = 4, 6
 
 # The fast paths run the one-step kernels: every setting of the registry those run
 # (rnnkit.Stream's), which this module's ``network`` fixture yields; the others take the
-# general path, checked at the end.
-@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams and c.has_cell], ids=lambda c: c.name)
+# general path, checked at the end: layer_norm, and zoneout (SPEC section 16: the fast
+# step applies no regulariser, so a cell with zoneout draws z, or uses its expected value
+# p at evaluation, on the general path).
+@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams and c.has_cell and not c.regularised],
+                ids=lambda c: c.name)
 def network(request):
     return request.param
 
@@ -268,6 +271,40 @@ def test_settings_the_one_step_kernels_lack_take_the_general_path(case):
     x = torch.randn(3, I, dtype=torch.float64)
     states = _states(case, cell, 3, torch.float64)
     with torch.inference_mode():
+        got = _tuple(_call(cell, x, states))
+    assert "_plans" not in cell.__dict__
+    for a, b in zip(got, _reference(case, cell, x, states)):
+        assert rel_err(a, b) < TOL[torch.float64]
+
+
+@pytest.mark.parametrize("case", [c for c in NETWORK_CASES if c.regularised and c.has_cell], ids=lambda c: c.name)
+@pytest.mark.parametrize("grad", [False, True], ids=["no-grad", "grad"])
+def test_a_cell_with_zoneout_takes_the_general_path(case, grad):
+    cell = case.cell(I, H, dtype=torch.float64)  # evaluation (conftest): z = p, the expected value
+    p = cell.zoneout
+    assert p > 0 and not cell.training
+    x = torch.randn(3, I, dtype=torch.float64, requires_grad=grad)
+    states = _states(case, cell, 3, torch.float64)
+    with torch.set_grad_enabled(grad):
+        got = _tuple(_call(cell, x, states))
+    assert "_plans" not in cell.__dict__
+    with torch.no_grad():
+        new = _reference(case, cell, x, states)
+    for a, n, s in zip(got, new, states):  # s_t = p s_{t-1} + (1 - p) s~_t
+        assert rel_err(a.detach(), p * s + (1 - p) * n) < TOL[torch.float64]
+
+
+def test_a_variant_seen_first_does_not_hide_another_s_settings(monkeypatch):
+    """The per-class registry cache: a GRUCell(reset_after=False) (gru-rb, nothing it lacks)
+    stepped first must not send a later layer-normalised GRUCell down the fast path."""
+    from rnnkit import cells
+    monkeypatch.setattr(cells, "_NETWORK_OF_CLASS", {})
+    case = next(c for c in NETWORK_CASES if c.spec.name == "gru" and c.hyper.get("layer_norm"))
+    x = torch.randn(3, I, dtype=torch.float64)
+    with torch.no_grad():
+        rnnkit.GRUCell(I, H, reset_after=False).double()(x, torch.randn(3, H, dtype=torch.float64))
+        cell = case.cell(I, H, dtype=torch.float64)
+        states = _states(case, cell, 3, torch.float64)
         got = _tuple(_call(cell, x, states))
     assert "_plans" not in cell.__dict__
     for a, b in zip(got, _reference(case, cell, x, states)):

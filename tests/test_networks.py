@@ -32,12 +32,15 @@ def reverse_within_lengths(t, lengths):
     return out
 
 
-def oracle_stack(spec, module, x, states, lengths):
-    """The whole layer stack from the per-step reference, independently of rnnkit.modules."""
+def oracle_stack(spec, module, x, states, lengths, masks=None):
+    """The whole layer stack from the per-step reference, independently of rnnkit.modules.
+    ``masks``: per layer and direction, the zoneout / recurrent_mask arguments (SPEC
+    section 16) to use; by default zoneout's expected value at evaluation, z = p."""
     hyper = spec.hyper_of(module)
     D = 2 if module.bidirectional else 1
     finals = [[] for _ in spec.states]
     inp = x
+    p = getattr(module, "zoneout", 0.0)
     for layer in range(module.num_layers):
         outs = []
         for d in range(D):
@@ -45,7 +48,15 @@ def oracle_stack(spec, module, x, states, lengths):
             params = [getattr(module, f"{role}_l{layer}{suffix}", None) for role in spec.param_roles]
             init = [None if s is None else s[layer * D + d] for s in states]
             xin = reverse_within_lengths(inp, lengths) if d else inp
-            out, fin = spec.reference(xin, *init, *params, **hyper, lengths=lengths)[:2]
+            if masks is not None:
+                extra = masks[layer * D + d]
+            elif p and not module.training:
+                width = getattr(module, spec.state_size)
+                extra = {"zoneout": tuple(torch.full((x.shape[0], x.shape[1], width), p, dtype=x.dtype)
+                                          for _ in spec.states)}
+            else:
+                extra = {}
+            out, fin = spec.reference(xin, *init, *params, **hyper, lengths=lengths, **extra)[:2]
             outs.append(reverse_within_lengths(out, lengths) if d else out)
             for i, f in enumerate(fin if isinstance(fin, tuple) else (fin,)):
                 finals[i].append(f)

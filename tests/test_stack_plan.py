@@ -18,9 +18,11 @@ from rnnkit import _core
 from conftest import NETWORK_CASES, TOL, rel_err
 
 
-# Every setting of the registry that the core's Stack runs (not layer_norm yet, which the
-# layer-by-layer path takes: tests/test_layer_norm.py).
-@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams], ids=lambda c: c.name)
+# Every setting of the registry that the core's Stack runs: not layer_norm yet, which the
+# layer-by-layer path takes (tests/test_layer_norm.py), nor a regulariser (SPEC section 16:
+# zoneout acts at evaluation too, as its expected value, and the Stack applies none), which
+# test_a_regulariser_that_acts_takes_the_layer_path checks.
+@pytest.fixture(params=[c for c in NETWORK_CASES if c.streams and not c.regularised], ids=lambda c: c.name)
 def network(request):
     return request.param
 
@@ -156,6 +158,36 @@ def test_the_layer_by_layer_path_where_one_call_does_not_apply(network, monkeypa
         calls = len(counter.calls)
         m.forward_with_internals(x)
         assert "Stack.run" not in counter.calls[calls:]
+
+
+@pytest.mark.parametrize("case", [c for c in NETWORK_CASES if c.regularised], ids=lambda c: c.name)
+def test_a_regulariser_that_acts_takes_the_layer_path(case, monkeypatch):
+    m = case.layer(I, H, torch.float64, num_layers=2)  # evaluation (conftest): zoneout's expected value
+    assert m.zoneout > 0 and not m.training
+    x = torch.randn(T, B, I, dtype=torch.float64)
+    counter = CallCounter(monkeypatch)
+    with torch.no_grad():
+        got = flat(m(x))
+    assert counter.calls == [f"{case.spec.kernel}_forward"] * 2  # no Stack.run
+    expected = flat(m(x.clone().requires_grad_()))
+    assert_close(got, [e.detach() for e in expected], torch.float64, case.name)
+    # Without zoneout, recurrent dropout and weight drop act in training only: one call at evaluation.
+    m.zoneout, m.recurrent_dropout, m.weight_drop = 0.0, 0.3, 0.3
+    with torch.no_grad():
+        got = flat(m(x))
+        assert counter.calls[-1] == "Stack.run"
+        m.weight_drop = 0.0
+        m.train()
+        calls = len(counter.calls)
+        m(x)
+        assert "Stack.run" not in counter.calls[calls:]
+        m.recurrent_dropout, m.weight_drop = 0.0, 0.3
+        calls = len(counter.calls)
+        m(x)
+        assert "Stack.run" not in counter.calls[calls:]
+    m.eval()
+    expected = flat(m(x.clone().requires_grad_()))
+    assert_close(got, [e.detach() for e in expected], torch.float64, case.name + " without zoneout")
 
 
 @pytest.mark.parametrize("isa", rnnkit.available_isas())

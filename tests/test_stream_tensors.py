@@ -11,7 +11,8 @@ from conftest import NETWORK_CASES, TOL, pairs, rel_err
 
 
 # Every setting of the registry that rnnkit.Stream runs (not layer_norm yet, which the
-# layer-by-layer path takes: tests/test_layer_norm.py).
+# layer-by-layer path takes: tests/test_layer_norm.py); with zoneout the stream applies its
+# expected value, as the module does at evaluation (SPEC section 16).
 @pytest.fixture(params=[c for c in NETWORK_CASES if c.streams], ids=lambda c: c.name)
 def network(request):
     return request.param

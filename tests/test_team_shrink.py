@@ -46,3 +46,23 @@ def test_a_stream_keeps_its_team(monkeypatch):
         stream = rnnkit.Stream(m, batch_size=2)
         got = torch.stack([torch.as_tensor(stream.step(x[t])) for t in range(5)])
     assert torch.allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", rnnkit.networks.names())
+def test_shrink_with_training_masks_keeps_the_bits(name, monkeypatch):
+    """Zoneout and recurrent dropout in training (SPEC section 16) add phases and barriers
+    to a step (csrc/recurrence.h): a shrink at any of them changes no bit either."""
+    spec = rnnkit.networks.get(name)
+    torch.manual_seed(0)
+    m = spec.make(I, H, zoneout=0.3, recurrent_dropout=0.3).train()
+    x = torch.randn(T, B, I, requires_grad=True)
+    torch.manual_seed(1)  # the masks: the same draws for every run
+    with rnnkit.use_threads(1):
+        expected = _results(m, x, LENGTHS)
+    for at in (1, 2, 3, 4, 5, 6, 8, 11):
+        monkeypatch.setenv("RNNKIT_TEAM_SHRINK_AT", str(at))
+        torch.manual_seed(1)
+        with rnnkit.use_threads(3):
+            got = _results(m, x, LENGTHS)
+        for k, (a, b) in enumerate(zip(expected, got)):
+            assert torch.equal(a, b), f"{name}: tensor {k} differs after a shrink at barrier {at}"

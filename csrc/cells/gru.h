@@ -15,6 +15,10 @@
 //   du = da_n W_hn,  dr = du h_prev,  da_r = dr r(1-r),  da_z = dz z(1-z),
 //   dh_prev = dh (1 - z) + du r + [da_r, da_z] W_h[rz].
 //
+// recurrent dropout (SPEC section 16), m: the products read m h_{t-1} (prev[0]; u = r m h_{t-1}),
+// the update reads h_{t-1} itself (ForwardIO::keep); backward, the product terms of dh_{t-1}
+// (and du r) are multiplied by m, the update's term is not.
+//
 // state 0: h (H).  records: 0 activated gates r, z, n (3H); 1 the hidden-side n term q
 // (reset_after: W_hn h_prev + b_hn; reset_before: u) (H).  grads: 0 da, input-side
 // pre-activations (3H); 1 da_hn, the gradient of the hidden-side n term (H).
@@ -54,9 +58,10 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
     Buffer<S> a;   // forward: (B, NP) h_{t-1} W_h[rz(n)]^T in unit blocks; backward: (B, H) dh_{t-1}
     Buffer<S> an;  // forward, reset_before: (B, nb*UB) W_hn u; backward: (B, H) du
     Buffer<S> u;   // forward, reset_before: (B, H) u = r h_{t-1}
+    Buffer<S> kept;  // backward with recurrent dropout: (B, H) the update's term of dh_{t-1}
     Work(const Gru& c, int64_t B)
         : a(B * unit_blocks<S>(c.H) * 3 * Packed<S>::NR), an(B * unit_blocks<S>(c.H) * Packed<S>::NR),
-          u(c.reset_after ? 1 : B * c.H) {}
+          u(c.reset_after ? 1 : B * c.H), kept(B * c.H) {}
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
@@ -64,6 +69,7 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
     const auto a = blocked<const S>(w.a.data(), GR);  // (B, GR*H) h_{t-1} W_h[rz(n)]^T
     const auto an = blocked<const S>(w.an.data(), 1);  // (B, H) reset_before: W_hn u
     const auto h_prev = rows(io.prev[0]), h = rows(io.next[0]), out = rows(io.out);
+    const auto h_keep = rows(io.keep ? io.keep : io.prev[0]);  // the update's h_{t-1}
     const auto gates = rows(io.rec[0], 3), q = rows(io.rec[1]), u = rows(w.u.data());
     const auto bn = vec<const S>(b_hn.data());
     s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, GR));
@@ -75,7 +81,7 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
     s.each(H, [=](const Lanes<S>& l) {
       const V r_ = M::sigmoid(l(x, 0) + l(a, 0));
       const V z_ = M::sigmoid(l(x, 1) + l(a, 1));
-      const V hp = l(h_prev);
+      const V hp = l(h_keep);
       V n_, h_;
       if (reset_after) {
         const V q_ = l(a, 2) + l(bn);
@@ -92,7 +98,7 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
       l.set(gates, 1, z_);
       l.set(gates, 2, n_);
       if (io.out) l.set(out, h_);
-    }, {{copy(h, h_prev), zero(gates), zero(q), zero(out)}});
+    }, {{copy(h, h_keep), zero(gates), zero(q), zero(out)}});
     s.sync();  // the next step reads every unit of h_t
   }
 
@@ -101,6 +107,9 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
     const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dhs = rows(io.total[0]);
     const auto da = rows(io.grad[0], 3), dq = rows(io.grad[1]);
     const auto dh_prev = rows(w.a.data()), du = rows(w.an.data());
+    const auto m = rows(io.drop), kept = rows(w.kept.data());
+    // with recurrent dropout the update's term of dh_{t-1} waits in `kept`, dh_prev gathers m's terms
+    const auto direct = io.drop ? kept : dh_prev;
     s.each(H, [=](const Lanes<S>& l) {
       const V dh_ = io.d_out ? l(dh) + l(d_out) : l(dh);
       if (io.total[0]) l.set(dhs, dh_);
@@ -111,14 +120,15 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
         l.set(da, 1, dh_ * (hp - n_) * z_ * (S(1) - z_));
         l.set(da, 2, da_n);
         l.set(dq, da_n * r_);
-        l.set(dh_prev, dh_ * z_);
+        l.set(direct, dh_ * z_);
       } else {
         const V da_n = dh_ * z_ * (S(1) - n_ * n_);
         l.set(da, 1, dh_ * (n_ - hp) * z_ * (S(1) - z_));
         l.set(da, 2, da_n);
         l.set(dq, da_n);
-        l.set(dh_prev, dh_ * (S(1) - z_));
+        l.set(direct, dh_ * (S(1) - z_));
       }
+      if (m.p) l.set(dh_prev, V{});
     }, {{zero(da), zero(dq), zero(dh_prev), copy(dhs, cview(dh))}});
     s.sync();  // da_t (r, z, n for reset_after; z, n otherwise) and da_hn complete
     if (reset_after) {
@@ -126,15 +136,21 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
     } else {
       s.product(H, io.grad[1], H, Wn, w.an.data(), H);  // du = da_n W_hn
       s.each(H, [=](const Lanes<S>& l) {
-        const V r_ = l(gates, 0), du_ = l(du);
-        l.set(da, 0, du_ * l(h_prev) * r_ * (S(1) - r_));
+        const V r_ = l(gates, 0), du_ = l(du), hm = m.p ? l(h_prev) * l(m) : l(h_prev);
+        l.set(da, 0, du_ * hm * r_ * (S(1) - r_));
         l.set(dh_prev, l(dh_prev) + du_ * r_);
       });
       s.sync();  // da_r complete
     }
     s.product(H, io.grad[0], 3 * H, W, w.a.data(), H, true);  // dh_{t-1} += [da_r, da_z] W_h[rz]
+    if (m.p)  // dh_{t-1} = m (the products' terms) + the update's term; the same units as the products
+      s.each(H, [=](const Lanes<S>& l) { l.set(dh_prev, l(dh_prev) * l(m) + l(kept)); });
     s.carry(H, io.d[0], w.a.data());
   }
+};
+
+template <typename S> struct masks_itself<Gru<S>> {
+  static constexpr bool value = true;
 };
 
 }  // namespace RNNKIT_ISA_NS

@@ -10,7 +10,8 @@ or a hyper-parameter). The outputs and final states are allocated here, once, an
 written by the core; no per-step history is kept.
 
 Everything else takes the layer-by-layer path of :mod:`rnnkit.modules`, which this
-one equals (tests/test_stack_plan.py): a gradient to record, dropout in training,
+one equals (tests/test_stack_plan.py): a gradient to record, dropout in training, a
+regulariser that acts (zoneout; recurrent dropout or weight drop in training),
 internals or gradient recorders, ``torch.compile`` tracing, other devices and dtypes.
 
 >>> lstm = rnnkit.LSTM(8, 64, num_layers=2, bidirectional=True).eval()
@@ -27,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _backend, _core, networks
+from . import _backend, _core, _variants, networks
 from ._cache import PlanCache
 
 _ATTR = "_rnnkit_stack"  # where a module keeps its _Plan (in its __dict__)
@@ -134,7 +135,7 @@ def forward(module, input, hx, lengths, batch_class):
         spec = networks.network_of(module)
         plan = _Plan(module, spec, tuple(getattr(module, n) for n in spec.hyper))
         module.__dict__[_ATTR] = plan
-    if plan.skip or (module.training and module.dropout and plan.L > 1):
+    if plan.skip or (module.training and module.dropout and plan.L > 1) or _variants.active(module):
         return None
     get = module._parameters.get
     params = [get(n) for n in plan.names]

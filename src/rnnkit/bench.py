@@ -357,6 +357,10 @@ def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> 
     params = [p if p is None else p.clone().requires_grad_(training or case.autograd) for p in params]
     kwargs = {k: v for k, v in _hyper(case).items() if k in spec.hyper}
     n_states = len(spec.states)  # (h0, c0) or h0 or y0
+    p = float(_hyper(case).get("zoneout", 0.0))  # rnnkit runs in eval mode: zoneout's expected value
+    if p and case.mode in ("inference", "training"):
+        widths = spec.state_widths(_new_rnnkit(case))
+        kwargs["zoneout"] = tuple(torch.full((x.shape[0], x.shape[1], w), p, dtype=x.dtype) for w in widths)
     if case.mode == "inference":
         def call():
             with torch.inference_mode():
@@ -376,7 +380,12 @@ def _build_reference(case: Case, state: dict, x: torch.Tensor, threads: int) -> 
     state0 = _zero_state(case)
 
     def step(x_t, s):
-        return spec.reference_step(x_t, *(s if isinstance(s, tuple) else (s,)), *params, **kwargs)
+        new = spec.reference_step(x_t, *(s if isinstance(s, tuple) else (s,)), *params, **kwargs)
+        if not p:
+            return new
+        if isinstance(new, tuple):  # s_t = p s_{t-1} + (1 - p) s~_t
+            return tuple(p * a + (1 - p) * b for a, b in zip(s, new))
+        return p * s + (1 - p) * new
 
     if case.mode == "cell":
         return Runner(_cell_call(lambda: step(xs[0], state0), case.autograd))

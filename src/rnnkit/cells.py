@@ -25,11 +25,12 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from . import _backend, _core, functional, networks
+from . import _backend, _core, _variants, functional, networks
 from ._cache import PlanCache
 from .streaming import _core_stream, _is_buffer, _kernel_params
 from .modules import _JORDAN_ROLES, JordanRNN, _add_layer_norm, _add_peepholes, _check_jordan_activations, \
-    _jordan_parameters, _positive_int, _reset_layer_norm, _runs_natively, _warn_once
+    _check_layer_norm_rates, _init_repr, _jordan_parameters, _positive_int, _reset_layer_norm, _runs_natively, \
+    _set_gate_init, _warn_once
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
 
@@ -116,7 +117,8 @@ def _c(t: Optional[Tensor]) -> Optional[Tensor]:
 
 class _ElmanStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder, entry):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder, zoneout, recurrent_mask,
+                entry):
         (h1,), _ = _plan_step(entry, x, (h0,), (w_hh.shape[0],), ())
         ctx.save_for_backward(x, h0, h1, w_ih, w_hh)
         ctx.x_shape = x.shape
@@ -132,7 +134,8 @@ class _ElmanStep(torch.autograd.Function):
 
 class _LSTMStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder, entry):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder, zoneout, recurrent_mask,
+                entry):
         # (w_hr: a cell is never projected, as in torch.nn; it is in the layer's signature)
         H = w_hh.shape[1]
         (h1, c1), (gates,) = _plan_step(entry, x, (h0, c0), (H, H), (4 * H,))
@@ -151,7 +154,8 @@ class _LSTMStep(torch.autograd.Function):
 
 class _GRUStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder, entry):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder, zoneout,
+                recurrent_mask, entry):
         H = w_hh.shape[1]
         (h1,), (gates, hn) = _plan_step(entry, x, (h0,), (H,), (3 * H, H))
         ctx.save_for_backward(x, h0, h1, gates, hn, w_ih, w_hh)
@@ -170,7 +174,7 @@ class _GRUStep(torch.autograd.Function):
 class _JordanStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder,
-                entry):
+                zoneout, recurrent_mask, entry):
         H, O = w_yh.shape
         (y1,), (hs,) = _plan_step(entry, x, (y0,), (O,), (H,))
         ctx.save_for_backward(x, y0, y1, hs, w_ih, w_yh, w_hy)
@@ -190,13 +194,15 @@ class _JordanStep(torch.autograd.Function):
 # the LSTM's ends at weight_hr; the layer-norm gains never reach a one-step kernel).
 _ElmanStep.roles, _LSTMStep.roles, _GRUStep.roles, _JordanStep.roles = 4, 6, 4, 6
 
-# Per kernel: the Function, and its arguments after the parameters (lengths, codes, isa, recorder).
+# Per kernel: the Function, and its arguments after the parameters (lengths, codes, isa, recorder,
+# zoneout, recurrent_mask: no regulariser, which _native_step leaves to the layer path).
 _ACT = _backend.ACT_CODES
 _STEP_FUNCTIONS = {
-    "elman": (_ElmanStep, lambda m, isa: (None, _ACT[m.nonlinearity], isa, None)),
-    "lstm": (_LSTMStep, lambda m, isa: (None, isa, None)),
-    "gru": (_GRUStep, lambda m, isa: (None, m.reset_after, isa, None)),
-    "jordan": (_JordanStep, lambda m, isa: (None, _ACT[m.nonlinearity], _ACT[m.output_nonlinearity], isa, None)),
+    "elman": (_ElmanStep, lambda m, isa: (None, _ACT[m.nonlinearity], isa, None, None, None)),
+    "lstm": (_LSTMStep, lambda m, isa: (None, isa, None, None, None)),
+    "gru": (_GRUStep, lambda m, isa: (None, m.reset_after, isa, None, None, None)),
+    "jordan": (_JordanStep, lambda m, isa: (None, _ACT[m.nonlinearity], _ACT[m.output_nonlinearity], isa, None, None,
+                                            None)),
 }
 
 
@@ -229,7 +235,15 @@ class _Step:
     parameters) a step is one native call (:meth:`_native_step`): the core's one-layer
     stream (csrc/stream.cpp) over the cell's weights, packed once and cached on the
     cell until a parameter changes (:class:`rnnkit._cache.PlanCache`), writing the new
-    states into tensors allocated once per call."""
+    states into tensors allocated once per call.
+
+    Every cell takes ``zoneout`` (SPEC section 16): a fresh z per call in training, its
+    expected value at evaluation (a cell with zoneout takes the layer function's path,
+    not the one-call step). Recurrent dropout and weight drop draw one mask per
+    sequence, which a one-step cell does not see: they are options of the layers."""
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + _variants.rates_repr(self) + _init_repr(self)
 
     _state_argument = "hx"
 
@@ -255,6 +269,8 @@ class _Step:
         for setting in _not_streamed():  # settings the one-step kernels do not run (layer_norm)
             if getattr(self, setting, False):
                 return None
+        if _variants.active(self):  # zoneout: the layer function's path draws z (or uses p)
+            return None
         n = len(spec.states)
         parts = hx if isinstance(hx, (tuple, list)) else (hx,) * n if hx is None else (hx,)
         shape = input.shape
@@ -339,7 +355,11 @@ class _Step:
                        f"device={x.device.type}, dtype={x.dtype}; running the reference implementation")
         fn = spec.functional if native else spec.reference
         params = [self._parameters.get(role) for role in spec.param_roles]
-        final = fn(x, *states, *params, **hyper)[1]
+        masks = _variants.layer_masks(self, spec, 1, 1, x.shape[1], x)  # zoneout (SPEC section 16), or None
+        if masks and native and functional._ops.capturing(x):
+            _variants.captured_masks_allowed()
+            fn = spec.reference  # the custom ops take no masks: while a graph is captured, the reference
+        final = fn(x, *states, *params, **hyper, **(masks[0] if masks else {}))[1]
         finals = tuple(_out(f, unbatched) for f in (final if isinstance(final, tuple) else (final,)))
         return finals if n > 1 else finals[0]
 
@@ -353,12 +373,13 @@ class RNNCell(_Step, nn.RNNCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, nonlinearity: str = "tanh",
-                 device=None, dtype=None):
+                 device=None, dtype=None, zoneout: float = 0.0):
         if nonlinearity not in ("tanh", "relu", "identity"):
             raise ValueError(f"nonlinearity: expected 'tanh', 'relu' or 'identity', got {nonlinearity!r}")
         super().__init__(input_size, hidden_size, bias, "tanh" if nonlinearity == "identity" else nonlinearity,
                          device=device, dtype=dtype)
         self.nonlinearity = nonlinearity
+        _variants.set_rates(self, zoneout)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx)
@@ -374,7 +395,8 @@ class LSTMCell(_Step, nn.LSTMCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
-                 peephole: bool = False, layer_norm: bool = False):
+                 peephole: bool = False, layer_norm: bool = False, zoneout: float = 0.0,
+                 forget_bias: Optional[float] = None, chrono_tmax: Optional[float] = None):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.peephole = bool(peephole)
         self.layer_norm = bool(layer_norm)
@@ -382,14 +404,19 @@ class LSTMCell(_Step, nn.LSTMCell):
             _add_peepholes(self, [""])
         if self.layer_norm:
             _add_layer_norm(self, [""], 4, cell_state=True)
+        _variants.set_rates(self, zoneout)
+        _check_layer_norm_rates(self)
+        _set_gate_init(self, forget_bias, chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         _reset_layer_norm(self)
+        _variants.init_gate_biases(self)
 
     def extra_repr(self) -> str:
-        s = super().extra_repr()
-        return s + "".join(f", {k}=True" for k in ("peephole", "layer_norm") if getattr(self, k))
+        s = nn.LSTMCell.extra_repr(self)
+        s = s + "".join(f", {k}=True" for k in ("peephole", "layer_norm") if getattr(self, k))
+        return s + _variants.rates_repr(self) + _init_repr(self)
 
     def forward(self, input: Tensor, hx=None):
         return self._step(input, hx)
@@ -404,16 +431,21 @@ class GRUCell(_Step, nn.GRUCell):
     """
 
     def __init__(self, input_size: int, hidden_size: int, bias: bool = True, device=None, dtype=None,
-                 reset_after: bool = True, layer_norm: bool = False):
+                 reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0,
+                 forget_bias: Optional[float] = None, chrono_tmax: Optional[float] = None):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.reset_after = bool(reset_after)
         self.layer_norm = bool(layer_norm)
         if self.layer_norm:
             _add_layer_norm(self, [""], 3, cell_state=False)
+        _variants.set_rates(self, zoneout)
+        _check_layer_norm_rates(self)
+        _set_gate_init(self, forget_bias, chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
         _reset_layer_norm(self)
+        _variants.init_gate_biases(self)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx)
@@ -431,10 +463,12 @@ class JordanCell(_Step, nn.Module):
     """
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
-                 output_nonlinearity: str = "identity", bias: bool = True, device=None, dtype=None):
+                 output_nonlinearity: str = "identity", bias: bool = True, device=None, dtype=None,
+                 zoneout: float = 0.0):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size), ("output_size", output_size)):
             _positive_int(name, value)
+        _variants.set_rates(self, zoneout)
         _check_jordan_activations(nonlinearity, output_nonlinearity)
         self.input_size, self.hidden_size, self.output_size = input_size, hidden_size, output_size
         self.nonlinearity, self.output_nonlinearity, self.bias = nonlinearity, output_nonlinearity, bias
@@ -449,7 +483,7 @@ class JordanCell(_Step, nn.Module):
             s += f", nonlinearity={self.nonlinearity!r}"
         if self.output_nonlinearity != "identity":
             s += f", output_nonlinearity={self.output_nonlinearity!r}"
-        return s if self.bias else s + ", bias=False"
+        return (s if self.bias else s + ", bias=False") + _variants.rates_repr(self)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # A one-layer JordanRNN's state_dict loads too (its names carry ``_l0``).

@@ -109,6 +109,52 @@ def _grad_or_none(needed: bool, value: Optional[Tensor]) -> Optional[Tensor]:
     return value if needed else None
 
 
+def _regular(zoneout, recurrent_mask, x: Tensor):
+    """The core's keyword arguments for zoneout and recurrent dropout (SPEC section 16),
+    and the buffers of the states before zoneout that the forward fills, one per state
+    (None where that state is not zoned out). ``({}, None)`` when neither is given: the
+    plain call."""
+    if zoneout is None and recurrent_mask is None:
+        return {}, None
+    kw, raw = {}, []
+    for suffix, z in zip(("", "_c"), zoneout or ()):
+        r = None if z is None else x.new_empty(z.shape)  # (T, B, W)
+        if z is not None:
+            kw["zone" + suffix], kw["raw" + suffix] = _c(z), _np(r)
+        raw.append(r)
+    if recurrent_mask is not None:
+        kw["drop"] = _c(recurrent_mask)
+    return kw, raw
+
+
+def _dropped(h_prev: Tensor, recurrent_mask: Optional[Tensor]) -> Tensor:
+    """(T, B, W) the states that entered the W_hh products: m h_{t-1} with recurrent dropout."""
+    return h_prev if recurrent_mask is None else h_prev * recurrent_mask
+
+
+def _check_regular(name: str, zoneout, recurrent_mask, T: int, B: int, widths, x: Tensor):
+    """Checks the functional API's zoneout (one (T, B, W) tensor or None per state) and
+    recurrent_mask ((B, W) or None); returns zoneout as a tuple or None."""
+    if zoneout is not None:
+        if isinstance(zoneout, Tensor):
+            zoneout = (zoneout,)
+        zoneout = tuple(zoneout)
+        if len(zoneout) != len(widths):
+            raise ValueError(f"zoneout: expected {len(widths)} tensor(s) or None (one per state of the {name}), "
+                             f"got {len(zoneout)}")
+        for z, w in zip(zoneout, widths):
+            if z is not None and (tuple(z.shape) != (T, B, w) or z.dtype != x.dtype):
+                raise ValueError(f"zoneout: expected tensors of shape {(T, B, w)} and dtype {x.dtype}, "
+                                 f"got {tuple(z.shape)} {z.dtype}")
+        if all(z is None for z in zoneout):
+            zoneout = None
+    if recurrent_mask is not None and (tuple(recurrent_mask.shape) != (B, widths[0])
+                                       or recurrent_mask.dtype != x.dtype):
+        raise ValueError(f"recurrent_mask: expected shape {(B, widths[0])} and dtype {x.dtype}, "
+                         f"got {tuple(recurrent_mask.shape)} {recurrent_mask.dtype}")
+    return zoneout
+
+
 class _NoGrad:
     """Stands in for autograd's ctx when no gradient is needed (inference, no_grad):
     the Function's forward then runs as a plain function, without autograd's
@@ -121,11 +167,16 @@ class _NoGrad:
         pass
 
 
-def _apply(fn, *args):
+def _apply(fn, *args, regular=()):
     """fn.apply(*args) when a gradient can flow, else fn's forward as a plain call; while a
-    graph is captured (torch.compile, torch.export, ONNX), the same through its custom op."""
+    graph is captured (torch.compile, torch.export, ONNX), the same through its custom op.
+    ``regular``: (zoneout, recurrent_mask) when either is given, passed after ``args``."""
     if _ops.capturing(args[0]):
+        if regular:
+            raise NotImplementedError("zoneout / recurrent dropout: not supported while a graph is captured "
+                                      "(torch.compile, torch.export, ONNX); run the layer eagerly")
         return fn.op_apply(*args)  # set by rnnkit._ops
+    args = args + tuple(regular)
     if torch.is_grad_enabled() and any(isinstance(a, Tensor) and a.requires_grad for a in args):
         return fn.apply(*args)
     return fn.forward(_NoGrad(), *args)
@@ -134,15 +185,18 @@ def _apply(fn, *args):
 # ----------------------------------------------------------------------------- Elman
 class _Elman(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder, zoneout=None,
+                recurrent_mask=None):
         T, B, _ = x.shape
         H = w_hh.shape[0]
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, H)
         hs = x.new_empty(T + 1, B, H)  # states, hs[0] = h0
         out = x.new_empty(T, B, H) if lengths is not None else None
         w_hh_c = w_hh.detach().contiguous()
+        ctx.reg, _ = _regular(zoneout, recurrent_mask, x)
         _core.elman_forward(isa, act, _np(xw), _np(w_hh_c), _c(h0), _np(lengths), _np(hs), _np(out),
-                            _backend.num_threads(B, H, 1))
+                            _backend.num_threads(B, H, 1), **ctx.reg)
+        ctx.recurrent_mask = recurrent_mask
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, lengths)
         ctx.act, ctx.isa, ctx.w_ih_index, ctx.recorder = act, isa, 2, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -159,17 +213,19 @@ class _Elman(torch.autograd.Function):
         dh0 = x.new_empty(B, H)
         dhs = _record(ctx.recorder, "dh", x, T, B, H)
         _core.elman_backward(ctx.isa, ctx.act, _np(w_hh), _np(hs), _np(lengths), _c(d_out), _c(dh_n), _np(da),
-                             _np(dh0), _np(dhs), _backend.num_threads(B, H, 1))
+                             _np(dh0), _np(dhs), _backend.num_threads(B, H, 1), **getattr(ctx, "reg", {}))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
-        dw_hh = _weight_grad(da, hs[:-1]) if ctx.needs_input_grad[3] else None
+        h_in = _dropped(hs[:-1], getattr(ctx, "recurrent_mask", None))
+        dw_hh = _weight_grad(da, h_in) if ctx.needs_input_grad[3] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh,
-                _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None, None, None)
+                _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), None, None, None, None,
+                None, None)
 
 
 def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
                 bias_hh: Optional[Tensor] = None, nonlinearity: str = "tanh", lengths=None, return_internals: bool = False,
-          grad_recorder: Optional[dict] = None):
+          grad_recorder: Optional[dict] = None, zoneout=None, recurrent_mask: Optional[Tensor] = None):
     """Elman RNN over a sequence (SPEC section 1)::
 
         a_t = W_ih x_t + b_ih + W_hh h_{t-1} + b_hh,   h_t = f(a_t)
@@ -178,17 +234,24 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
     biases (H) or None; nonlinearity in tanh | relu | identity.
     Returns (out (T, B, H), h_n (B, H)) [, {"a": pre-activation (T, B, H)} with
     return_internals].
+    Regularisers (SPEC section 16; module options fill them, see rnnkit.LSTM):
+    ``zoneout``: one (T, B, W) tensor of weights z in [0, 1] or None per state
+    (``s_t = z s_{t-1} + (1 - z) s~_t``); ``recurrent_mask``: (B, W) m, the W_hh
+    product reads ``m * h_{t-1}`` (recurrent dropout).
     """
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}")
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
+    zoneout = _check_regular("Elman RNN", zoneout, recurrent_mask, T, B, (weight_hh.shape[0],), x)
+    regular = () if zoneout is None and recurrent_mask is None else (zoneout, recurrent_mask)
     out, h_n, hs = _apply(_Elman, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths,
-                                _backend.ACT_CODES[nonlinearity], _backend.current_isa(), grad_recorder)
+                          _backend.ACT_CODES[nonlinearity], _backend.current_isa(), grad_recorder, regular=regular)
     if return_internals:
         # a_t = xw_t + W_hh h_{t-1} for all steps in two matrix products, only on request.
         with torch.no_grad():
-            a = _project(x, weight_ih, _sum_bias(bias_ih, bias_hh)) + hs[:-1] @ weight_hh.detach().t()
+            h_in = _dropped(hs[:-1], recurrent_mask)  # what the W_hh product read
+            a = _project(x, weight_ih, _sum_bias(bias_ih, bias_hh)) + h_in @ weight_hh.detach().t()
             if lengths is not None:
                 a = a * _active_mask(lengths, T, a.dtype)
         return out, h_n, {"a": a}
@@ -198,7 +261,8 @@ def elman(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor,
 # ----------------------------------------------------------------------------- LSTM
 class _LSTM(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder):
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder, zoneout=None,
+                recurrent_mask=None):
         T, B, _ = x.shape
         H, K = w_hh.shape[0] // 4, w_hh.shape[1]  # K: the width of h (P with a projection, else H)
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, 4H)
@@ -209,8 +273,11 @@ class _LSTM(torch.autograd.Function):
         w_hh_c = w_hh.detach().contiguous()
         w_ch_c = None if w_ch is None else w_ch.detach().contiguous()  # (3H) peepholes i, f, o
         w_hr_c = None if w_hr is None else w_hr.detach().contiguous()  # (P, H) projection
+        ctx.reg, raw = _regular(zoneout, recurrent_mask, x)
         _core.lstm_forward(isa, _np(xw), _np(w_hh_c), _c(h0), _c(c0), _np(lengths), _np(hs), _np(cs), _np(gates),
-                           _np(out), _backend.num_threads(B, H, 4), _np(w_ch_c), _np(w_hr_c))
+                           _np(out), _backend.num_threads(B, H, 4), _np(w_ch_c), _np(w_hr_c), **ctx.reg)
+        ctx.recurrent_mask = recurrent_mask
+        ctx.c_raw = raw[1] if raw else None  # (T, B, H) c~_t before zoneout, which o's peephole sees
         ctx.save_for_backward(x, w_ih, w_hh_c, w_ch_c, w_hr_c, hs, cs, gates, lengths)
         ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 3, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -231,22 +298,24 @@ class _LSTM(torch.autograd.Function):
         dcs = _record(ctx.recorder, "dc", x, T, B, H)
         _core.lstm_backward(ctx.isa, _np(w_hh), _np(hs), _np(cs), _np(gates), _np(lengths), _c(d_out), _c(dh_n),
                             _c(dc_n), _np(da), _np(dh0), _np(dc0), _np(dhs), _np(dcs), _backend.num_threads(B, H, 4),
-                            _np(w_ch), _np(w_hr), _np(dr))
+                            _np(w_ch), _np(w_hr), _np(dr), **getattr(ctx, "reg", {}))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
-        dw_hh = _weight_grad(da, hs[:-1]) if ctx.needs_input_grad[4] else None
+        h_in = _dropped(hs[:-1], getattr(ctx, "recurrent_mask", None))
+        dw_hh = _weight_grad(da, h_in) if ctx.needs_input_grad[4] else None
         db = _flat(da).sum(0) if any(ctx.has_bias) else None
         dw_ch = None
+        c_new = cs[1:] if getattr(ctx, "c_raw", None) is None else ctx.c_raw  # c~_t: before zoneout
         if ctx.needs_input_grad[7]:  # SPEC section 13: p_i, p_f see c_{t-1}, p_o sees c_t; summed over all steps
             da_i, da_f, _, da_o = da.chunk(4, dim=2)
             dw_ch = torch.cat([(da_i * cs[:-1]).sum((0, 1)), (da_f * cs[:-1]).sum((0, 1)),
-                               (da_o * cs[1:]).sum((0, 1))])
+                               (da_o * c_new).sum((0, 1))])
         dw_hr = None
         if w_hr is not None and ctx.needs_input_grad[8]:  # SPEC section 14: dW_hr = sum_t dr_t^T m_t
-            m = gates[..., 3 * H:] * torch.tanh(cs[1:])  # (T, B, H) m_t = o_t tanh(c_t), 0 where inactive
+            m = gates[..., 3 * H:] * torch.tanh(c_new)  # (T, B, H) m_t = o_t tanh(c~_t), 0 where inactive
             dw_hr = _flat(dr).t() @ _flat(m)
         return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), _grad_or_none(ctx.needs_input_grad[2], dc0),
                 dw_ih, dw_hh, _grad_or_none(ctx.has_bias[0], db), _grad_or_none(ctx.has_bias[1], db), dw_ch, dw_hr,
-                None, None, None)
+                None, None, None, None, None)
 
 
 LAYER_NORM_EPS = 1e-5  # torch.nn.functional.layer_norm's, and the core's (csrc/cells/ln_lstm.h)
@@ -332,7 +401,8 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
          bias_ih: Optional[Tensor] = None, bias_hh: Optional[Tensor] = None, weight_ch: Optional[Tensor] = None,
          weight_hr: Optional[Tensor] = None, ln_gain_ih: Optional[Tensor] = None, ln_gain_hh: Optional[Tensor] = None,
          ln_gain_c: Optional[Tensor] = None, ln_bias_c: Optional[Tensor] = None, lengths=None,
-         return_internals: bool = False, grad_recorder: Optional[dict] = None):
+         return_internals: bool = False, grad_recorder: Optional[dict] = None,
+         zoneout=None, recurrent_mask: Optional[Tensor] = None):
     """LSTM over a sequence (SPEC section 3), gate rows stacked i, f, g, o::
 
         i, f, o = sigmoid(.), g = tanh(.)   of   W_ih x_t + b_ih + W_hh h_{t-1} + b_hh
@@ -353,9 +423,16 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
     weight_ih (4H, I); weight_hh (4H, K); biases (4H) or None; weight_ch (3H) or None;
     weight_hr (P, H) or None. Returns (out (T, B, K), (h_n (B, K), c_n (B, H))) [, internals
     {"i", "f", "g", "o", "c"} each (T, B, H) with return_internals].
+    Regularisers (SPEC section 16; module options fill them, see rnnkit.LSTM):
+    ``zoneout``: (z_h, z_c): a (T, B, H) tensor of weights z in [0, 1] or None per state
+    (``s_t = z s_{t-1} + (1 - z) s~_t``); ``recurrent_mask``: (B, W) m, the W_hh
+    product reads ``m * h_{t-1}`` (recurrent dropout).
     """
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
+    H, K = weight_hh.shape[0] // 4, weight_hh.shape[1]  # K: the width of h (P when projected)
+    zoneout = _check_regular("LSTM", zoneout, recurrent_mask, T, B, (K, H), x)
+    regular = () if zoneout is None and recurrent_mask is None else (zoneout, recurrent_mask)
     norms = (ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
     if any(t is not None for t in norms):
         missing = [name for name, t in zip(_LAYER_NORM_ROLES, norms) if t is None]
@@ -365,11 +442,14 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
         if weight_ch is not None or weight_hr is not None:
             raise ValueError(f"{'weight_ch' if weight_ch is not None else 'weight_hr'}: expected None with layer "
                              "normalisation (peepholes and projections are not combined with it), got a tensor")
+        if regular:
+            raise ValueError(f"{'zoneout' if zoneout is not None else 'recurrent_mask'}: expected None with layer "
+                             "normalisation (the regularisers are not combined with it), got a tensor")
         out, h_n, c_n, cs, gates = _apply(_LNLSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, *norms, lengths,
                                           _backend.current_isa(), grad_recorder)
     else:
         out, h_n, c_n, cs, gates = _apply(_LSTM, x, h0, c0, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch,
-                                          weight_hr, lengths, _backend.current_isa(), grad_recorder)
+                                          weight_hr, lengths, _backend.current_isa(), grad_recorder, regular=regular)
     if return_internals:
         i, f, g, o = gates.detach().chunk(4, dim=2)
         c = cs.detach()[1:]
@@ -387,7 +467,8 @@ def _active_mask(lengths: Tensor, T: int, dtype) -> Tensor:
 # ----------------------------------------------------------------------------- GRU
 class _GRU(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder):
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder, zoneout=None,
+                recurrent_mask=None):
         T, B, _ = x.shape
         H = w_hh.shape[1]
         b_hn = None
@@ -403,8 +484,10 @@ class _GRU(torch.autograd.Function):
         hn = x.new_empty(T, B, H)  # reset_after: W_hn h + b_hn; reset_before: r * h_prev
         out = x.new_empty(T, B, H) if lengths is not None else None
         w_hh_c = w_hh.detach().contiguous()
+        ctx.reg, _ = _regular(zoneout, recurrent_mask, x)
+        ctx.recurrent_mask = recurrent_mask
         _core.gru_forward(isa, reset_after, _np(xw), _np(w_hh_c), b_hn, _c(h0), _np(lengths), _np(hs), _np(gates),
-                          _np(hn), _np(out), _backend.num_threads(B, H, 3))
+                          _np(hn), _np(out), _backend.num_threads(B, H, 3), **ctx.reg)
         ctx.save_for_backward(x, w_ih, w_hh_c, hs, gates, hn, lengths)
         ctx.isa, ctx.reset_after, ctx.w_ih_index, ctx.recorder = isa, reset_after, 2, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -422,16 +505,19 @@ class _GRU(torch.autograd.Function):
         dh0 = x.new_empty(B, H)
         dhs = _record(ctx.recorder, "dh", x, T, B, H)
         _core.gru_backward(ctx.isa, ctx.reset_after, _np(w_hh), _np(hs), _np(gates), _np(hn), _np(lengths),
-                           _c(d_out), _c(dh_n), _np(da), _np(da_hn), _np(dh0), _np(dhs), _backend.num_threads(B, H, 3))
+                           _c(d_out), _c(dh_n), _np(da), _np(da_hn), _np(dh0), _np(dhs), _backend.num_threads(B, H, 3),
+                           **getattr(ctx, "reg", {}))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         dw_hh = None
         if ctx.needs_input_grad[3]:
             # rows r, z see h_prev; rows n see h_prev (reset_after) or r * h_prev (seed form).
-            n_input = hs[:-1] if ctx.reset_after else hn
-            dw_hh = torch.cat([_weight_grad(da[..., : 2 * H], hs[:-1]), _weight_grad(da_hn, n_input)])
+            h_in = _dropped(hs[:-1], getattr(ctx, "recurrent_mask", None))
+            n_input = h_in if ctx.reset_after else hn
+            dw_hh = torch.cat([_weight_grad(da[..., : 2 * H], h_in), _weight_grad(da_hn, n_input)])
         db_ih = _flat(da).sum(0) if ctx.has_bias[0] else None
         db_hh = torch.cat([_flat(da[..., : 2 * H]).sum(0), _flat(da_hn).sum(0)]) if ctx.has_bias[1] else None
-        return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None, None)
+        return (dx, _grad_or_none(ctx.needs_input_grad[1], dh0), dw_ih, dw_hh, db_ih, db_hh, None, None, None, None,
+                None, None)
 
 
 class _LNGRU(torch.autograd.Function):
@@ -488,7 +574,7 @@ class _LNGRU(torch.autograd.Function):
 def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, bias_ih: Optional[Tensor] = None,
         bias_hh: Optional[Tensor] = None, ln_gain_ih: Optional[Tensor] = None, ln_gain_hh: Optional[Tensor] = None,
         reset_after: bool = True, lengths=None, return_internals: bool = False,
-        grad_recorder: Optional[dict] = None):
+        grad_recorder: Optional[dict] = None, zoneout=None, recurrent_mask: Optional[Tensor] = None):
     """GRU over a sequence (SPEC section 4), gate rows stacked r, z, n.
 
     reset_after=True (torch.nn.GRU's form)::
@@ -507,9 +593,15 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
     Args: x (T, B, I); h0 (B, H) or None; weight_ih (3H, I); weight_hh (3H, H);
     biases (3H) or None. Returns (out (T, B, H), h_n (B, H)) [, internals
     {"r", "z", "n"} each (T, B, H) with return_internals].
+    Regularisers (SPEC section 16; module options fill them, see rnnkit.LSTM):
+    ``zoneout``: one (T, B, W) tensor of weights z in [0, 1] or None per state
+    (``s_t = z s_{t-1} + (1 - z) s~_t``); ``recurrent_mask``: (B, W) m, the W_hh
+    product reads ``m * h_{t-1}`` (recurrent dropout).
     """
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
+    zoneout = _check_regular("GRU", zoneout, recurrent_mask, T, B, (weight_hh.shape[1],), x)
+    regular = () if zoneout is None and recurrent_mask is None else (zoneout, recurrent_mask)
     if ln_gain_ih is not None or ln_gain_hh is not None:
         if ln_gain_ih is None or ln_gain_hh is None:
             raise ValueError(f"{'ln_gain_ih' if ln_gain_ih is None else 'ln_gain_hh'}: expected both ln_gain_ih and "
@@ -517,11 +609,14 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
         if not reset_after:
             raise ValueError("reset_after: expected True with layer normalisation (haste's LayerNormGRU is the "
                              "reset-after form), got False")
+        if regular:
+            raise ValueError(f"{'zoneout' if zoneout is not None else 'recurrent_mask'}: expected None with layer "
+                             "normalisation (the regularisers are not combined with it), got a tensor")
         out, h_n, gates = _apply(_LNGRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, ln_gain_ih, ln_gain_hh,
                                  lengths, _backend.current_isa(), grad_recorder)
     else:
         out, h_n, gates = _apply(_GRU, x, h0, weight_ih, weight_hh, bias_ih, bias_hh, lengths, bool(reset_after),
-                                 _backend.current_isa(), grad_recorder)
+                                 _backend.current_isa(), grad_recorder, regular=regular)
     if return_internals:
         r, z, n = gates.detach().chunk(3, dim=2)
         return out, h_n, {"r": r, "z": z, "n": n}
@@ -540,7 +635,8 @@ def _jordan_threads(B: int, H: int, O: int) -> int:
 
 class _Jordan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder):
+    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder,
+                zoneout=None, recurrent_mask=None):
         T, B, _ = x.shape
         H, O = w_yh.shape
         xw = _project(x, w_ih, _sum_bias(b_ih, b_yh))  # (T, B, H)
@@ -548,8 +644,10 @@ class _Jordan(torch.autograd.Function):
         ys = x.new_empty(T + 1, B, O)  # outputs fed back, ys[0] = y0
         out = x.new_empty(T, B, O) if lengths is not None else None
         w_yh_c, w_hy_c = w_yh.detach().contiguous(), w_hy.detach().contiguous()
+        ctx.reg, _ = _regular(zoneout, recurrent_mask, x)
+        ctx.recurrent_mask = recurrent_mask
         _core.jordan_forward(isa, act, out_act, _np(xw), _np(w_yh_c), _np(w_hy_c), _c(b_hy), _c(y0), _np(lengths),
-                             _np(hs), _np(ys), _np(out), _jordan_threads(B, H, O))
+                             _np(hs), _np(ys), _np(out), _jordan_threads(B, H, O), **ctx.reg)
         ctx.save_for_backward(x, w_ih, w_yh_c, w_hy_c, hs, ys, lengths)
         ctx.act, ctx.out_act, ctx.isa, ctx.w_ih_index, ctx.recorder = act, out_act, isa, 2, recorder
         ctx.has_bias = (b_ih is not None, b_yh is not None, b_hy is not None)
@@ -567,21 +665,24 @@ class _Jordan(torch.autograd.Function):
         dy0 = x.new_empty(B, O)
         dys = _record(ctx.recorder, "dy", x, T, B, O)
         _core.jordan_backward(ctx.isa, ctx.act, ctx.out_act, _np(w_yh), _np(w_hy), _np(hs), _np(ys), _np(lengths),
-                              _c(d_out), _c(dy_n), _np(da), _np(d_o), _np(dy0), _np(dys), _jordan_threads(B, H, O))
+                              _c(d_out), _c(dy_n), _np(da), _np(d_o), _np(dy0), _np(dys), _jordan_threads(B, H, O),
+                              **getattr(ctx, "reg", {}))
         dx, dw_ih = _input_grads(ctx, da, x, w_ih)
         need = ctx.needs_input_grad
-        dw_yh = _weight_grad(da, ys[:-1]) if need[3] else None
+        y_in = _dropped(ys[:-1], getattr(ctx, "recurrent_mask", None))
+        dw_yh = _weight_grad(da, y_in) if need[3] else None
         dw_hy = _weight_grad(d_o, hs) if need[4] else None
         db = _flat(da).sum(0) if (ctx.has_bias[0] or ctx.has_bias[1]) else None
         db_hy = _flat(d_o).sum(0) if ctx.has_bias[2] else None
         return (dx, _grad_or_none(need[1], dy0), dw_ih, dw_yh, dw_hy, _grad_or_none(ctx.has_bias[0], db),
-                _grad_or_none(ctx.has_bias[1], db), db_hy, None, None, None, None, None)
+                _grad_or_none(ctx.has_bias[1], db), db_hy, None, None, None, None, None, None, None)
 
 
 def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor, weight_hy: Tensor,
            bias_ih: Optional[Tensor] = None, bias_yh: Optional[Tensor] = None, bias_hy: Optional[Tensor] = None,
            nonlinearity: str = "tanh", output_nonlinearity: str = "identity", lengths=None,
-           return_internals: bool = False, grad_recorder: Optional[dict] = None):
+           return_internals: bool = False, grad_recorder: Optional[dict] = None, zoneout=None,
+           recurrent_mask: Optional[Tensor] = None):
     """Jordan RNN over a sequence (SPEC section 2): the previous output is fed back::
 
         a_t = W_ih x_t + b_ih + W_yh y_{t-1} + b_yh,   h_t = f(a_t),   y_t = g(W_hy h_t + b_hy)
@@ -590,6 +691,10 @@ def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor
     weight_hy (O, H); biases or None; nonlinearity f in tanh | relu | identity,
     output_nonlinearity g in identity | tanh | sigmoid.
     Returns (out (T, B, O) = every y_t, y_n (B, O)) [, {"h": (T, B, H)}].
+    Regularisers (SPEC section 16; module options fill them, see rnnkit.LSTM):
+    ``zoneout``: one (T, B, W) tensor of weights z in [0, 1] or None per state
+    (``s_t = z s_{t-1} + (1 - z) s~_t``); ``recurrent_mask``: (B, W) m, the W_yh
+    product reads ``m * y_{t-1}`` (recurrent dropout).
     """
     if nonlinearity not in _NONLINEARITIES:
         raise ValueError(f"nonlinearity: expected one of {_NONLINEARITIES}, got {nonlinearity!r}")
@@ -597,9 +702,11 @@ def jordan(x: Tensor, y0: Optional[Tensor], weight_ih: Tensor, weight_yh: Tensor
         raise ValueError(f"output_nonlinearity: expected one of {_OUTPUT_NONLINEARITIES}, got {output_nonlinearity!r}")
     T, B, _ = x.shape
     lengths = lengths_tensor(lengths, T, B)
+    zoneout = _check_regular("Jordan RNN", zoneout, recurrent_mask, T, B, (weight_hy.shape[0],), x)
+    regular = () if zoneout is None and recurrent_mask is None else (zoneout, recurrent_mask)
     out, y_n, hs = _apply(_Jordan, x, y0, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, lengths,
-                                 _backend.ACT_CODES[nonlinearity], _backend.ACT_CODES[output_nonlinearity],
-                                 _backend.current_isa(), grad_recorder)
+                          _backend.ACT_CODES[nonlinearity], _backend.ACT_CODES[output_nonlinearity],
+                          _backend.current_isa(), grad_recorder, regular=regular)
     if return_internals:
         return out, y_n, {"h": hs.detach()}
     return out, y_n

@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pad_packed_sequence
 
-from . import _stack, functional, networks
+from . import _stack, _variants, functional, networks
 from ._checks import lengths_tensor
 
 __all__ = ["RNN", "LSTM", "GRU", "JordanRNN", "StateGradients"]
@@ -168,13 +168,18 @@ def _layer_params(module: nn.Module, roles: Sequence[str], layer: int, direction
 
 
 def _run_layer(spec, native: bool, x: Tensor, init: list, params: list, hyper: dict, lengths,
-               want_internals: bool, recorder: Optional[dict]):
-    """One layer in one direction: (out (T, B, F), final states tuple, internals or None)."""
+               want_internals: bool, recorder: Optional[dict], masks: Optional[dict] = None):
+    """One layer in one direction: (out (T, B, F), final states tuple, internals or None).
+    ``masks``: the zoneout / recurrent dropout arguments (SPEC section 16), or None."""
+    masks = masks or {}
+    if native and masks and functional._ops.capturing(x):
+        _variants.captured_masks_allowed()
+        native = False  # the custom ops take no masks: while a graph is captured, the reference is traced
     if native:
         res = spec.functional(x, *init, *params, **hyper, lengths=lengths, return_internals=want_internals,
-                              grad_recorder=recorder)
+                              grad_recorder=recorder, **masks)
     else:
-        res = spec.reference(x, *init, *params, **hyper, lengths=lengths, return_internals=want_internals)
+        res = spec.reference(x, *init, *params, **hyper, lengths=lengths, return_internals=want_internals, **masks)
     finals = res[1] if isinstance(res[1], tuple) else (res[1],)
     return res[0], finals, (res[2] if want_internals else None)
 
@@ -193,11 +198,13 @@ def _run_stack(module, spec, batch: _Batch, states: list, native: bool, internal
     hyper = spec.hyper_of(module)
     x = batch.x
     finals: list = [[] for _ in spec.states]
+    masks = _variants.layer_masks(module, spec, module.num_layers * D, batch.T, batch.B, x)
     for layer_index in range(module.num_layers):
         outs = []
         for direction in range(D):
             k = layer_index * D + direction
-            params = _layer_params(module, spec.param_roles, layer_index, direction)
+            params = _variants.drop_weights(module, spec.param_roles,
+                                            _layer_params(module, spec.param_roles, layer_index, direction))
             init = [None if s is None else s[k] for s in states]
             xin = _reverse_time(x, batch.lengths) if direction == 1 else x
             recorder = None
@@ -205,7 +212,8 @@ def _run_stack(module, spec, batch: _Batch, states: list, native: bool, internal
                 recorder = StateGradients(batch, reverse=direction == 1)
                 recorders.append(recorder)
             out, final, inner = _run_layer(spec, native, xin, init, params, hyper, batch.lengths,
-                                           internals is not None, None if recorder is None else recorder._raw)
+                                           internals is not None, None if recorder is None else recorder._raw,
+                                           None if masks is None else masks[k])
             if internals is not None:
                 internals.append({k: batch.per_step(v, direction == 1) for k, v in inner.items()})
             if direction == 1:
@@ -307,12 +315,15 @@ class RNN(_StackedNetwork, nn.RNN):
     Args as ``torch.nn.RNN`` (input_size, hidden_size, num_layers=1, nonlinearity='tanh',
     bias=True, batch_first=False, dropout=0.0, bidirectional=False); nonlinearity may
     also be 'identity'. ``forward(input, hx=None, *, lengths=None) -> (output, h_n)``.
+    Regularisers, rates in [0, 1), 0 (off) by default (SPEC section 16; see
+    :class:`LSTM`): ``zoneout``, ``recurrent_dropout``, ``weight_drop``.
 
     >>> rnn = rnnkit.RNN(10, 20, num_layers=2)
     >>> output, h_n = rnn(torch.randn(5, 3, 10))     # (5, 3, 20), (2, 3, 20)
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, zoneout: float = 0.0, recurrent_dropout: float = 0.0, weight_drop: float = 0.0,
+                 **kwargs):
         nonlinearity = kwargs.pop("nonlinearity", None)
         if nonlinearity is None and len(args) >= 4 and isinstance(args[3], str):
             args = list(args)
@@ -322,6 +333,10 @@ class RNN(_StackedNetwork, nn.RNN):
             raise ValueError(f"nonlinearity: expected 'tanh', 'relu' or 'identity', got {nonlinearity!r}")
         super().__init__(*args, nonlinearity="tanh" if nonlinearity == "identity" else nonlinearity, **kwargs)
         self.nonlinearity = nonlinearity
+        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + _variants.rates_repr(self)
 
     def forward(self, input, hx: Optional[Tensor] = None, lengths=None):
         return self._forward(input, hx, lengths)
@@ -345,11 +360,22 @@ class LSTM(_StackedNetwork, nn.LSTM):
     thread (every normalisation sums over all units of a row).
     ``forward(input, (h_0, c_0)=None, *, lengths=None) -> (output, (h_n, c_n))``.
 
+    Regularisers (SPEC section 16), rates in [0, 1), 0 (off) by default, active in
+    training only: ``zoneout`` (Krueger et al. 2016) on h and c, s_t = z s_{t-1} +
+    (1 - z) s~_t with z ~ Bernoulli(p) per step and unit, z = p at evaluation;
+    ``recurrent_dropout`` (Gal & Ghahramani 2016), one mask per sequence on h_{t-1}
+    before the W_hh product; ``weight_drop`` (DropConnect on W_hh, AWD-LSTM), one mask
+    on W_hh per forward. Initialisations of the gate biases: ``forget_bias`` (b_f,
+    Jozefowicz et al. 2015) or ``chrono_tmax`` (Tallec & Ollivier 2018: b_f ~ log U(1,
+    T_max - 1), b_i = -b_f), re-applied by ``reset_parameters``.
+
     >>> lstm = rnnkit.LSTM(10, 20, batch_first=True)
     >>> output, (h_n, c_n) = lstm(torch.randn(3, 5, 10))   # (3, 5, 20), (1, 3, 20) x 2
     """
 
-    def __init__(self, *args, peephole: bool = False, layer_norm: bool = False, **kwargs):
+    def __init__(self, *args, peephole: bool = False, layer_norm: bool = False, zoneout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_drop: float = 0.0, forget_bias: Optional[float] = None,
+                 chrono_tmax: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.peephole = bool(peephole)
         self.layer_norm = bool(layer_norm)
@@ -358,14 +384,19 @@ class LSTM(_StackedNetwork, nn.LSTM):
             _add_peepholes(self, suffixes)
         if self.layer_norm:
             _add_layer_norm(self, suffixes, 4, cell_state=True)
+        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop)
+        _check_layer_norm_rates(self)
+        _set_gate_init(self, forget_bias, chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
         _reset_layer_norm(self)
+        _variants.init_gate_biases(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
-        return s + "".join(f", {k}=True" for k in ("peephole", "layer_norm") if getattr(self, k))
+        s = s + "".join(f", {k}=True" for k in ("peephole", "layer_norm") if getattr(self, k))
+        return s + _variants.rates_repr(self) + _init_repr(self)
 
     def forward(self, input, hx=None, lengths=None):
         return self._forward(input, hx, lengths)
@@ -383,29 +414,54 @@ class GRU(_StackedNetwork, nn.GRU):
     input and recurrent projections normalised apart, gains ``ln_gain_ih_l{k}``,
     ``ln_gain_hh_l{k}`` (3H) starting at 1; its recurrence runs on one thread.
 
+    Regularisers ``zoneout``, ``recurrent_dropout`` (on every W_hh product; the update
+    reads h_{t-1} itself) and ``weight_drop``, and the initialisations ``forget_bias`` /
+    ``chrono_tmax`` as :class:`LSTM` (SPEC section 16); these set the bias of z, the gate
+    that keeps the state: +value in the reset-after form, -value in the reset-before form.
+
     >>> gru = rnnkit.GRU(10, 20, reset_after=False)
     >>> output, h_n = gru(torch.randn(5, 3, 10))
     """
 
-    def __init__(self, *args, reset_after: bool = True, layer_norm: bool = False, **kwargs):
+    def __init__(self, *args, reset_after: bool = True, layer_norm: bool = False, zoneout: float = 0.0,
+                 recurrent_dropout: float = 0.0, weight_drop: float = 0.0, forget_bias: Optional[float] = None,
+                 chrono_tmax: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_after = bool(reset_after)
         self.layer_norm = bool(layer_norm)
         if self.layer_norm:
             _add_layer_norm(self, [f"_l{l}{s}" for l in range(self.num_layers)
                                    for s in ("", "_reverse")[:2 if self.bidirectional else 1]], 3, cell_state=False)
+        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop)
+        _check_layer_norm_rates(self)
+        _set_gate_init(self, forget_bias, chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
         _reset_layer_norm(self)
+        _variants.init_gate_biases(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
         s = s if self.reset_after else s + ", reset_after=False"
-        return s + ", layer_norm=True" if getattr(self, "layer_norm", False) else s
+        s = s + ", layer_norm=True" if getattr(self, "layer_norm", False) else s
+        return s + _variants.rates_repr(self) + _init_repr(self)
 
     def forward(self, input, hx: Optional[Tensor] = None, lengths=None):
         return self._forward(input, hx, lengths)
+
+
+def _set_gate_init(module: nn.Module, forget_bias, chrono_tmax) -> None:
+    """Checks and stores forget_bias / chrono_tmax and applies them (SPEC section 16)."""
+    _variants.check_init(forget_bias, chrono_tmax, module.bias)
+    module.forget_bias = None if forget_bias is None else float(forget_bias)
+    module.chrono_tmax = None if chrono_tmax is None else float(chrono_tmax)
+    _variants.init_gate_biases(module)
+
+
+def _init_repr(module: nn.Module) -> str:
+    return "".join(f", {k}={getattr(module, k)}" for k in ("forget_bias", "chrono_tmax")
+                   if getattr(module, k, None) is not None)
 
 
 def _add_peepholes(module: nn.Module, suffixes) -> None:
@@ -435,6 +491,15 @@ def _add_layer_norm(module: nn.Module, suffixes, gates: int, cell_state: bool) -
         for role, size in sizes:
             module.register_parameter(role + suffix, nn.Parameter(torch.empty(size, device=w.device, dtype=w.dtype)))
     _reset_layer_norm(module)
+
+
+def _check_layer_norm_rates(module: nn.Module) -> None:
+    """Zoneout and recurrent dropout are not combined with layer normalisation (its kernels
+    take no masks); weight drop and the gate initialisations are."""
+    if getattr(module, "layer_norm", False):
+        for k in ("zoneout", "recurrent_dropout"):
+            if getattr(module, k, 0.0):
+                raise ValueError(f"{k}: expected 0 with layer_norm=True (not combined yet), got {getattr(module, k)}")
 
 
 def _reset_layer_norm(module: nn.Module) -> None:
@@ -489,7 +554,8 @@ class JordanRNN(_StackedNetwork, nn.Module):
     holds every y_t of the last layer ((B, T, D*O) with batch_first); y0 and y_n are
     (num_layers * D, B, O) as h_0 / h_n of ``torch.nn.RNN`` (y0 may also be (B, O) for
     a one-layer unidirectional network). PackedSequence and unbatched (T, I) inputs are
-    accepted as by torch.nn.RNN.
+    accepted as by torch.nn.RNN. Regularisers ``zoneout`` (of y), ``recurrent_dropout``
+    (of y_{t-1} before W_yh) and ``weight_drop`` (of W_yh) as :class:`LSTM`.
 
     >>> jordan = rnnkit.JordanRNN(2, 8, 2, output_nonlinearity="sigmoid", num_layers=2)
     >>> y, y_n = jordan(torch.randn(5, 3, 2))          # (5, 3, 2), (2, 3, 2)
@@ -499,7 +565,8 @@ class JordanRNN(_StackedNetwork, nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, output_size: int, nonlinearity: str = "tanh",
                  output_nonlinearity: str = "identity", bias: bool = True, batch_first: bool = False, *,
-                 num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None):
+                 num_layers: int = 1, dropout: float = 0.0, bidirectional: bool = False, device=None, dtype=None,
+                 zoneout: float = 0.0, recurrent_dropout: float = 0.0, weight_drop: float = 0.0):
         super().__init__()
         for name, value in (("input_size", input_size), ("hidden_size", hidden_size),
                             ("output_size", output_size), ("num_layers", num_layers)):
@@ -511,6 +578,7 @@ class JordanRNN(_StackedNetwork, nn.Module):
         self.num_layers, self.dropout, self.bidirectional = num_layers, float(dropout), bool(bidirectional)
         self.nonlinearity, self.output_nonlinearity = nonlinearity, output_nonlinearity
         self.bias, self.batch_first = bias, batch_first
+        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop)
         D = 2 if bidirectional else 1
         for layer in range(num_layers):
             for suffix in ("", "_reverse")[:D]:
@@ -539,7 +607,7 @@ class JordanRNN(_StackedNetwork, nn.Module):
             s += f", dropout={self.dropout}"
         if self.bidirectional:
             s += ", bidirectional=True"
-        return s
+        return s + _variants.rates_repr(self)
 
     def _params(self, layer: int = 0, direction: int = 0) -> list:
         """One layer's parameters in the order of the functional signature."""

@@ -86,7 +86,9 @@ class Network:
       torch_supports: for each setting that torch.nn restricts, the values it
         supports (``{"nonlinearity": ("tanh", "relu")}``, ``{"peephole": (False,)}``).
       examples: constructor settings the test suite runs every check with (the
-        hyper-parameters and the options that add parameters, such as ``peephole``).
+        hyper-parameters and the options that add parameters, such as ``peephole``;
+        the regularisers of SPEC section 16, such as ``zoneout``, which the suite checks
+        at evaluation, where they are deterministic).
       narrowed: for a state whose width can differ from ``state_size``, the module
         attribute giving it when > 0 (``{"h": "proj_size"}``: a projected LSTM's h is P
         wide, its c stays H); see :meth:`state_widths`.
@@ -176,6 +178,8 @@ class Network:
 
 
 _ELMAN_ROLES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
+# The regularisers of SPEC section 16 (rnnkit._variants): torch.nn has none of them.
+_NO_REGULARISERS = {"zoneout": (0.0,), "recurrent_dropout": (0.0,), "weight_drop": (0.0,)}
 _GRU_DESCRIPTIONS = _frozen({"h": "hidden state h", "z": "update gate z", "r": "reset gate r",
                              "n": "candidate state n"})
 
@@ -192,9 +196,9 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         internals=("a",), descriptions=_frozen({"h": "hidden state h", "a": "pre-activation a"}),
         unit_interval=(), param_roles=_ELMAN_ROLES, functional=functional.elman, reference=reference.elman,
         reference_step=reference.elman_cell, kernel="elman", hyper=("nonlinearity",),
-        torch_module="RNN", torch_supports=_frozen({"nonlinearity": ("tanh", "relu")}),
+        torch_module="RNN", torch_supports=_frozen({"nonlinearity": ("tanh", "relu"), **_NO_REGULARISERS}),
         examples=(_frozen({"nonlinearity": "tanh"}), _frozen({"nonlinearity": "relu"}),
-                  _frozen({"nonlinearity": "identity"})),
+                  _frozen({"nonlinearity": "identity"}), _frozen({"nonlinearity": "tanh", "zoneout": 0.25})),
     ),
     Network(
         name="jordan", title="Jordan RNN", spec_section=2, module="JordanRNN", cell="JordanCell",
@@ -205,7 +209,8 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         kernel="jordan", hyper=("nonlinearity", "output_nonlinearity"),
         examples=(_frozen({"nonlinearity": "tanh", "output_nonlinearity": "identity"}),
                   _frozen({"nonlinearity": "relu", "output_nonlinearity": "tanh"}),
-                  _frozen({"nonlinearity": "identity", "output_nonlinearity": "sigmoid"})),
+                  _frozen({"nonlinearity": "identity", "output_nonlinearity": "sigmoid"}),
+                  _frozen({"nonlinearity": "tanh", "output_nonlinearity": "tanh", "zoneout": 0.25})),
     ),
     Network(
         name="lstm", title="LSTM", spec_section=3, module="LSTM", cell="LSTMCell",
@@ -216,8 +221,9 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         unit_interval=("i", "f", "o"),
         param_roles=_ELMAN_ROLES + ("weight_ch", "weight_hr", "ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c"),
         functional=functional.lstm, reference=reference.lstm, reference_step=reference.lstm_cell, kernel="lstm",
-        torch_module="LSTM", torch_supports=_frozen({"peephole": (False,), "layer_norm": (False,)}),
-        examples=(_frozen(), _frozen({"peephole": True}), _frozen({"proj_size": 3}), _frozen({"layer_norm": True})),
+        torch_module="LSTM", torch_supports=_frozen({"peephole": (False,), "layer_norm": (False,), **_NO_REGULARISERS}),
+        examples=(_frozen(), _frozen({"peephole": True}), _frozen({"proj_size": 3}), _frozen({"layer_norm": True}),
+                  _frozen({"zoneout": 0.25, "forget_bias": 1.0})),
         narrowed=_frozen({"h": "proj_size"}), layer_only=("proj_size",), not_streamed=("layer_norm",),
     ),
     Network(
@@ -227,8 +233,9 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         param_roles=_ELMAN_ROLES + ("ln_gain_ih", "ln_gain_hh"), functional=functional.gru, reference=reference.gru,
         reference_step=reference.gru_cell, kernel="gru", options=_frozen({"reset_after": True}),
         hyper=("reset_after",), torch_module="GRU",
-        torch_supports=_frozen({"reset_after": (True,), "layer_norm": (False,)}),
-        examples=(_frozen(), _frozen({"layer_norm": True})), not_streamed=("layer_norm",),
+        torch_supports=_frozen({"reset_after": (True,), "layer_norm": (False,), **_NO_REGULARISERS}),
+        examples=(_frozen(), _frozen({"layer_norm": True}), _frozen({"zoneout": 0.25, "forget_bias": 1.0})),
+        not_streamed=("layer_norm",),
     ),
     Network(
         name="gru-rb", title="GRU (reset before, the seeds' form)", spec_section=4, module="GRU",
@@ -236,7 +243,7 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         internals=("z", "r", "n"), descriptions=_GRU_DESCRIPTIONS, unit_interval=("r", "z"),
         param_roles=_ELMAN_ROLES, functional=functional.gru, reference=reference.gru,
         reference_step=reference.gru_cell, kernel="gru", options=_frozen({"reset_after": False}),
-        hyper=("reset_after",),
+        hyper=("reset_after",), examples=(_frozen(), _frozen({"zoneout": 0.25, "chrono_tmax": 20.0})),
     ),
 )})
 

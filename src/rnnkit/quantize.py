@@ -88,6 +88,9 @@ class QuantizedRNN(nn.Module):
         if spec is None or not isinstance(module, spec.module_class):
             raise TypeError(f"module: expected an rnnkit layer ({', '.join(sorted({n.module for n in networks.NETWORKS.values()}))}), "
                             f"got {type(module).__name__}")
+        if getattr(module, "zoneout", 0):  # (recurrent dropout and weight drop act in training only)
+            raise NotImplementedError("module: int8 / bf16 conversion does not apply zoneout yet; expected zoneout=0 "
+                                      f"(the module's is {module.zoneout})")
         for setting in spec.not_streamed:  # layer_norm: the one-layer kernels have no place for its gains
             if getattr(module, setting, False):
                 raise NotImplementedError(f"module: int8 / bf16 conversion does not run {setting}=True yet")

@@ -120,18 +120,33 @@ def _stack(values):
     return torch.stack(values, dim=0)  # (T, B, ·)
 
 
-def _scan(step, x, states, lengths, return_internals):
+def _masked(h, recurrent_mask):
+    """What the recurrent product reads: h, or m ⊙ h with recurrent dropout (SPEC section 16)."""
+    return h if recurrent_mask is None else recurrent_mask * h
+
+
+def _scan(step, x, states, lengths, return_internals, zoneout=None, state_records=None):
     """The one time loop of every network: ``step(x_t, *states) -> (new states, records)``
     for t = 1 .. T. A row past its length keeps its states; its output (the first
     state) and its records are zero there (SPEC section 11).
+
+    Zoneout (SPEC section 16; Krueger et al. 2016): ``zoneout`` holds one (T, B, ·)
+    tensor z or None per state, and state k becomes ``z_t ⊙ s_{t-1} + (1 - z_t) ⊙ s~_t``
+    where s~_t is the step's new state; ``state_records`` names the records that are a
+    state ({"c": 1} for the LSTM) and so are recorded after zoneout.
 
     Returns (out (T, B, ·) = every first state, final states tuple, records or None).
     """
     lengths = _as_lengths(lengths, x)
     outs, records = [], {}
+    zoneout = tuple(zoneout) if zoneout is not None else (None,) * len(states)
     for t in range(x.shape[0]):
         active = _active(lengths, t)  # (B, 1) or None
         new, recorded = step(x[t], *states)
+        new = tuple(n if z is None else z[t] * s + (1 - z[t]) * n for n, s, z in zip(new, states, zoneout))
+        for name, k in (state_records or {}).items():
+            if name in recorded:
+                recorded[name] = new[k]
         states = tuple(_keep(active, n, s) for n, s in zip(new, states))
         outs.append(_zero_inactive(active, new[0]))
         for name, value in recorded.items():
@@ -185,6 +200,8 @@ def elman(
     nonlinearity="tanh",
     lengths=None,
     return_internals=False,
+    zoneout=None,
+    recurrent_mask=None,
 ):
     """Elman RNN over a sequence (SPEC section 1), the cell stepped t = 1 .. T.
 
@@ -198,6 +215,10 @@ def elman(
       nonlinearity: "tanh" (default), "relu" or "identity".
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"a": pre-activations (T, B, H)}.
+      zoneout: None, or one (T, B, H) tensor z (or None) per state: zoneout
+        (SPEC section 16), the state becomes z ⊙ s_{t-1} + (1 - z) ⊙ s~_t.
+      recurrent_mask: None, or (B, H) m: recurrent dropout, the W_hh product reads
+        m ⊙ h_{t-1} (SPEC section 16).
 
     Returns:
       (out, h_n): out (T, B, H) is every h_t (zero where inactive); h_n (B, H).
@@ -214,10 +235,10 @@ def elman(
     h = _zeros_if_none(h0, x[0], weight_hh.shape[1])  # (B, H)
 
     def step(x_t, h):
-        h_new, a = _elman_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, f)
+        h_new, a = _elman_step(x_t, _masked(h, recurrent_mask), weight_ih, weight_hh, bias_ih, bias_hh, f)
         return (h_new,), {"a": a}
 
-    out, (h,), internals = _scan(step, x, (h,), lengths, return_internals)  # out (T, B, H)
+    out, (h,), internals = _scan(step, x, (h,), lengths, return_internals, zoneout)  # out (T, B, H)
     return (out, h, internals) if return_internals else (out, h)
 
 
@@ -326,6 +347,8 @@ def lstm(
     ln_bias_c=None,
     lengths=None,
     return_internals=False,
+    zoneout=None,
+    recurrent_mask=None,
 ):
     """LSTM over a sequence (SPEC section 3), the cell stepped t = 1 .. T.
 
@@ -344,6 +367,12 @@ def lstm(
         None (see lstm_cell).
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"i", "f", "g", "o", "c"}, each (T, B, H).
+      zoneout: None, or one (T, B, H) tensor z (or None) per state (h, c): zoneout
+        (SPEC section 16), the state becomes z ⊙ s_{t-1} + (1 - z) ⊙ s~_t.
+      recurrent_mask: None, or (B, H) m: recurrent dropout, the W_hh product reads
+        m ⊙ h_{t-1} (SPEC section 16).
+        With zoneout, h~_t = o_t ⊙ tanh(c~_t) is computed from the new cell state
+        before zoneout, c~_t = f_t ⊙ c_{t-1} + i_t ⊙ g_t (Krueger et al., eq. 6-7).
 
     Returns:
       (out, (h_n, c_n)): out (T, B, H) is every h_t (zero where inactive); h_n, c_n (B, H).
@@ -362,11 +391,11 @@ def lstm(
     ln = _ln(ln_gain_ih, ln_gain_hh, ln_gain_c, ln_bias_c)
 
     def step(x_t, h, c):
-        h_new, c_new, gates = _lstm_step(x_t, h, c, weight_ih, weight_hh, bias_ih, bias_hh, weight_ch, weight_hr,
-                                         ln)
+        h_new, c_new, gates = _lstm_step(x_t, _masked(h, recurrent_mask), c, weight_ih, weight_hh, bias_ih, bias_hh,
+                                         weight_ch, weight_hr, ln)
         return (h_new, c_new), gates
 
-    out, (h, c), internals = _scan(step, x, (h, c), lengths, return_internals)  # out (T, B, H)
+    out, (h, c), internals = _scan(step, x, (h, c), lengths, return_internals, zoneout, {"c": 1})  # out (T, B, H)
     return (out, (h, c), internals) if return_internals else (out, (h, c))
 
 
@@ -374,26 +403,27 @@ def lstm(
 # GRU
 
 
-def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after, ln=None):
+def _gru_step(x, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after, ln=None, recurrent_mask=None):
     if ln is not None:  # layer normalisation (SPEC section 15, haste's LayerNormGRU; reset after)
         g_ih, g_hh = ln
         x_r, x_z, x_n = _plus(_layer_norm(x @ weight_ih.T, g_ih), bias_ih).chunk(3, dim=-1)  # each (B, H)
-        q_r, q_z, q_n = _plus(_layer_norm(h @ weight_hh.T, g_hh), bias_hh).chunk(3, dim=-1)
+        q_r, q_z, q_n = _plus(_layer_norm(_masked(h, recurrent_mask) @ weight_hh.T, g_hh), bias_hh).chunk(3, dim=-1)
         r, z = torch.sigmoid(x_r + q_r), torch.sigmoid(x_z + q_z)
         n = torch.tanh(x_n + r * q_n)
         return (1 - z) * n + z * h, {"r": r, "z": z, "n": n}
     W_hr, W_hz, W_hn = weight_hh.chunk(3, dim=0)  # each (H, H)
     b_hr, b_hz, b_hn = (None,) * 3 if bias_hh is None else bias_hh.chunk(3)  # each (H,)
     x_r, x_z, x_n = _linear(x, weight_ih, bias_ih).chunk(3, dim=-1)  # each (B, H)
-    r = torch.sigmoid(x_r + _linear(h, W_hr, b_hr))  # reset gate
-    z = torch.sigmoid(x_z + _linear(h, W_hz, b_hz))  # update gate
+    hm = _masked(h, recurrent_mask)  # what the W_hh products read (recurrent dropout); the blend reads h
+    r = torch.sigmoid(x_r + _linear(hm, W_hr, b_hr))  # reset gate
+    z = torch.sigmoid(x_z + _linear(hm, W_hz, b_hz))  # update gate
     if reset_after:
         # torch.nn / cuDNN: r scales the projected state; z keeps the old state.
-        n = torch.tanh(x_n + r * _linear(h, W_hn, b_hn))
+        n = torch.tanh(x_n + r * _linear(hm, W_hn, b_hn))
         h_new = (1 - z) * n + z * h
     else:
         # Cho et al. (the seeds): r scales the state before projecting; z takes the new one.
-        n = torch.tanh(x_n + _linear(r * h, W_hn, b_hn))
+        n = torch.tanh(x_n + _linear(r * hm, W_hn, b_hn))
         h_new = (1 - z) * h + z * n
     return h_new, {"r": r, "z": z, "n": n}
 
@@ -450,6 +480,8 @@ def gru(
     reset_after=True,
     lengths=None,
     return_internals=False,
+    zoneout=None,
+    recurrent_mask=None,
 ):
     """GRU over a sequence (SPEC section 4), the cell stepped t = 1 .. T.
 
@@ -470,6 +502,11 @@ def gru(
       reset_after: True for torch.nn.GRU's form (default), False for the seeds' form.
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"r", "z", "n"}, each (T, B, H).
+      zoneout: None, or one (T, B, H) tensor z (or None) per state: zoneout
+        (SPEC section 16), the state becomes z ⊙ s_{t-1} + (1 - z) ⊙ s~_t.
+      recurrent_mask: None, or (B, H) m: recurrent dropout, the W_hh product reads
+        m ⊙ h_{t-1} (SPEC section 16).
+        The update h_t = ... z ⊙ h_{t-1} reads h_{t-1} itself, not m ⊙ h_{t-1}.
 
     Returns:
       (out, h_n): out (T, B, H) is every h_t (zero where inactive); h_n (B, H).
@@ -486,10 +523,10 @@ def gru(
 
     def step(x_t, h):
         h_new, gates = _gru_step(x_t, h, weight_ih, weight_hh, bias_ih, bias_hh, reset_after,
-                                 _ln(ln_gain_ih, ln_gain_hh))
+                                 _ln(ln_gain_ih, ln_gain_hh), recurrent_mask)
         return (h_new,), gates
 
-    out, (h,), internals = _scan(step, x, (h,), lengths, return_internals)  # out (T, B, H)
+    out, (h,), internals = _scan(step, x, (h,), lengths, return_internals, zoneout)  # out (T, B, H)
     return (out, h, internals) if return_internals else (out, h)
 
 
@@ -558,6 +595,8 @@ def jordan(
     output_nonlinearity="identity",
     lengths=None,
     return_internals=False,
+    zoneout=None,
+    recurrent_mask=None,
 ):
     """Jordan RNN over a sequence (SPEC section 2), the cell stepped t = 1 .. T.
 
@@ -576,6 +615,10 @@ def jordan(
       output_nonlinearity: g, "identity" (default), "tanh" or "sigmoid".
       lengths: None, or B ints in [1, T] (see the module docstring).
       return_internals: also return {"h": hidden layer (T, B, H)}.
+      zoneout: None, or one (T, B, O) tensor z (or None) per state (y): zoneout
+        (SPEC section 16), the state becomes z ⊙ s_{t-1} + (1 - z) ⊙ s~_t.
+      recurrent_mask: None, or (B, O) m: recurrent dropout, the W_yh product reads
+        m ⊙ y_{t-1} (SPEC section 16).
 
     Returns:
       (out, y_n): out (T, B, O) is every y_t (zero where inactive); y_n (B, O).
@@ -593,8 +636,9 @@ def jordan(
     y = _zeros_if_none(y0, x[0], weight_hy.shape[0])  # (B, O)
 
     def step(x_t, y):
-        h, y_new = _jordan_step(x_t, y, weight_ih, weight_yh, weight_hy, bias_ih, bias_yh, bias_hy, f, g)
+        h, y_new = _jordan_step(x_t, _masked(y, recurrent_mask), weight_ih, weight_yh, weight_hy, bias_ih, bias_yh,
+                                bias_hy, f, g)
         return (y_new,), {"h": h}
 
-    out, (y,), internals = _scan(step, x, (y,), lengths, return_internals)  # out (T, B, O)
+    out, (y,), internals = _scan(step, x, (y,), lengths, return_internals, zoneout)  # out (T, B, O)
     return (out, y, internals) if return_internals else (out, y)

@@ -90,12 +90,14 @@ def _describe(module: nn.Module):
 
 
 def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int, precision: int = -1,
-                 native_dot: bool = True):
+                 native_dot: bool = True, zoneout: float = 0.0):
     """The core's stream (csrc/stream.cpp) over the packed copies of ``params``; precision
-    -1 keeps the parameters' own, 0 / 1 packs int8 / bf16 weights (rnnkit.quantize)."""
+    -1 keeps the parameters' own, 0 / 1 packs int8 / bf16 weights (rnnkit.quantize);
+    ``zoneout``: the rate p, applied as its expected value (inference)."""
     return _core.Stream(isa, _backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
                         _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
-                        bool(hyper.get("reset_after", True)), batch_size, sizes, params, precision, native_dot)
+                        bool(hyper.get("reset_after", True)), batch_size, sizes, params, precision, native_dot,
+                        zoneout)
 
 
 def _is_buffer(t, dtype: torch.dtype, shape: tuple) -> bool:
@@ -147,7 +149,8 @@ class Stream:
         self._width = self._widths[0]
         precision = -1 if weights is None else _lowp_precision(weights, params[0].dtype)
         self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa(), precision,
-                                  precision < 0 or _native_dot_wanted())
+                                  precision < 0 or _native_dot_wanted(),
+                                  getattr(module, "zoneout", 0.0))  # inference: zoneout's expected value
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64

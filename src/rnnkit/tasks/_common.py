@@ -23,16 +23,18 @@ from torch import nn
 from .. import networks
 from ..data._files import find_split_files
 from ..errors import UsageError
-from ..training.models import build_rnn
+from ..training.models import build_rnn, variant_options
 
 
 def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[int] = None,
                     num_layers: Optional[int] = None) -> nn.Module:
     """:func:`rnnkit.training.models.build_rnn` with the run's model options: ``--arch``,
     ``--backend``, ``--hidden``, ``--layers``, ``--nonlinearity``, ``--dropout``,
-    ``--bidirectional``, ``--gru-form``, ``--peephole``, ``--proj-size`` and ``--layer-norm`` (``hidden`` and
-    ``num_layers`` override the options, e.g. for the tagger's one-layer character
-    encoder, which is then not projected: ``--proj-size`` is the main layer's)."""
+    ``--bidirectional``, ``--gru-form``, ``--peephole``, ``--proj-size``, ``--layer-norm`` and the
+    variants of SPEC section 16 (``--zoneout``, ``--recurrent-dropout``, ``--weight-drop``,
+    ``--forget-bias``, ``--init chrono``) (``hidden`` and ``num_layers`` override the options,
+    e.g. for the tagger's one-layer character encoder, which is then not projected:
+    ``--proj-size`` is the main layer's)."""
     return build_rnn(config["arch"], input_size, config["hidden"] if hidden is None else hidden,
                      num_layers=config["layers"] if num_layers is None else num_layers,
                      nonlinearity=config["nonlinearity"], dropout=config["dropout"],
@@ -40,7 +42,7 @@ def recurrent_layer(config: Dict[str, Any], input_size: int, hidden: Optional[in
                      gru_form=config.get("gru_form", "after"), backend=config["backend"],
                      peephole=bool(config.get("peephole")),
                      proj_size=int(config.get("proj_size") or 0) if hidden is None else 0,
-                     layer_norm=bool(config.get("layer_norm")))
+                     layer_norm=bool(config.get("layer_norm")), variants=variant_options(config))
 
 
 # ---- recurrent layers on padded batches --------------------------------------------------

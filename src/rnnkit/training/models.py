@@ -56,10 +56,11 @@ def arch_option(text: str) -> str:
 
 
 def _hyper(spec: networks.Network, nonlinearity: str, peephole: bool = False, proj_size: int = 0,
-           layer_norm: bool = False) -> dict:
+           layer_norm: bool = False, variants: Optional[dict] = None) -> dict:
     """The network's settings that the configuration chooses (its variant options
     aside): ``nonlinearity``, the Jordan output nonlinearity, the LSTM's peepholes,
-    projection and layer normalisation."""
+    projection and layer normalisation, and the regularisers and gate initialisations of
+    SPEC section 16 that are not off."""
     values = {"nonlinearity": nonlinearity, **_ENGINE_HYPER}
     chosen = {k: values[k] for k in spec.hyper if k not in spec.options}
     if peephole:
@@ -68,11 +69,35 @@ def _hyper(spec: networks.Network, nonlinearity: str, peephole: bool = False, pr
         chosen["proj_size"] = proj_size
     if layer_norm:
         chosen["layer_norm"] = True
+    chosen.update({k: v for k, v in (variants or {}).items() if v})
     return chosen
 
 
 # Settings that torch.nn's constructor takes as rnnkit's does, without restricting them.
 _TORCH_TAKES = ("proj_size",)
+
+
+def variant_options(config: dict) -> dict:
+    """The layer's keyword arguments for the run's ``--zoneout``, ``--recurrent-dropout``,
+    ``--weight-drop``, ``--forget-bias`` and ``--init chrono`` (SPEC section 16)."""
+    out = {k: float(config.get(k) or 0.0) for k in ("zoneout", "recurrent_dropout", "weight_drop")}
+    if config.get("forget_bias") is not None:
+        out["forget_bias"] = float(config["forget_bias"])
+    if config.get("init", "default") == "chrono":
+        out["chrono_tmax"] = float(config.get("chrono_tmax") or config.get("length") or 0)
+    return out
+
+
+def _check_variants(spec: networks.Network, variants: dict) -> None:
+    gated = spec.kernel in ("lstm", "gru")
+    if ("forget_bias" in variants or "chrono_tmax" in variants) and not gated:
+        flag = "--forget-bias" if "forget_bias" in variants else "--init chrono"
+        raise UsageError(f"{flag}: {spec.title} has no gate that keeps the state; use --arch lstm, gru or gru-rb")
+    if "forget_bias" in variants and "chrono_tmax" in variants:
+        raise UsageError("--forget-bias, --init chrono: expected one gate-bias initialisation, got both")
+    if "chrono_tmax" in variants and not variants["chrono_tmax"] > 2:
+        raise UsageError("--chrono-tmax: --init chrono needs T_max > 2 (give --chrono-tmax, or a task with "
+                         f"--length), got {variants['chrono_tmax']:g}")
 
 
 def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
@@ -97,12 +122,20 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
     if layer_norm and (proj_size or config.get("peephole")):
         raise UsageError(f"--layer-norm: not combined with {'--proj-size' if proj_size else '--peephole'} yet; "
                          "drop one of them")
+    variants = variant_options(config)
+    _check_variants(spec, variants)
+    if layer_norm and (variants["zoneout"] or variants["recurrent_dropout"]):
+        raise UsageError(f"--layer-norm: not combined with {'--zoneout' if variants['zoneout'] else '--recurrent-dropout'}"
+                         " yet; drop one of them")
     if backend == "torch":
         hyper = {**spec.options, **_hyper(spec, config["nonlinearity"], bool(config.get("peephole")), proj_size,
-                                          layer_norm)}
+                                          layer_norm, variants)}
         if spec.torch_module is None:
             raise UsageError(f"--backend torch: torch.nn has no {spec.title} (--arch {spec.name}); "
                              "use --backend rnnkit")
+        if "forget_bias" in variants or "chrono_tmax" in variants:
+            raise UsageError(f"{'--forget-bias' if 'forget_bias' in variants else '--init chrono'}: an option of "
+                             "rnnkit's layers; use --backend rnnkit")
         for key, allowed in spec.torch_supports.items():
             value = hyper.get(key, allowed[0])  # a setting left out has its default
             if value not in allowed:
@@ -113,15 +146,20 @@ def check_model_config(config: dict, allows_bidirectional: bool = True) -> None:
 def build_rnn(arch: str, input_size: int, hidden_size: int, *, num_layers: int = 1,
               nonlinearity: str = "tanh", dropout: float = 0.0, bidirectional: bool = False,
               gru_form: str = "after", backend: str = "rnnkit", peephole: bool = False,
-              proj_size: int = 0, layer_norm: bool = False) -> nn.Module:
-    """The recurrent layer for ``arch`` from ``backend``, sequence-first (T, B, I)."""
+              proj_size: int = 0, layer_norm: bool = False, variants: Optional[dict] = None) -> nn.Module:
+    """The recurrent layer for ``arch`` from ``backend``, sequence-first (T, B, I).
+    ``variants``: the layer's regularisers and gate initialisations (:func:`variant_options`)."""
+    variants = dict(variants or {})
     check_model_config(dict(arch=arch, backend=backend, nonlinearity=nonlinearity, gru_form=gru_form,
                             bidirectional=bidirectional, peephole=peephole, proj_size=proj_size,
-                            hidden=hidden_size, layer_norm=layer_norm))
+                            hidden=hidden_size, layer_norm=layer_norm,
+                            **{k: v for k, v in variants.items() if k != "chrono_tmax"},
+                            **({"init": "chrono", "chrono_tmax": variants["chrono_tmax"]}
+                               if "chrono_tmax" in variants else {})))
     spec = network_for(arch, gru_form)
     common = dict(num_layers=num_layers, dropout=dropout if num_layers > 1 else 0.0,
                   bidirectional=bidirectional)
-    hyper = _hyper(spec, nonlinearity, peephole, proj_size, layer_norm)
+    hyper = _hyper(spec, nonlinearity, peephole, proj_size, layer_norm, variants)
     if backend == "torch":  # torch.nn takes the hyper-parameters it restricts (RNN's nonlinearity)
         return spec.torch_class(input_size, hidden_size, **common,
                                 **{k: v for k, v in hyper.items() if k in spec.torch_supports or k in _TORCH_TAKES})

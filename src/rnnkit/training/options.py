@@ -22,6 +22,12 @@ DEFAULTS: Dict[str, Any] = dict(
     peephole=False,          # lstm: peephole connections from the cell state (SPEC section 13)
     proj_size=0,             # lstm: project h to this many units (LSTMP, SPEC section 14); 0: none
     layer_norm=False,        # lstm, gru: layer normalisation, haste's form (SPEC section 15)
+    zoneout=0.0,             # zoneout rate of every state, in training (SPEC section 16)
+    recurrent_dropout=0.0,   # variational dropout of h_{t-1} before W_hh, one mask per sequence
+    weight_drop=0.0,         # DropConnect on W_hh, one mask per forward (AWD-LSTM)
+    forget_bias=None,        # lstm/gru: initial bias of the gate that keeps the state (none: torch's)
+    init="default",          # lstm/gru gate biases: default (torch's) | chrono (Tallec & Ollivier 2018)
+    chrono_tmax=0,           # --init chrono: T_max, the longest dependency (0: the task's --length)
     gru_form="after",        # earlier spelling: before = --arch gru-rb (kept for old checkpoints)
     dropout=0.0,             # between stacked layers and before the output head
     bidirectional=False,     # only for tasks that may see the whole sequence
@@ -217,6 +223,17 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
                "proj_size, SPEC section 14); 0: none", type=nonneg_int, metavar="N")
     add_option(m, "--layer-norm", defaults, "LSTM / GRU layer normalisation in haste's LayerNormLSTM / "
                "LayerNormGRU form (SPEC section 15; its recurrence runs on one thread)", action="store_true")
+    add_option(m, "--zoneout", defaults, "zoneout rate of every recurrent state (SPEC section 16)",
+               type=probability, metavar="P")
+    add_option(m, "--recurrent-dropout", defaults, "variational dropout of h_{t-1} before W_hh, one mask "
+               "per sequence", type=probability, metavar="P")
+    add_option(m, "--weight-drop", defaults, "DropConnect rate on W_hh, one mask per forward",
+               type=probability, metavar="P")
+    add_option(m, "--forget-bias", defaults, "lstm/gru: initial bias of the gate that keeps the state",
+               type=float_range(-100.0, 100.0), metavar="B")
+    add_option(m, "--init", defaults, "lstm/gru gate-bias initialisation", choices=("default", "chrono"))
+    add_option(m, "--chrono-tmax", defaults, "--init chrono: the longest dependency in steps (0: --length)",
+               type=nonneg_int, metavar="T")
     add_option(m, "--gru-form", defaults, "earlier spelling of the GRU form: --arch gru --gru-form before "
                "is --arch gru-rb", choices=("after", "before"))
     add_option(m, "--dropout", defaults, "dropout between layers and before the head",
