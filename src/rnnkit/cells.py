@@ -28,9 +28,8 @@ from torch import Tensor, nn
 from . import _backend, _core, _variants, functional, networks
 from ._cache import PlanCache
 from .streaming import _core_stream, _is_buffer, _kernel_params
-from .modules import _JORDAN_ROLES, JordanRNN, _add_layer_norm, _add_peepholes, _check_jordan_activations, \
-    _check_layer_norm_rates, _init_repr, _jordan_parameters, _positive_int, _reset_layer_norm, _runs_natively, \
-    _set_gate_init, _warn_once
+from .modules import _JORDAN_ROLES, JordanRNN, _check_jordan_activations, _init_repr, _jordan_parameters, \
+    _positive_int, _reset_variants, _runs_natively, _set_up_variants, _warn_once
 
 __all__ = ["RNNCell", "LSTMCell", "GRUCell", "JordanCell"]
 
@@ -398,20 +397,12 @@ class LSTMCell(_Step, nn.LSTMCell):
                  peephole: bool = False, layer_norm: bool = False, zoneout: float = 0.0,
                  forget_bias: Optional[float] = None, chrono_tmax: Optional[float] = None):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
-        self.peephole = bool(peephole)
-        self.layer_norm = bool(layer_norm)
-        if self.peephole:
-            _add_peepholes(self, [""])
-        if self.layer_norm:
-            _add_layer_norm(self, [""], 4, cell_state=True)
-        _variants.set_rates(self, zoneout)
-        _check_layer_norm_rates(self)
-        _set_gate_init(self, forget_bias, chrono_tmax)
+        _set_up_variants(self, [""], 4, peephole=peephole, layer_norm=layer_norm, rates=(zoneout,),
+                         forget_bias=forget_bias, chrono_tmax=chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        _reset_layer_norm(self)
-        _variants.init_gate_biases(self)
+        _reset_variants(self)
 
     def extra_repr(self) -> str:
         s = nn.LSTMCell.extra_repr(self)
@@ -435,17 +426,12 @@ class GRUCell(_Step, nn.GRUCell):
                  forget_bias: Optional[float] = None, chrono_tmax: Optional[float] = None):
         super().__init__(input_size, hidden_size, bias, device=device, dtype=dtype)
         self.reset_after = bool(reset_after)
-        self.layer_norm = bool(layer_norm)
-        if self.layer_norm:
-            _add_layer_norm(self, [""], 3, cell_state=False)
-        _variants.set_rates(self, zoneout)
-        _check_layer_norm_rates(self)
-        _set_gate_init(self, forget_bias, chrono_tmax)
+        _set_up_variants(self, [""], 3, layer_norm=layer_norm, rates=(zoneout,), forget_bias=forget_bias,
+                         chrono_tmax=chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()
-        _reset_layer_norm(self)
-        _variants.init_gate_biases(self)
+        _reset_variants(self)
 
     def forward(self, input: Tensor, hx: Optional[Tensor] = None) -> Tensor:
         return self._step(input, hx)

@@ -377,21 +377,13 @@ class LSTM(_StackedNetwork, nn.LSTM):
                  recurrent_dropout: float = 0.0, weight_drop: float = 0.0, forget_bias: Optional[float] = None,
                  chrono_tmax: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.peephole = bool(peephole)
-        self.layer_norm = bool(layer_norm)
-        suffixes = [f"_l{l}{s}" for l in range(self.num_layers) for s in ("", "_reverse")[:2 if self.bidirectional else 1]]
-        if self.peephole:
-            _add_peepholes(self, suffixes)
-        if self.layer_norm:
-            _add_layer_norm(self, suffixes, 4, cell_state=True)
-        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop)
-        _check_layer_norm_rates(self)
-        _set_gate_init(self, forget_bias, chrono_tmax)
+        _set_up_variants(self, _layer_suffixes(self), 4, peephole=peephole, layer_norm=layer_norm,
+                         rates=(zoneout, recurrent_dropout, weight_drop), forget_bias=forget_bias,
+                         chrono_tmax=chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
-        _reset_layer_norm(self)
-        _variants.init_gate_biases(self)
+        _reset_variants(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -428,18 +420,13 @@ class GRU(_StackedNetwork, nn.GRU):
                  chrono_tmax: Optional[float] = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.reset_after = bool(reset_after)
-        self.layer_norm = bool(layer_norm)
-        if self.layer_norm:
-            _add_layer_norm(self, [f"_l{l}{s}" for l in range(self.num_layers)
-                                   for s in ("", "_reverse")[:2 if self.bidirectional else 1]], 3, cell_state=False)
-        _variants.set_rates(self, zoneout, recurrent_dropout, weight_drop)
-        _check_layer_norm_rates(self)
-        _set_gate_init(self, forget_bias, chrono_tmax)
+        _set_up_variants(self, _layer_suffixes(self), 3, layer_norm=layer_norm,
+                         rates=(zoneout, recurrent_dropout, weight_drop), forget_bias=forget_bias,
+                         chrono_tmax=chrono_tmax)
 
     def reset_parameters(self) -> None:
         super().reset_parameters()  # torch.nn's U(-1/sqrt(H), 1/sqrt(H)) for every parameter
-        _reset_layer_norm(self)
-        _variants.init_gate_biases(self)
+        _reset_variants(self)
 
     def extra_repr(self) -> str:
         s = super().extra_repr()
@@ -449,6 +436,34 @@ class GRU(_StackedNetwork, nn.GRU):
 
     def forward(self, input, hx: Optional[Tensor] = None, lengths=None):
         return self._forward(input, hx, lengths)
+
+
+def _layer_suffixes(module: nn.Module) -> list:
+    """The parameter-name suffixes of a stack's layers and directions: _l0, _l0_reverse, _l1, ..."""
+    return [f"_l{l}{s}" for l in range(module.num_layers) for s in ("", "_reverse")[:2 if module.bidirectional else 1]]
+
+
+def _set_up_variants(module: nn.Module, suffixes, gates: int, *, layer_norm: bool, rates: tuple,
+                     forget_bias, chrono_tmax, peephole: Optional[bool] = None) -> None:
+    """The cell-variant options an LSTM / GRU layer or cell takes, set once for all four:
+    peepholes (LSTM: ``peephole`` given), layer normalisation (the LSTM's also of c_t),
+    the regularisers' rates (SPEC section 16) and the gate-bias initialisation."""
+    if peephole is not None:
+        module.peephole = bool(peephole)
+    module.layer_norm = bool(layer_norm)
+    if peephole:
+        _add_peepholes(module, suffixes)
+    if module.layer_norm:
+        _add_layer_norm(module, suffixes, gates, cell_state=gates == 4)
+    _variants.set_rates(module, *rates)
+    _check_layer_norm_rates(module)
+    _set_gate_init(module, forget_bias, chrono_tmax)
+
+
+def _reset_variants(module: nn.Module) -> None:
+    """What ``reset_parameters`` adds for the variants: layer-norm gains and biases, gate-bias init."""
+    _reset_layer_norm(module)
+    _variants.init_gate_biases(module)
 
 
 def _set_gate_init(module: nn.Module, forget_bias, chrono_tmax) -> None:
