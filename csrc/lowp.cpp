@@ -13,19 +13,17 @@ namespace RNNKIT_ISA_NS {
 
 namespace {
 
-// Sets lowp_building_native for the Lowp weights built next (the layer's members).
-static bool building(bool native) { return lowp_building_native = native; }
-
 template <template <typename, typename> class Cell, Precision P> class Layer final : public LowpLayerBase {
  public:
   typedef Cell<float, Lowp<P>> C;
 
   // p: w_ih (G*H, I), input-side bias (G*H) or null, then the cell's weights (rnnkit.h).
-  Layer(const CellConfig& cfg, bool native, int64_t I, const float* const* p)
-      : native_(building(native)), cell_(cfg, p + 2, Pass::forward), I_(I),
+  // Built under make_lowp_layer's LowpBuilding (lowp.h), which says whether the Lowp
+  // members use the CPU's dot instructions.
+  Layer(const CellConfig& cfg, int64_t I, const float* const* p)
+      : cell_(cfg, p + 2, Pass::forward), I_(I),
         w_x_(Packed<float>(p[0], C::G * cfg.H, I, I, 1)), bias_(C::G * cfg.H) {
     copy_or_zero(bias_.data(), p[1], C::G * cfg.H);
-    building(true);
   }
 
   void project(int64_t M, const float* x, float* xw, int nthreads) override {
@@ -72,7 +70,6 @@ template <template <typename, typename> class Cell, Precision P> class Layer fin
  private:
   int64_t width(int k) const { return cell_.state_width(k); }
 
-  bool native_;  // first: set while the members below are built
   C cell_;
   int64_t I_;
   Lowp<P> w_x_;         // W_ih (G*H, I)
@@ -80,12 +77,12 @@ template <template <typename, typename> class Cell, Precision P> class Layer fin
 };
 
 template <Precision P>
-LowpLayerBase* make(bool native, Arch arch, const CellConfig& c, int64_t I, const float* const* params) {
+LowpLayerBase* make(Arch arch, const CellConfig& c, int64_t I, const float* const* params) {
   switch (arch) {
-    case Arch::lstm: return new Layer<Lstm, P>(c, native, I, params);
-    case Arch::gru: return new Layer<Gru, P>(c, native, I, params);
-    case Arch::jordan: return new Layer<Jordan, P>(c, native, I, params);
-    default: return new Layer<Elman, P>(c, native, I, params);
+    case Arch::lstm: return new Layer<Lstm, P>(c, I, params);
+    case Arch::gru: return new Layer<Gru, P>(c, I, params);
+    case Arch::jordan: return new Layer<Jordan, P>(c, I, params);
+    default: return new Layer<Elman, P>(c, I, params);
   }
 }
 
@@ -94,8 +91,9 @@ LowpLayerBase* make(bool native, Arch arch, const CellConfig& c, int64_t I, cons
 LowpLayerBase* make_lowp_layer(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, int64_t I,
                                int64_t H, int64_t O, const float* const* params) {
   const CellConfig c{H, O, f, g, reset_after};
-  return p == Precision::int8 ? make<Precision::int8>(native_dot, arch, c, I, params)
-                              : make<Precision::bf16>(native_dot, arch, c, I, params);
+  const LowpBuilding building(native_dot);  // for the Lowp weights built now
+  return p == Precision::int8 ? make<Precision::int8>(arch, c, I, params)
+                              : make<Precision::bf16>(arch, c, I, params);
 }
 
 }  // namespace RNNKIT_ISA_NS

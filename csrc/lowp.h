@@ -55,8 +55,17 @@ static inline int32_t q8(float x, float inv) {  // round half to even, |q| <= 12
 }
 
 // Set while a layer's cells are being built: whether its Lowp weights use the CPU's dot
-// instructions (construction only; a built plan carries its own choice).
+// instructions (construction only; a built plan carries its own choice). Per thread, so
+// two threads building at once do not see each other's; set it through LowpBuilding,
+// which puts it back however the construction ends (an exception included).
 inline thread_local bool lowp_building_native = true;
+struct LowpBuilding {
+  explicit LowpBuilding(bool native) : previous(lowp_building_native) { lowp_building_native = native; }
+  ~LowpBuilding() { lowp_building_native = previous; }
+  LowpBuilding(const LowpBuilding&) = delete;
+  LowpBuilding& operator=(const LowpBuilding&) = delete;
+  const bool previous;
+};
 
 template <Precision P> struct Lowp {
   static constexpr int NR = Packed<float>::NR;

@@ -174,11 +174,9 @@ StreamBase* make_lowp(Arch arch, const CellConfig& c, int64_t B, int64_t layers,
 StreamBase* make_lowp_stream(Precision p, bool native_dot, Arch arch, Act f, Act g, bool reset_after, int64_t B,
                              int64_t layers, const int64_t* sizes, const void* const* params, double zoneout) {
   const CellConfig c{0, 0, f, g, reset_after};
-  lowp_building_native = native_dot;  // for the Lowp weights built now
-  StreamBase* s = p == Precision::int8 ? make_lowp<Precision::int8>(arch, c, B, layers, sizes, params, zoneout)
-                                       : make_lowp<Precision::bf16>(arch, c, B, layers, sizes, params, zoneout);
-  lowp_building_native = true;
-  return s;
+  const LowpBuilding building(native_dot);  // for the Lowp weights built now
+  return p == Precision::int8 ? make_lowp<Precision::int8>(arch, c, B, layers, sizes, params, zoneout)
+                              : make_lowp<Precision::bf16>(arch, c, B, layers, sizes, params, zoneout);
 }
 
 }  // namespace RNNKIT_ISA_NS
