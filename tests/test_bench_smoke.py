@@ -68,6 +68,11 @@ def test_quick_bench_prints_cells_call_and_variants(capsys):
     assert call[2].startswith("| lstm | 8 | 1 | 1 |")
     assert call[3] == "| first call of a fresh module | rnnkit | torch.nn |"
     assert call[5].startswith(f"| lstm H=8 B=1 T=1, median (max) of {bench.FIRST_CALLS} | ")
+    # the targets section reads these cells: the cells' two targets, the call's two
+    targets = [line.split(" | ")[0][2:] for line in sections["targets"][3:] if line.startswith("| ")]
+    assert targets == ["cells under inference_mode >= 3x the peer's cell", "cells with autograd >= 1.0x the peer's cell",
+                       "one call (LSTM H=8 T=1 B=1) >= 1.0x onnxruntime's session.run",
+                       "first call of a fresh module <= 1 ms"]
     for mode in ("inference", "training"):
         rows = [line for line in sections[f"variants: {mode}"][2:] if line.startswith("| ")]
         want = [(arch, " ".join(f"{k}={v}" for k, v in sorted(ex.items())) or "default")

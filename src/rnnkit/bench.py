@@ -1249,6 +1249,132 @@ def first_calls_table(results: list) -> str:
     return "\n".join(lines)
 
 
+# ----------------------------------------------------------------------------- targets
+@dataclass(frozen=True)
+class Target:
+    """One speed target, checked on the results of one run.
+
+    ``value(result, peak)`` gives the figure of one cell (None where the cell does not
+    count or a contender is missing); the target is met at a cell when ``value >= bound``
+    (``at_most``: ``value <= bound``).
+    """
+
+    name: str
+    applies: Callable[[Case], bool]
+    value: Callable[["Result", float], Optional[float]]
+    bound: float
+    unit: str = "x"  # x: a speed-up; %: of the fp32 GEMM peak; us: microseconds
+    at_most: bool = False
+
+    def met(self, v: float) -> bool:
+        return v <= self.bound if self.at_most else v >= self.bound
+
+
+def _speedup(result: "Result", _peak: float = 0.0) -> Optional[float]:
+    """Peer time / rnnkit time."""
+    ours = result.median("rnnkit")
+    theirs = result.median("torch.nn" if _torch_peer(result.case) else "reference")
+    return None if ours is None or theirs is None else theirs / ours
+
+
+def _vs_fastest_peer(result: "Result", _peak: float = 0.0) -> Optional[float]:
+    """The faster of the peer and onnxruntime (where it ran), over rnnkit's time."""
+    ours = result.median("rnnkit")
+    peers = [result.median(n) for n in ("torch.nn", "reference", "onnxruntime")]
+    peers = [t for t in peers if t is not None]
+    return None if ours is None or not peers else min(peers) / ours
+
+
+def _vs_onnxruntime(result: "Result", _peak: float = 0.0) -> Optional[float]:
+    ours, ort = result.median("rnnkit"), result.median("onnxruntime")
+    return None if ours is None or ort is None else ort / ours
+
+
+def _share_of_peak(result: "Result", peak: float) -> Optional[float]:
+    ours = result.median("rnnkit")
+    return None if ours is None or not peak else 100 * result.case.flops / ours / 1e9 / peak
+
+
+def _step_us(result: "Result", _peak: float = 0.0) -> Optional[float]:
+    ours = result.median("rnnkit")
+    return None if ours is None else ours * 1e6
+
+
+def _first_call_ms(result: "Result", _peak: float = 0.0) -> Optional[float]:
+    times = result.first_calls.get("rnnkit")
+    return None if not times else statistics.median(times) * 1e3
+
+
+def _grid(mode: str, archs=None, H=lambda h: True, B=lambda b: True) -> Callable[[Case], bool]:
+    """Cells of a grid table (not the variants, cells or call tables)."""
+    return lambda c: (c.table == mode and (archs is None or c.arch in archs) and H(c.H) and B(c.B))
+
+
+# The speed targets rnnkit set itself (fp32; ratios are peer time / rnnkit time; the peer is
+# torch.nn where it computes the same network, else rnnkit.reference).
+TARGETS = (
+    Target("training >= 1.0x the peer, every point", _grid("training"), _speedup, 1.0),
+    Target("LSTM training >= 1.5x torch.nn at H <= 256", _grid("training", ("lstm",), H=lambda h: h <= 256),
+           _speedup, 1.5),
+    Target("GRU and Elman training >= 3x torch.nn at H <= 256",
+           _grid("training", ("gru", "rnn"), H=lambda h: h <= 256), _speedup, 3.0),
+    Target("training at H >= 512, B = 64: >= 70 % of the fp32 peak",
+           _grid("training", H=lambda h: h >= 512, B=lambda b: b == 64), _share_of_peak, 70.0, "%"),
+    Target("inference >= 1.0x the faster of the peer and onnxruntime, every point", _grid("inference"),
+           _vs_fastest_peer, 1.0),
+    Target("cells under inference_mode >= 3x the peer's cell",
+           lambda c: c.table == "cells" and not c.autograd, _speedup, 3.0),
+    Target("cells with autograd >= 1.0x the peer's cell", lambda c: c.table == "cells" and c.autograd,
+           _speedup, 1.0),
+    Target("streaming (torch tensors) <= 3 us per step at H = 64", _grid("streaming", H=lambda h: h == 64),
+           _step_us, 3.0, "us", at_most=True),
+    Target("one call (LSTM H=8 T=1 B=1) >= 1.0x onnxruntime's session.run", lambda c: c.table == "call",
+           _vs_onnxruntime, 1.0),
+    Target("first call of a fresh module <= 1 ms", lambda c: c.table == "call", _first_call_ms, 1.0, "ms",
+           at_most=True),
+)
+
+
+def _label(c: Case) -> str:
+    if c.table == "cells":
+        return f"{c.arch} autograd {'on' if c.autograd else 'off'}"
+    if c.table == "call":
+        return f"{c.arch} H={c.H} B={c.B} T={c.T}"
+    return f"{c.arch} H={c.H} B={c.B}"
+
+
+def _fmt_value(v: float, unit: str) -> str:
+    if unit == "x":
+        return f"{v:.2f}x"
+    if unit == "%":
+        return f"{v:.1f} %"
+    return f"{v:.{3 if v < 10 else 1}f} {unit}" if unit == "ms" else f"{v:.2f} {unit}"
+
+
+def target_rows(results: list, peak: float, targets=TARGETS) -> list:
+    """Per target with at least one cell in the run: (name, cells met, cells, worst cell,
+    its value, met everywhere)."""
+    rows = []
+    for t in targets:
+        values = [(v, r.case) for r in results if t.applies(r.case)
+                  for v in [t.value(r, peak)] if v is not None]
+        if not values:
+            continue
+        worst = (max if t.at_most else min)(values, key=lambda vc: vc[0])
+        met = sum(t.met(v) for v, _ in values)
+        rows.append((t.name, met, len(values), _label(worst[1]), _fmt_value(worst[0], t.unit), met == len(values)))
+    return rows
+
+
+def targets_table(results: list, peak: float, targets=TARGETS) -> str:
+    """The targets of this run: how many of its cells meet each, and the worst cell."""
+    rows = target_rows(results, peak, targets)
+    lines = ["| target | met at | worst cell | its value | met |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | {met} of {n} | {where} | {value} | {'yes' if ok else '**no**'} |"
+              for name, met, n, where, value, ok in rows]
+    return "\n".join(lines) if rows else ""
+
+
 # -------------------------------------------------------------------------------- main
 def _canonical(name: str) -> str:
     """A network's registry name; earlier spellings (elman) accepted, unknown names kept
@@ -1392,6 +1518,10 @@ def _run(args, archs, modes, hidden, batch, T, threads) -> int:
         parts.append(f"## {table}\n\n{text}")
         if rows[0].case.mode in PARTS and any(r.parts for r in rows):
             parts.append(f"## where rnnkit's time goes: {table}\n\n" + parts_table(table, rows))
+    targets = targets_table(results, peak)
+    if targets:
+        parts.append("## targets\n\nEach target over the cells of this run it applies to; the worst cell is the one "
+                     "furthest from it.\n\n" + targets)
     if notes:
         lines = []
         for note, labels in notes.items():
