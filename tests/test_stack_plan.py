@@ -45,21 +45,25 @@ def assert_close(got, expected, dtype, what):
 
 
 class CallCounter:
-    """Counts the calls of every native entry point: Stack.run and each sequence kernel."""
+    """Counts the calls of every native entry point: the Stack's (either entry counts as
+    "Stack.run"; ``entries`` says which: run, NumPy arrays, or run_ptr, addresses) and each
+    sequence kernel."""
 
     KERNELS = ("elman_forward", "lstm_forward", "gru_forward", "jordan_forward")
 
     def __init__(self, monkeypatch):
-        self.calls = []
-        run = _core.Stack.run
-
-        def counted_run(stack, *args, **kwargs):
-            self.calls.append("Stack.run")
-            return run(stack, *args, **kwargs)
-
-        monkeypatch.setattr(_core.Stack, "run", counted_run)
+        self.calls, self.entries = [], []
+        for entry in ("run", "run_ptr"):
+            monkeypatch.setattr(_core.Stack, entry, self._stack_entry(entry, getattr(_core.Stack, entry)))
         for name in self.KERNELS:
             monkeypatch.setattr(_core, name, self._wrap(name, getattr(_core, name)))
+
+    def _stack_entry(self, entry, fn):
+        def counted(stack, *args, **kwargs):
+            self.calls.append("Stack.run")
+            self.entries.append(entry)
+            return fn(stack, *args, **kwargs)
+        return counted
 
     def _wrap(self, name, fn):
         def counted(*args, **kwargs):
