@@ -7,7 +7,9 @@ the native path (CPU, float32 / float64) is one call of the core's ``Stack``
 the weights packed once and kept on the module in a :class:`rnnkit._cache.PlanCache`
 (rebuilt after any change of a parameter, and after a change of the instruction set
 or a hyper-parameter). The outputs and final states are allocated here, once, and
-written by the core; no per-step history is kept.
+written by the core; no per-step history is kept. Contiguous tensors reach the core by
+their addresses (``Stack.run_ptr``, checked here); other inputs through NumPy views
+(``Stack.run``, checked by the binding); both give the same bits.
 
 Everything else takes the layer-by-layer path of :mod:`rnnkit.modules`, which this
 one equals (tests/test_stack_plan.py): a gradient to record, dropout in training, a

@@ -8,14 +8,14 @@ sequence, gradients included.
 A step is one native call on the cell's plan: its weights packed once into the
 core's layout (csrc/stream.cpp, one layer of a stream) and cached on the cell until
 a parameter changes (:class:`rnnkit._cache.PlanCache`: an optimizer step,
-``load_state_dict``, ``.data =``, ``to()``, a new Parameter). Without autograd the
-call writes the new state(s) into tensors allocated for them; with autograd it also
-writes what the layer's backward reads, and that backward (rnnkit.functional) runs
-at T = 1. A write the version counter does not see (``p.data.uniform_()``, a NumPy
-view of a parameter) is not seen by the plan either: write through the parameter
-itself (``with torch.no_grad(): p.uniform_()``) or assign it (``p.data = t``).
-Inputs the plan cannot take by address (non-contiguous, CUDA, half precision, a
-captured graph) take the general path: the layer function at T = 1.
+``load_state_dict``, ``.data =``, ``to()``, a new Parameter, a write through
+``p.data`` or a NumPy view, which the cache's byte compare sees). Without autograd
+the call writes the new state(s) into tensors allocated for them; with autograd it
+also writes what the layer's backward reads, and that backward (rnnkit.functional)
+runs at T = 1 (the step's Function is applied by torch's C entry, without
+Function.apply's Python wrapper, unless a functorch transform is active). Inputs the
+plan cannot take by address (non-contiguous, CUDA, half precision, a captured graph)
+take the general path: the layer function at T = 1.
 """
 
 from __future__ import annotations
