@@ -476,3 +476,22 @@ def test_the_pointer_entry_refuses_what_it_cannot_take():
         gru(torch.randn(T, B, I))
     with pytest.raises(ValueError, match="init1, final1: expected 0"):
         gru._rnnkit_stack.cache.plan.run_ptr(1, 1, 1, 0, 0, 1, 1, 1, 1)
+
+
+def test_a_change_of_the_parameter_table_repacks():
+    """The plan watches the module's parameter table: a key added, or a parameter set to
+    None, packs it again (and the result is the layer path's)."""
+    m = rnnkit.GRU(I, H)
+    x = torch.randn(T, B, I)
+    with torch.inference_mode():
+        first = m(x)[0]
+    m.register_parameter("extra", nn.Parameter(torch.zeros(1)))
+    with torch.inference_mode():
+        assert torch.equal(m(x)[0], first)
+    assert m._rnnkit_stack.cache.builds == 2
+    m.bias_hh_l0 = None
+    expected = m(x)[0].detach()
+    with torch.inference_mode():
+        got = m(x)[0]
+    assert m._rnnkit_stack.cache.builds == 3 and not torch.equal(got, first)
+    assert rel_err(got, expected) <= TOL[torch.float32]

@@ -45,7 +45,7 @@ class _Plan:
     sizes, codes; and the packed weights, in ``cache``."""
 
     __slots__ = ("spec", "hyper", "hyper_of", "names", "L", "D", "width", "widths", "skip", "input_size", "n_states", "gates",
-                 "hidden", "jordan", "codes", "sizes", "cache", "isa", "macs", "shapes")
+                 "hidden", "jordan", "codes", "sizes", "cache", "isa", "keys", "macs", "shapes")
 
     def __init__(self, module, spec, hyper: tuple):
         self.spec, self.hyper = spec, hyper
@@ -69,18 +69,22 @@ class _Plan:
         self.sizes = [v for l in range(self.L)
                       for v in (self.input_size if l == 0 else self.D * self.width, self.hidden, O)]
         self.cache = PlanCache()
-        self.isa = None
+        self.isa = self.keys = None
         # multiply-adds per batch row of a step's recurrent product (_threads); per input
         # shape the pointer path's _Shapes
         self.macs = None if self.jordan else self.gates * self.hidden * self.hidden
         self.shapes = {}
 
-    def core(self, params: list, isa: int):
-        """The core's Stack for these parameters (packed now, or the cached one)."""
-        if isa != self.isa:
+    def core(self, table: dict, isa: int):
+        """The core's Stack for the module's parameters ``table`` (its ``_parameters``):
+        packed now, or the cached one. The cache watches every value of the table, valid
+        while its keys are the same (``self.keys``): then each of ``names`` finds the same
+        object (or None) as when the Stack was packed."""
+        keys = tuple(table)
+        if isa != self.isa or keys != self.keys:
             self.cache.clear()
-            self.isa = isa
-        return self.cache.get(params, lambda: self._build(params, isa))
+            self.isa, self.keys = isa, keys
+        return self.cache.get(tuple(table.values()), lambda: self._build(list(map(table.get, self.names)), isa))
 
     def _build(self, params: list, isa: int):
         from .streaming import _kernel_params  # one layer's five entries, as the Stream takes them
@@ -187,11 +191,10 @@ class _Shapes:
 
 
 def _shapes(plan: _Plan, size, batch_first: bool, dtype) -> _Shapes:
-    shapes = plan.shapes.get(size)
-    if shapes is None or shapes.batch_first != batch_first or shapes.dtype is not dtype:
-        if len(plan.shapes) >= 16:  # a bound: inputs of many lengths
-            plan.shapes.clear()
-        shapes = plan.shapes[size] = _Shapes(plan, size, batch_first, dtype)
+    """A new _Shapes for this input size, kept in plan.shapes."""
+    if len(plan.shapes) >= 16:  # a bound: inputs of many lengths
+        plan.shapes.clear()
+    shapes = plan.shapes[size] = _Shapes(plan, size, batch_first, dtype)
     return shapes
 
 
@@ -217,8 +220,9 @@ def forward(module, input, hx, lengths, batch_class):
         module.__dict__[_ATTR] = plan
     if plan.skip or (module.training and module.dropout and plan.L > 1) or _variants.active(module):
         return None
-    params = list(map(module._parameters.get, plan.names))
-    p0 = params[0]
+    table = module._parameters
+    params = tuple(table.values())  # the plan's (and any other of the module's own)
+    p0 = table.get(plan.names[0])
     dtype = p0.dtype
     if dtype not in _NUMPY or not p0.is_cpu:
         return None
@@ -229,14 +233,17 @@ def forward(module, input, hx, lengths, batch_class):
     # The pointer case: the tensors' addresses to the core, checked here.
     if lengths is None and type(input) is Tensor and input.dtype is dtype and input.is_cpu \
             and input.layout is torch.strided and input.is_contiguous():
-        shapes = _shapes(plan, input.shape, module.batch_first, dtype)
+        size = input.shape
+        shapes = plan.shapes.get(size)
+        if shapes is None or shapes.batch_first != module.batch_first or shapes.dtype is not dtype:
+            shapes = _shapes(plan, size, module.batch_first, dtype)
         if shapes.ok:
             init = (0, 0) if hx is None else _state_ptrs(hx, plan, shapes.states, dtype)
             if init is not None:
-                isa = _backend.current_isa()
-                stack = plan.cache.current(params) if isa == plan.isa else None
+                isa = _backend._local.isa  # _backend.current_isa()
+                stack = plan.cache.current(params) if isa == plan.isa and tuple(table) == plan.keys else None
                 if stack is None:
-                    stack = plan.core(params, isa)
+                    stack = plan.core(table, isa)
                 B, likes = shapes.B, shapes.likes
                 out, f0 = torch.empty_like(likes[0]), torch.empty_like(likes[1])
                 if plan.n_states == 1:
@@ -282,7 +289,7 @@ def forward(module, input, hx, lengths, batch_class):
     out = np.empty((T, B, plan.D * plan.width), npt)
     f0 = np.empty((plan.L * plan.D, B, plan.widths[0]), npt)
     f1 = np.empty((plan.L * plan.D, B, plan.widths[1]), npt) if plan.n_states > 1 else None
-    plan.core(params, _backend.current_isa()).run(xn, lens, init[0], init[1], out, f0, f1, _threads(plan, B))
+    plan.core(table, _backend.current_isa()).run(xn, lens, init[0], init[1], out, f0, f1, _threads(plan, B))
 
     finals = [torch.from_numpy(f0)] if f1 is None else [torch.from_numpy(f0), torch.from_numpy(f1)]
     if batch is None:  # (B, T, F) with batch_first, a view as torch.nn returns it
