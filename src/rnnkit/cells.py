@@ -78,11 +78,6 @@ def _out(t: Tensor, unbatched: bool) -> Tensor:
 # when a backward runs. Each Function takes the tensors the layer Function takes first
 # (x, the states, the parameters up to the last one a cell has: so needs_input_grad has
 # the same indices for them), then the plan entry; x is (B, I).
-def _new(entry: "_Entry"):
-    """The new states (B, W) and the records (1, B, R) of a step: fresh tensors."""
-    return [torch.empty_like(t) for t in entry.likes], [torch.empty_like(t) for t in entry.record_likes]
-
-
 def _ptr(t: Optional[Tensor]) -> int:
     return 0 if t is None else t.data_ptr()
 
@@ -118,7 +113,7 @@ def _c(t: Optional[Tensor]) -> Optional[Tensor]:
 class _ElmanStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, entry):
-        (h1,), _ = _new(entry)
+        h1 = torch.empty_like(entry.likes[0])
         _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), 0, h1.data_ptr(), 0, 0, 0, entry.threads)
         ctx.save_for_backward(x, h0, h1, w_ih, w_hh)
         ctx.x_shape, ctx.entry = x.shape, entry
@@ -134,7 +129,8 @@ class _ElmanStep(torch.autograd.Function):
 class _LSTMStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, entry):
-        (h1, c1), (gates,) = _new(entry)
+        likes = entry.likes
+        h1, c1, gates = torch.empty_like(likes[0]), torch.empty_like(likes[1]), torch.empty_like(entry.record_likes[0])
         _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), _ptr(c0), h1.data_ptr(), c1.data_ptr(),
                             gates.data_ptr(), 0, entry.threads)
         ctx.save_for_backward(x, h0, c0, h1, c1, gates, w_ih, w_hh, w_ch)
@@ -152,7 +148,7 @@ class _LSTMStep(torch.autograd.Function):
 class _GRUStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, entry):
-        (h1,), (gates, hn) = _new(entry)
+        h1, (gates, hn) = torch.empty_like(entry.likes[0]), map(torch.empty_like, entry.record_likes)
         _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), 0, h1.data_ptr(), 0, gates.data_ptr(), hn.data_ptr(),
                             entry.threads)
         ctx.save_for_backward(x, h0, h1, gates, hn, w_ih, w_hh)
@@ -169,7 +165,7 @@ class _GRUStep(torch.autograd.Function):
 class _JordanStep(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, entry):
-        (y1,), (hs,) = _new(entry)
+        y1, hs = torch.empty_like(entry.likes[0]), torch.empty_like(entry.record_likes[0])
         _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(y0), 0, y1.data_ptr(), 0, hs.data_ptr(), 0, entry.threads)
         ctx.save_for_backward(x, y0, y1, hs, w_ih, w_yh, w_hy)
         ctx.x_shape, ctx.entry = x.shape, entry
@@ -201,7 +197,7 @@ def _step_apply(fn, args: list, entry):
     if fast is None or fast[2]():
         return fn.apply(*args, entry)
     unwrap = fast[1]
-    return fast[0](*[None if a is None else unwrap(a) for a in args], entry)
+    return fast[0](*[a if a is None else unwrap(a) for a in args], entry)
 
 
 # Per kernel: the Function; how many of the network's parameter roles it takes (the layer
