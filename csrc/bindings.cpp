@@ -832,10 +832,73 @@ class PyStack {
     impl_->run(T, B, p_x, p_len, init, p_out, final, checked_threads(nthreads));
   }
 
+ public:
+  // The pointer entry (rnnkit._stack with torch tensors): buffer addresses whose dtype,
+  // shape, C-contiguity and device the Python caller has checked against this plan,
+  // since a check in Python costs less than nanobind's conversion of a torch tensor.
+  // x (T, B, I); init0 / init1 (L*D, B, width / cell width) or 0 for zeros; out
+  // (T, B, D*width); final0 (L*D, B, width); final1 (L*D, B, cell width): an LSTM's,
+  // required for it and 0 for the others. No lengths: every sequence is T long.
+  void run_ptr(int64_t T, int64_t B, uintptr_t x, uintptr_t init0, uintptr_t init1, uintptr_t out,
+               uintptr_t final0, uintptr_t final1, int nthreads) {
+    if (T < 1 || B < 1)
+      throw nb::value_error(("T, B: expected positive sizes, got " + std::to_string(T) + ", " + std::to_string(B)).c_str());
+    if (!x || !out || !final0) throw nb::value_error("x, out, final0: expected the addresses of the buffers, got 0");
+    if (states_ < 2 && (init1 || final1))
+      throw nb::value_error("init1, final1: expected 0 (only an LSTM has a second state)");
+    if (states_ > 1 && !final1) throw nb::value_error("final1: required for an LSTM (its final cell states), got 0");
+    const void* init[2] = {reinterpret_cast<const void*>(init0), reinterpret_cast<const void*>(init1)};
+    void* final[2] = {reinterpret_cast<void*>(final0), reinterpret_cast<void*>(final1)};
+    nb::gil_scoped_release release;
+    impl_->run(T, B, reinterpret_cast<const void*>(x), nullptr, init, reinterpret_cast<void*>(out), final,
+               checked_threads(nthreads));
+  }
+
+ private:
   StackBase* impl_ = nullptr;
   int64_t L_ = 0, D_ = 1, in_ = 0, width_ = 0, cell_ = 0;
   int states_ = 1;
   bool dbl_ = false;
+};
+
+// ------------------------------------------------------------------------- Snapshot
+// A copy of the bytes of some buffers (addrs[i], sizes[i] bytes), taken when made;
+// same() says whether the buffers still hold them: rnnkit._cache.PlanCache's check that
+// a parameter still has the contents its plan was built from (a write through `.data`
+// or NumPy bumps no version counter). The addresses come from live tensors whose
+// storages the cache pins while the snapshot lives, and same() is called only after
+// it has checked that the tensors are still at them. Private to that cache.
+class Snapshot {
+ public:
+  Snapshot(const std::vector<uintptr_t>& addrs, const std::vector<int64_t>& sizes) : addrs_(addrs), sizes_(sizes) {
+    if (addrs.size() != sizes.size()) throw nb::value_error("sizes: expected one per address");
+    size_t total = 0;
+    for (size_t i = 0; i < sizes.size(); ++i) {
+      if (sizes[i] < 0) throw nb::value_error("sizes: a size is negative");
+      if (sizes[i] && !addrs[i]) throw nb::value_error("addrs: expected the address of a buffer, got 0");
+      total += size_t(sizes[i]);
+    }
+    copy_.resize(total);
+    char* c = copy_.data();
+    for (size_t i = 0; i < addrs.size(); c += sizes[i], ++i)
+      if (sizes[i]) std::memcpy(c, reinterpret_cast<const void*>(addrs[i]), size_t(sizes[i]));
+  }
+  bool same() const {
+    if (copy_.size() < (size_t(1) << 20)) return compare();
+    nb::gil_scoped_release release;
+    return compare();
+  }
+
+ private:
+  bool compare() const {
+    const char* c = copy_.data();
+    for (size_t i = 0; i < addrs_.size(); c += sizes_[i], ++i)
+      if (sizes_[i] && std::memcmp(reinterpret_cast<const void*>(addrs_[i]), c, size_t(sizes_[i])) != 0) return false;
+    return true;
+  }
+  std::vector<uintptr_t> addrs_;
+  std::vector<int64_t> sizes_;
+  std::vector<char> copy_;
 };
 
 // ------------------------------------------------------------------------- Products
@@ -986,7 +1049,13 @@ NB_MODULE(_core, m) {
            nb::arg("directions"), nb::arg("sizes"), nb::arg("params"))
       .def("run", &PyStack::run, nb::arg("x"), nb::arg("lengths").none(), nb::arg("init0").none(),
            nb::arg("init1").none(), nb::arg("out").noconvert(), nb::arg("final0").noconvert(),
-           nb::arg("final1").none().noconvert(), nb::arg("nthreads"));
+           nb::arg("final1").none().noconvert(), nb::arg("nthreads"))
+      .def("run_ptr", &PyStack::run_ptr, nb::arg("T"), nb::arg("B"), nb::arg("x"), nb::arg("init0"), nb::arg("init1"),
+           nb::arg("out"), nb::arg("final0"), nb::arg("final1"), nb::arg("nthreads"));
+  nb::class_<Snapshot>(m, "Snapshot",
+                       "A copy of some buffers' bytes, compared with them later (see rnnkit._cache.PlanCache).")
+      .def(nb::init<const std::vector<uintptr_t>&, const std::vector<int64_t>&>(), nb::arg("addrs"), nb::arg("sizes"))
+      .def("same", &Snapshot::same);
   m.doc() = "rnnkit C++ core: sequential forward and BPTT kernels (see csrc/rnnkit.h)";
   // The codes the functions below take, as rnnkit.h defines them (Python reads them here).
   nb::enum_<Isa>(m, "Isa", nb::is_arithmetic(), "Instruction sets the kernels are compiled for.")

@@ -110,6 +110,29 @@ def test_autograd_step_equals_reference(network, dtype):
         assert rel_err(a, b) < tol
 
 
+def test_the_c_apply_equals_function_apply(network, monkeypatch):
+    """A step's Function is applied by torch's C entry (rnnkit.cells._step_apply): the
+    same outputs, grad_fn and gradients, bit for bit, as through Function.apply, which
+    also runs while a functorch transform is active."""
+    from rnnkit import cells
+    cell = network.cell(I, H, dtype=torch.float64)
+    x = torch.randn(3, I, dtype=torch.float64, requires_grad=True)
+    states = tuple(s.requires_grad_() for s in _states(network, cell, 3, torch.float64))
+    inputs = [x, *states, *cell.parameters()]
+    fn = cells._STEP_FUNCTIONS[network.spec.kernel][0]
+    assert fn.c_apply is not None  # this torch has the entry
+    results = []
+    for c_apply in (fn.c_apply, None):
+        monkeypatch.setattr(fn, "c_apply", c_apply)
+        got = _tuple(_call(cell, x, states))
+        assert all(type(g.grad_fn) is fn._backward_cls for g in got)
+        weights = [torch.full_like(g, 0.5) for g in got]
+        results.append((got, torch.autograd.grad(sum((w * g).sum() for w, g in zip(weights, got)), inputs)))
+    (a, da), (b, db) = results
+    for u, v in pairs(a + da, b + db):
+        assert torch.equal(u, v)
+
+
 def test_autograd_step_gradcheck(network):
     """float64 gradcheck through the fast path, the parameters included (passed through
     torch.func.functional_call as fresh tensors, so every call builds a plan of its own)."""

@@ -45,21 +45,25 @@ def assert_close(got, expected, dtype, what):
 
 
 class CallCounter:
-    """Counts the calls of every native entry point: Stack.run and each sequence kernel."""
+    """Counts the calls of every native entry point: the Stack's (either entry counts as
+    "Stack.run"; ``entries`` says which: run, NumPy arrays, or run_ptr, addresses) and each
+    sequence kernel."""
 
     KERNELS = ("elman_forward", "lstm_forward", "gru_forward", "jordan_forward")
 
     def __init__(self, monkeypatch):
-        self.calls = []
-        run = _core.Stack.run
-
-        def counted_run(stack, *args, **kwargs):
-            self.calls.append("Stack.run")
-            return run(stack, *args, **kwargs)
-
-        monkeypatch.setattr(_core.Stack, "run", counted_run)
+        self.calls, self.entries = [], []
+        for entry in ("run", "run_ptr"):
+            monkeypatch.setattr(_core.Stack, entry, self._stack_entry(entry, getattr(_core.Stack, entry)))
         for name in self.KERNELS:
             monkeypatch.setattr(_core, name, self._wrap(name, getattr(_core, name)))
+
+    def _stack_entry(self, entry, fn):
+        def counted(stack, *args, **kwargs):
+            self.calls.append("Stack.run")
+            self.entries.append(entry)
+            return fn(stack, *args, **kwargs)
+        return counted
 
     def _wrap(self, name, fn):
         def counted(*args, **kwargs):
@@ -413,3 +417,81 @@ def test_a_change_of_instruction_set_repacks():
     assert m._rnnkit_stack.cache.builds == len(rnnkit.available_isas())
     for out in outs:
         assert rel_err(out, expected) <= TOL[torch.float32]
+
+
+def _strided(t):
+    """t as a non-contiguous view with the same values (the NumPy entry takes it)."""
+    wide = torch.zeros(*t.shape[:-1], 2 * t.shape[-1], dtype=t.dtype)
+    wide[..., ::2] = t
+    return wide[..., ::2]
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("with_state", [False, True], ids=["no-state", "state"])
+def test_the_pointer_entry_equals_the_numpy_entry(network, dtype, with_state, monkeypatch):
+    """Contiguous tensors reach the plan by address (Stack.run_ptr), strided ones through
+    NumPy (Stack.run): the same plan, bit-identical results, in every form the pointer
+    entry takes ((B, T, I) only where B or T is 1: else it has not (T, B, I)'s memory)."""
+    cases = [(False, (T, B, I), "run_ptr"), (False, (T, I), "run_ptr"), (True, (1, T, I), "run_ptr"),
+             (True, (B, 1, I), "run_ptr"), (True, (B, T, I), "run")]
+    for batch_first, shape, entry in cases:
+        m = network.layer(I, H, dtype, num_layers=2, bidirectional=True, batch_first=batch_first)
+        x = torch.randn(shape, dtype=dtype)
+        hx = None
+        if with_state:
+            hx = states_for(network, m, 1 if len(shape) == 2 else shape[0 if batch_first else 1], dtype)
+            if len(shape) == 2:
+                hx = tuple(h[:, 0] for h in hx) if isinstance(hx, tuple) else hx[:, 0]
+        strided = None if hx is None else tuple(map(_strided, hx)) if isinstance(hx, tuple) else _strided(hx)
+        counter = CallCounter(monkeypatch)
+        with torch.inference_mode():
+            fast = flat(m(x, hx))
+            slow = flat(m(_strided(x), strided))
+        assert counter.entries == [entry, "run"], (batch_first, shape)
+        expected = [e.detach() for e in flat(m(x, hx))]  # the layer-by-layer autograd path
+        for a, b, e in zip(fast, slow, expected):
+            assert a.shape == b.shape == e.shape and torch.equal(a, b)
+            assert rel_err(a, e) <= TOL[dtype]
+        monkeypatch.undo()
+
+
+def test_the_pointer_entry_refuses_what_it_cannot_take():
+    """Sizes that do not fit go to the modules' checks, which name them; the entry itself
+    refuses missing buffers by name."""
+    m = rnnkit.LSTM(I, H)
+    with torch.inference_mode():
+        for bad in (torch.randn(I), torch.randn(T, B, I + 1), torch.randn(0, B, I), torch.randn(1, T, B, I)):
+            with pytest.raises((ValueError, RuntimeError)):
+                m(bad)
+        m(torch.randn(T, B, I))
+    stack = m._rnnkit_stack.cache.plan
+    with pytest.raises(ValueError, match="T, B: expected positive sizes"):
+        stack.run_ptr(0, 1, 1, 0, 0, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="x, out, final0: expected the addresses"):
+        stack.run_ptr(1, 1, 0, 0, 0, 1, 1, 1, 1)
+    with pytest.raises(ValueError, match="final1: required for an LSTM"):
+        stack.run_ptr(1, 1, 1, 0, 0, 1, 1, 0, 1)
+    gru = rnnkit.GRU(I, H)
+    with torch.inference_mode():
+        gru(torch.randn(T, B, I))
+    with pytest.raises(ValueError, match="init1, final1: expected 0"):
+        gru._rnnkit_stack.cache.plan.run_ptr(1, 1, 1, 0, 0, 1, 1, 1, 1)
+
+
+def test_a_change_of_the_parameter_table_repacks():
+    """The plan watches the module's parameter table: a key added, or a parameter set to
+    None, packs it again (and the result is the layer path's)."""
+    m = rnnkit.GRU(I, H)
+    x = torch.randn(T, B, I)
+    with torch.inference_mode():
+        first = m(x)[0]
+    m.register_parameter("extra", nn.Parameter(torch.zeros(1)))
+    with torch.inference_mode():
+        assert torch.equal(m(x)[0], first)
+    assert m._rnnkit_stack.cache.builds == 2
+    m.bias_hh_l0 = None
+    expected = m(x)[0].detach()
+    with torch.inference_mode():
+        got = m(x)[0]
+    assert m._rnnkit_stack.cache.builds == 3 and not torch.equal(got, first)
+    assert rel_err(got, expected) <= TOL[torch.float32]

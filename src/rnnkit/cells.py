@@ -8,18 +8,19 @@ sequence, gradients included.
 A step is one native call on the cell's plan: its weights packed once into the
 core's layout (csrc/stream.cpp, one layer of a stream) and cached on the cell until
 a parameter changes (:class:`rnnkit._cache.PlanCache`: an optimizer step,
-``load_state_dict``, ``.data =``, ``to()``, a new Parameter). Without autograd the
-call writes the new state(s) into tensors allocated for them; with autograd it also
-writes what the layer's backward reads, and that backward (rnnkit.functional) runs
-at T = 1. A write the version counter does not see (``p.data.uniform_()``, a NumPy
-view of a parameter) is not seen by the plan either: write through the parameter
-itself (``with torch.no_grad(): p.uniform_()``) or assign it (``p.data = t``).
-Inputs the plan cannot take by address (non-contiguous, CUDA, half precision, a
-captured graph) take the general path: the layer function at T = 1.
+``load_state_dict``, ``.data =``, ``to()``, a new Parameter, a write through
+``p.data`` or a NumPy view, which the cache's byte compare sees). Without autograd
+the call writes the new state(s) into tensors allocated for them; with autograd it
+also writes what the layer's backward reads, and that backward (rnnkit.functional)
+runs at T = 1 (the step's Function is applied by torch's C entry, without
+Function.apply's Python wrapper, unless a functorch transform is active). Inputs the
+plan cannot take by address (non-contiguous, CUDA, half precision, a captured graph)
+take the general path: the layer function at T = 1.
 """
 
 from __future__ import annotations
 
+import operator
 from typing import Optional
 
 import torch
@@ -74,20 +75,11 @@ def _out(t: Tensor, unbatched: bool) -> Tensor:
 # cell's plan, writing the new state(s) and the records the backward reads
 # (csrc/cells/<cell>.h), and whose backward is the layer's own (rnnkit.functional) at
 # T = 1: it gets the tensors in the layout the layer's forward saves, assembled only
-# when a backward runs. Each Function takes the layer Function's arguments (so
-# needs_input_grad has the same indices), then the plan entry; x is (B, I).
-def _plan_step(entry, x: Tensor, prevs, widths, records):
-    """Runs the plan on x (B, I) from ``prevs`` (each (B, W) or None for zeros); returns
-    the new states [(B, W)] and the records [(1, B, R)]."""
-    B = x.shape[0]
-    new = [x.new_empty(B, w) for w in widths] + [None]
-    recs = [x.new_empty(1, B, r) for r in records]
-    ptr = lambda t: 0 if t is None else t.data_ptr()  # noqa: E731
-    prev = list(prevs) + [None]
-    rec = recs + [None, None]
-    _core.cell_step_ptr(entry[0], x.data_ptr(), ptr(prev[0]), ptr(prev[1]), ptr(new[0]), ptr(new[1]), ptr(rec[0]),
-                        ptr(rec[1]), entry[1])
-    return new[:-1], recs
+# when a backward runs. Each Function takes the tensors the layer Function takes first
+# (x, the states, the parameters up to the last one a cell has: so needs_input_grad has
+# the same indices for them), then the plan entry; x is (B, I).
+def _ptr(t: Optional[Tensor]) -> int:
+    return 0 if t is None else t.data_ptr()
 
 
 def _states(prev: Optional[Tensor], new: Tensor) -> Tensor:
@@ -96,18 +88,22 @@ def _states(prev: Optional[Tensor], new: Tensor) -> Tensor:
 
 
 class _LayerContext:
-    """What the layer Function's backward reads of its ctx, for one step."""
+    """What the layer Function's backward reads of its ctx, for one step: the entry's
+    settings (act, isa, ...), the saved tensors, and needs_input_grad padded with False
+    for the layer's arguments the step does not take."""
 
     def __init__(self, ctx, saved: tuple):
-        self.__dict__.update(ctx.layer)
+        entry = ctx.entry
+        self.__dict__.update(entry.layer)
         self.saved_tensors = saved
-        self.needs_input_grad = ctx.needs_input_grad
+        self.needs_input_grad = ctx.needs_input_grad[:-1] + (False,) * entry.pad
         self.recorder = None
 
 
 def _layer_grads(ctx, g: tuple) -> tuple:
-    """The layer backward's gradients with dx brought back to (B, I), and None for the plan entry."""
-    return (None if g[0] is None else g[0].view(ctx.x_shape),) + tuple(g[1:]) + (None,)
+    """The layer backward's gradients for the step's tensors, dx brought back to (B, I), and None for the entry."""
+    n = len(ctx.needs_input_grad) - 1
+    return (None if g[0] is None else g[0].view(ctx.x_shape),) + tuple(g[1:n]) + (None,)
 
 
 def _c(t: Optional[Tensor]) -> Optional[Tensor]:
@@ -116,12 +112,11 @@ def _c(t: Optional[Tensor]) -> Optional[Tensor]:
 
 class _ElmanStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder, zoneout, recurrent_mask,
-                entry):
-        (h1,), _ = _plan_step(entry, x, (h0,), (w_hh.shape[0],), ())
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, entry):
+        h1 = torch.empty_like(entry.likes[0])
+        _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), 0, h1.data_ptr(), 0, 0, 0, entry.threads)
         ctx.save_for_backward(x, h0, h1, w_ih, w_hh)
-        ctx.x_shape = x.shape
-        ctx.layer = {"act": act, "isa": isa, "w_ih_index": 2, "has_bias": (b_ih is not None, b_hh is not None)}
+        ctx.x_shape, ctx.entry = x.shape, entry
         return h1
 
     @staticmethod
@@ -133,14 +128,13 @@ class _ElmanStep(torch.autograd.Function):
 
 class _LSTMStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder, zoneout, recurrent_mask,
-                entry):
-        # (w_hr: a cell is never projected, as in torch.nn; it is in the layer's signature)
-        H = w_hh.shape[1]
-        (h1, c1), (gates,) = _plan_step(entry, x, (h0, c0), (H, H), (4 * H,))
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, entry):
+        likes = entry.likes
+        h1, c1, gates = torch.empty_like(likes[0]), torch.empty_like(likes[1]), torch.empty_like(entry.record_likes[0])
+        _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), _ptr(c0), h1.data_ptr(), c1.data_ptr(),
+                            gates.data_ptr(), 0, entry.threads)
         ctx.save_for_backward(x, h0, c0, h1, c1, gates, w_ih, w_hh, w_ch)
-        ctx.x_shape = x.shape
-        ctx.layer = {"isa": isa, "w_ih_index": 3, "has_bias": (b_ih is not None, b_hh is not None)}
+        ctx.x_shape, ctx.entry = x.shape, entry
         return h1, c1
 
     @staticmethod
@@ -153,14 +147,12 @@ class _LSTMStep(torch.autograd.Function):
 
 class _GRUStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder, zoneout,
-                recurrent_mask, entry):
-        H = w_hh.shape[1]
-        (h1,), (gates, hn) = _plan_step(entry, x, (h0,), (H,), (3 * H, H))
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, entry):
+        h1, (gates, hn) = torch.empty_like(entry.likes[0]), map(torch.empty_like, entry.record_likes)
+        _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), 0, h1.data_ptr(), 0, gates.data_ptr(), hn.data_ptr(),
+                            entry.threads)
         ctx.save_for_backward(x, h0, h1, gates, hn, w_ih, w_hh)
-        ctx.x_shape = x.shape
-        ctx.layer = {"isa": isa, "reset_after": reset_after, "w_ih_index": 2,
-                     "has_bias": (b_ih is not None, b_hh is not None)}
+        ctx.x_shape, ctx.entry = x.shape, entry
         return h1
 
     @staticmethod
@@ -172,14 +164,11 @@ class _GRUStep(torch.autograd.Function):
 
 class _JordanStep(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder,
-                zoneout, recurrent_mask, entry):
-        H, O = w_yh.shape
-        (y1,), (hs,) = _plan_step(entry, x, (y0,), (O,), (H,))
+    def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, entry):
+        y1, hs = torch.empty_like(entry.likes[0]), torch.empty_like(entry.record_likes[0])
+        _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(y0), 0, y1.data_ptr(), 0, hs.data_ptr(), 0, entry.threads)
         ctx.save_for_backward(x, y0, y1, hs, w_ih, w_yh, w_hy)
-        ctx.x_shape = x.shape
-        ctx.layer = {"act": act, "out_act": out_act, "isa": isa, "w_ih_index": 2,
-                     "has_bias": (b_ih is not None, b_yh is not None, b_hy is not None)}
+        ctx.x_shape, ctx.entry = x.shape, entry
         return y1
 
     @staticmethod
@@ -189,20 +178,53 @@ class _JordanStep(torch.autograd.Function):
         return _layer_grads(ctx, functional._Jordan.backward(_LayerContext(ctx, saved), None, dy, None))
 
 
-# How many of the network's parameter roles each Function takes (the layer Function's:
-# the LSTM's ends at weight_hr; the layer-norm gains never reach a one-step kernel).
-_ElmanStep.roles, _LSTMStep.roles, _GRUStep.roles, _JordanStep.roles = 4, 6, 4, 6
+def _c_apply(fn):
+    """fn's apply without torch.autograd.Function.apply's Python wrapper (which binds
+    setup_context's defaults, none here, and unwraps dead functorch wrappers, which
+    _step_apply does for the tensors), or None where this torch has no such entry."""
+    try:
+        apply = torch._C._FunctionBase.__dict__["apply"].__get__(None, fn)
+        unwrap = torch._C._functorch.unwrap_if_dead
+        active = torch._C._are_functorch_transforms_active
+    except (AttributeError, KeyError):
+        return None
+    return apply, unwrap, active
 
-# Per kernel: the Function, and its arguments after the parameters (lengths, codes, isa, recorder,
-# zoneout, recurrent_mask: no regulariser, which _native_step leaves to the layer path).
+
+def _step_apply(fn, args: list, entry):
+    """fn.apply(*args, entry), by the C entry where there is one and no functorch transform is active."""
+    fast = fn.c_apply
+    if fast is None or fast[2]():
+        return fn.apply(*args, entry)
+    unwrap = fast[1]
+    return fast[0](*[a if a is None else unwrap(a) for a in args], entry)
+
+
+# Per kernel: the Function; how many of the network's parameter roles it takes (the layer
+# Function's, up to the last a cell has: the LSTM's weight_ch, as a cell is never projected;
+# the layer-norm gains never reach a one-step kernel); the record widths of a step for H;
+# what the layer backward reads of its ctx (ctx.<name>); and pad: how many arguments the
+# layer Function takes after the step's tensors (False in the layer backward's needs_input_grad).
 _ACT = _backend.ACT_CODES
 _STEP_FUNCTIONS = {
-    "elman": (_ElmanStep, lambda m, isa: (None, _ACT[m.nonlinearity], isa, None, None, None)),
-    "lstm": (_LSTMStep, lambda m, isa: (None, isa, None, None, None)),
-    "gru": (_GRUStep, lambda m, isa: (None, m.reset_after, isa, None, None, None)),
-    "jordan": (_JordanStep, lambda m, isa: (None, _ACT[m.nonlinearity], _ACT[m.output_nonlinearity], isa, None, None,
-                                            None)),
+    "elman": (_ElmanStep, 4, lambda H: (), lambda m, isa: {"act": _ACT[m.nonlinearity], "isa": isa}, 6),
+    "lstm": (_LSTMStep, 5, lambda H: (4 * H,), lambda m, isa: {"isa": isa}, 6),
+    "gru": (_GRUStep, 4, lambda H: (3 * H, H), lambda m, isa: {"isa": isa, "reset_after": m.reset_after}, 6),
+    "jordan": (_JordanStep, 6, lambda H: (H,), lambda m, isa: {"act": _ACT[m.nonlinearity],
+                                                               "out_act": _ACT[m.output_nonlinearity], "isa": isa}, 7),
 }
+for _fn, *_ in _STEP_FUNCTIONS.values():
+    _fn.c_apply = _c_apply(_fn)
+
+
+class _Entry:
+    """A cell's plan for one batch size, instruction set and hyper-parameters: the core's
+    one-layer stream over the cell's weights (a packed copy), its thread count; per state
+    a (B, W) and a (W,) tensor of the states' dtype (expanded scalars: torch.empty_like
+    copies their shape and dtype, the cheapest allocation from Python) and their shapes;
+    per record a (1, B, R) one; and what the layer backward reads of its ctx."""
+
+    __slots__ = ("core", "threads", "likes", "likes_1", "shape", "shape_1", "record_likes", "layer", "pad")
 
 
 # What a step reads of the registry, per cell class: the network's states, parameter
@@ -222,6 +244,7 @@ def _not_streamed() -> tuple:
 
 _NOT_STREAMED = None
 _NATIVE_DTYPES = (torch.float32, torch.float64)
+_requires_grad = operator.attrgetter("requires_grad")
 
 
 class _Step:
@@ -257,7 +280,8 @@ class _Step:
         (a graph is captured, or any buffer is not a contiguous CPU tensor of the
         parameters' dtype and the expected shape): the general path then runs, and
         raises any error. Kept lean: at small sizes it is most of a step's time."""
-        params = self._parameters
+        d = self.__dict__
+        params = d["_parameters"]
         w = params["weight_ih"]
         dtype = w.dtype
         if type(input) is not Tensor or input.dtype is not dtype or dtype not in _NATIVE_DTYPES or not w.is_cpu:
@@ -265,13 +289,13 @@ class _Step:
         spec = _NETWORK_OF_CLASS.get(type(self))
         if spec is None:
             spec = _NETWORK_OF_CLASS[type(self)] = networks.network_of(self)
-        for setting in _not_streamed():  # settings the one-step kernels do not run (layer_norm)
-            if getattr(self, setting, False):
+        for setting in _not_streamed():  # settings the one-step kernels do not run (layer_norm): plain attributes
+            if d.get(setting, False):
                 return None
         if _variants.active(self):  # zoneout: the layer function's path draws z (or uses p)
             return None
         n = len(spec.states)
-        parts = hx if isinstance(hx, (tuple, list)) else (hx,) * n if hx is None else (hx,)
+        parts = hx if type(hx) in (tuple, list) else (hx,) * n if hx is None else (hx,)
         shape = input.shape
         batched = len(shape) == 2
         B = shape[0] if batched else 1
@@ -279,55 +303,64 @@ class _Step:
                 or not _is_buffer(input, dtype, (B, self.input_size) if batched else (self.input_size,)):
             return None
         watched = tuple(params.values())
-        plans = self.__dict__.get("_plans")
+        plans = d.get("_plans")
         if plans is None:
-            plans = self.__dict__["_plans"] = PlanCache()
-        # (isa, B, hyper-parameters) -> (core stream, threads, a state of each shape, their shapes)
+            plans = d["_plans"] = PlanCache()
+        # (isa, B, hyper-parameters) -> _Entry
         isa = _backend.current_isa()
-        entry = plans.get(watched, dict).get((isa, B, *[getattr(self, k) for k in spec.hyper]))
+        entries = plans.current(watched)
+        if entries is None:
+            entries = plans.get(watched, dict)
+        key = (isa, B) if not spec.hyper else (isa, B, *[getattr(self, k) for k in spec.hyper])
+        entry = entries.get(key)
         if entry is None:
-            entry = self._build_plan(spec, B)
-        state_shape = entry[4] if batched else entry[5]
+            entry = entries[key] = self._build_plan(spec, B)
+        state_shape = entry.shape if batched else entry.shape_1
         for s in parts:
             if s is not None and not _is_buffer(s, dtype, state_shape):
                 return None
         if torch.compiler.is_compiling() or torch.jit.is_tracing():  # a graph must see the kernel as an op
             return None
-        if torch.is_grad_enabled() and (input.requires_grad or any(p is not None and p.requires_grad for p in watched)
+        if torch.is_grad_enabled() and (input.requires_grad or any(map(_requires_grad, plans._present))
                                         or any(s is not None and s.requires_grad for s in parts)):
             if not batched:
                 return None
-            fn, tail = _STEP_FUNCTIONS[spec.kernel]
-            return fn.apply(input, *parts, *[params.get(r) for r in spec.param_roles[:fn.roles]], *tail(self, isa),
-                            entry)
-        like = entry[2] if batched else entry[3]
-        h = torch.empty_like(like)
+            fn, roles = _STEP_FUNCTIONS[spec.kernel][:2]
+            return _step_apply(fn, [input, *parts, *map(params.get, spec.param_roles[:roles])], entry)
+        likes = entry.likes if batched else entry.likes_1
+        h = torch.empty_like(likes[0])
         if n == 1:
-            _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if hx is None else hx.data_ptr(), 0, h.data_ptr(), 0, 0,
-                                0, entry[1])
+            _core.cell_step_ptr(entry.core, input.data_ptr(), 0 if hx is None else hx.data_ptr(), 0, h.data_ptr(), 0,
+                                0, 0, entry.threads)
             return h
-        c = torch.empty_like(like)
+        c = torch.empty_like(likes[1])
         h0, c0 = parts
-        _core.cell_step_ptr(entry[0], input.data_ptr(), 0 if h0 is None else h0.data_ptr(),
-                            0 if c0 is None else c0.data_ptr(), h.data_ptr(), c.data_ptr(), 0, 0, entry[1])
+        _core.cell_step_ptr(entry.core, input.data_ptr(), 0 if h0 is None else h0.data_ptr(),
+                            0 if c0 is None else c0.data_ptr(), h.data_ptr(), c.data_ptr(), 0, 0, entry.threads)
         return h, c
 
-    def _build_plan(self, spec, B: int):
-        """The plan entry for batch size B and the current instruction set and hyper-parameters:
-        a one-layer core stream over the cell's weights (a packed copy), its thread count,
-        a (B, width) and a (width,) tensor of the states' dtype (what empty_like copies) and
-        their shapes."""
+    def _build_plan(self, spec, B: int) -> _Entry:
+        """The plan entry for batch size B and the current instruction set and hyper-parameters
+        (see _Entry)."""
         isa = _backend.current_isa()
         hyper = spec.hyper_of(self)
         p = {role: self._parameters.get(role) for role in spec.param_roles}
         dtype, width, H = self._parameters["weight_ih"].dtype, getattr(self, spec.state_size), self.hidden_size
         O = self.output_size if spec.state_size == "output_size" else 0
-        core = _core_stream(networks.network_of(self), hyper, B, [self.input_size, H, O],
-                            _kernel_params(spec, p, hyper), isa)
-        entry = (core, _backend.num_threads(B, H, 2 * len(spec.gates), min_macs=1 << 23),
-                 torch.empty(B, width, dtype=dtype), torch.empty(width, dtype=dtype), (B, width), (width,))
-        self._plans.plan[(isa, B, *hyper.values())] = entry
-        return entry
+        _, _, records, layer, pad = _STEP_FUNCTIONS[spec.kernel]
+        one = torch.empty((), dtype=dtype)
+        e = _Entry()
+        e.core = _core_stream(networks.network_of(self), hyper, B, [self.input_size, H, O],
+                              _kernel_params(spec, p, hyper), isa)
+        e.threads = _backend.num_threads(B, H, 2 * len(spec.gates), min_macs=1 << 23)
+        e.shape, e.shape_1 = (B, width), (width,)
+        e.likes = [one.expand(B, width) for _ in spec.states]  # an LSTM's c is as wide as h
+        e.likes_1 = [one.expand(width) for _ in spec.states]
+        e.record_likes = [one.expand(1, B, r) for r in records(H)]
+        e.layer = {**layer(self, isa), "w_ih_index": 3 if spec.kernel == "lstm" else 2,
+                   "has_bias": tuple(p[r] is not None for r in spec.param_roles if r.startswith("bias"))}
+        e.pad = pad
+        return e
 
     def _step(self, input: Tensor, hx):
         fast = self._native_step(input, hx)

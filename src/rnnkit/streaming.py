@@ -28,6 +28,7 @@ from torch.autograd.graph import increment_version as _increment_version
 
 from . import _backend, _core
 from . import networks
+from ._stack import _is_buffer
 from .functional import _sum_bias
 from .modules import _layer_params
 
@@ -100,14 +101,6 @@ def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, 
                         zoneout)
 
 
-def _is_buffer(t, dtype: torch.dtype, shape: tuple) -> bool:
-    """Whether ``t`` is a torch tensor the core may read or write through its address:
-    a dense, C-contiguous CPU tensor of this dtype and shape (checked before every
-    pointer call; anything else takes the checked general path)."""
-    return type(t) is Tensor and t.dtype is dtype and t.shape == shape and t.is_cpu and t.is_contiguous() \
-        and t.layout is torch.strided
-
-
 class Stream:
     """Holds a module's state and advances it one time step per :meth:`step` call.
 
@@ -155,27 +148,27 @@ class Stream:
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64
         self._out = self._out_np = None  # the last `out=` buffer and its NumPy view
-        # For the pointer path, batched and (B = 1) unbatched: the shapes of x and of the
-        # output, and an output-shaped tensor that torch.empty_like copies (the fastest way
-        # to allocate one).
-        self._shapes = ((batch_size, self.input_size), (batch_size, self._width),
-                        torch.empty(batch_size, self._width, dtype=dtype))
-        self._shapes_1 = ((self.input_size,), (self._width,), torch.empty(self._width, dtype=dtype)) \
-            if batch_size == 1 else (None, None, None)
+        # For the pointer path, batched and (B = 1) unbatched: per shape of x, a tensor of
+        # the output's shape and dtype that torch.empty_like copies (the fastest way to
+        # allocate one; an expanded scalar, no memory).
+        one = torch.empty((), dtype=dtype)
+        self._likes = {torch.Size((batch_size, self.input_size)): one.expand(batch_size, self._width)}
+        if batch_size == 1:
+            self._likes[torch.Size((self.input_size,))] = one.expand(self._width)
 
     def step(self, x, out=None):
         """Advance one time step with input ``x``; returns the new top-layer state."""
         # torch tensors as they usually come (contiguous, of the module's dtype): their
         # addresses go straight to the core; anything else takes the general path below.
-        if type(x) is Tensor:
-            dtype = self.dtype
-            shapes = self._shapes if x.dim() == 2 else self._shapes_1
-            if _is_buffer(x, dtype, shapes[0]):
+        if type(x) is Tensor and x.dtype is self.dtype and x.is_cpu and x.layout is torch.strided \
+                and x.is_contiguous():
+            like = self._likes.get(x.shape)  # None: not a shape the stream takes
+            if like is not None:
                 if out is None:
-                    y = torch.empty_like(shapes[2])
+                    y = torch.empty_like(like)
                     _core.stream_step_ptr(self._core, x.data_ptr(), y.data_ptr(), self._threads)
                     return y
-                if _is_buffer(out, dtype, shapes[1]) and not out.requires_grad:
+                if _is_buffer(out, self.dtype, like.shape) and not out.requires_grad:
                     _core.stream_step_ptr(self._core, x.data_ptr(), out.data_ptr(), self._threads)
                     _increment_version(out)  # written in place: autograd and plan caches see it
                     return out
