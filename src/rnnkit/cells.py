@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from . import _backend, _core, _variants, functional, networks
 from ._cache import PlanCache
-from .streaming import _core_stream, _is_buffer, _kernel_params
+from .streaming import _core_stream, _is_buffer, _kernel_params, _layer_norm
 from .modules import _JORDAN_ROLES, JordanRNN, _check_jordan_activations, _init_repr, _jordan_parameters, \
     _positive_int, _reset_variants, _runs_natively, _set_up_variants, _warn_once
 
@@ -189,9 +189,59 @@ class _JordanStep(torch.autograd.Function):
         return _layer_grads(ctx, functional._Jordan.backward(_LayerContext(ctx, saved), None, dy, None))
 
 
+def _input_norm(x: Tensor, w_ih: Tensor):
+    """(1, B, G*H) LN(x W_ih^T) and its rho, as the layer-normalised layer's forward saves them."""
+    return functional._normalise(functional._project(x.detach().unsqueeze(0), w_ih, None))
+
+
+class _LNLSTMStep(torch.autograd.Function):
+    """The layer-normalised LSTM's step (SPEC section 15): records gates and A = W_hh h_{t-1}."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths, isa: int, recorder, entry):
+        H = w_hh.shape[1]
+        (h1, c1), (gates, raw) = _plan_step(entry, x, (h0, c0), (H, H), (4 * H, 4 * H))
+        ctx.save_for_backward(x, h0, c0, h1, c1, gates, raw, w_ih, w_hh, g_ih, g_hh, g_c, b_c)
+        ctx.x_shape = x.shape
+        ctx.layer = {"isa": isa, "w_ih_index": 3, "has_bias": (b_ih is not None, b_hh is not None)}
+        return h1, c1
+
+    @staticmethod
+    def backward(ctx, dh, dc):
+        x, h0, c0, h1, c1, gates, raw, w_ih, w_hh, g_ih, g_hh, g_c, b_c = ctx.saved_tensors
+        x_hat, rho = _input_norm(x, w_ih)
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), g_ih.detach(), _c(g_hh), _c(g_c), _c(b_c), x_hat,
+                 rho, _states(h0, h1), _states(c0, c1), gates, raw, None)
+        return _layer_grads(ctx, functional._LNLSTM.backward(_LayerContext(ctx, saved), None, dh, dc, None, None))
+
+
+class _LNGRUStep(torch.autograd.Function):
+    """The layer-normalised GRU's step (SPEC section 15): records gates and A = W_hh h_{t-1}."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, lengths, isa: int, recorder, entry):
+        H = w_hh.shape[1]
+        (h1,), (gates, raw) = _plan_step(entry, x, (h0,), (H,), (3 * H, 3 * H))
+        ctx.save_for_backward(x, h0, h1, gates, raw, w_ih, w_hh, g_ih, g_hh, b_hh)
+        ctx.x_shape = x.shape
+        ctx.layer = {"isa": isa, "w_ih_index": 2, "has_bias": (b_ih is not None, b_hh is not None)}
+        return h1
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, h0, h1, gates, raw, w_ih, w_hh, g_ih, g_hh, b_hh = ctx.saved_tensors
+        x_hat, rho = _input_norm(x, w_ih)
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), g_ih.detach(), _c(g_hh), _c(b_hh), x_hat, rho,
+                 _states(h0, h1), gates, raw, None)
+        return _layer_grads(ctx, functional._LNGRU.backward(_LayerContext(ctx, saved), None, dh, None))
+
+
 # How many of the network's parameter roles each Function takes (the layer Function's:
-# the LSTM's ends at weight_hr; the layer-norm gains never reach a one-step kernel).
+# the LSTM's ends at weight_hr); the layer-normalised ones name theirs (the gains).
 _ElmanStep.roles, _LSTMStep.roles, _GRUStep.roles, _JordanStep.roles = 4, 6, 4, 6
+_LNLSTMStep.role_names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_gain_ih", "ln_gain_hh", "ln_gain_c",
+                          "ln_bias_c")
+_LNGRUStep.role_names = ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_gain_ih", "ln_gain_hh")
 
 # Per kernel: the Function, and its arguments after the parameters (lengths, codes, isa, recorder,
 # zoneout, recurrent_mask: no regulariser, which _native_step leaves to the layer path).
@@ -202,6 +252,10 @@ _STEP_FUNCTIONS = {
     "gru": (_GRUStep, lambda m, isa: (None, m.reset_after, isa, None, None, None)),
     "jordan": (_JordanStep, lambda m, isa: (None, _ACT[m.nonlinearity], _ACT[m.output_nonlinearity], isa, None, None,
                                             None)),
+}
+_LN_STEP_FUNCTIONS = {  # layer_norm=True (lengths, isa, recorder)
+    "lstm": (_LNLSTMStep, lambda m, isa: (None, isa, None)),
+    "gru": (_LNGRUStep, lambda m, isa: (None, isa, None)),
 }
 
 
@@ -297,9 +351,9 @@ class _Step:
                                         or any(s is not None and s.requires_grad for s in parts)):
             if not batched:
                 return None
-            fn, tail = _STEP_FUNCTIONS[spec.kernel]
-            return fn.apply(input, *parts, *[params.get(r) for r in spec.param_roles[:fn.roles]], *tail(self, isa),
-                            entry)
+            fn, tail = (_LN_STEP_FUNCTIONS if getattr(self, "layer_norm", False) else _STEP_FUNCTIONS)[spec.kernel]
+            roles = getattr(fn, "role_names", None) or spec.param_roles[:fn.roles]
+            return fn.apply(input, *parts, *[params.get(r) for r in roles], *tail(self, isa), entry)
         like = entry[2] if batched else entry[3]
         h = torch.empty_like(like)
         if n == 1:
@@ -319,11 +373,12 @@ class _Step:
         their shapes."""
         isa = _backend.current_isa()
         hyper = spec.hyper_of(self)
-        p = {role: self._parameters.get(role) for role in spec.param_roles}
+        own = networks.network_of(self)  # this variant's roles (spec may be another variant's: no gains)
+        p = {role: self._parameters.get(role) for role in own.param_roles}
         dtype, width, H = self._parameters["weight_ih"].dtype, getattr(self, spec.state_size), self.hidden_size
         O = self.output_size if spec.state_size == "output_size" else 0
-        core = _core_stream(networks.network_of(self), hyper, B, [self.input_size, H, O],
-                            _kernel_params(spec, p, hyper), isa)
+        core = _core_stream(own, hyper, B, [self.input_size, H, O], _kernel_params(own, p, hyper), isa,
+                            layer_norm=_layer_norm(p))
         entry = (core, _backend.num_threads(B, H, 2 * len(spec.gates), min_macs=1 << 23),
                  torch.empty(B, width, dtype=dtype), torch.empty(width, dtype=dtype), (B, width), (width,))
         self._plans.plan[(isa, B, *hyper.values())] = entry
