@@ -191,7 +191,7 @@ class _JordanStep(torch.autograd.Function):
 
 def _input_norm(x: Tensor, w_ih: Tensor):
     """(1, B, G*H) LN(x W_ih^T) and its rho, as the layer-normalised layer's forward saves them."""
-    return functional._normalise(functional._project(x.detach().unsqueeze(0), w_ih, None))
+    return functional._normalised_input(x.detach().unsqueeze(0), w_ih)
 
 
 class _LNLSTMStep(torch.autograd.Function):

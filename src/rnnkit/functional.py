@@ -328,6 +328,19 @@ def _normalise(v: Tensor):
     return (v - mu) * rho, rho
 
 
+def _normalised_input(x: Tensor, w_ih: Tensor):
+    """(LN(x W_ih^T), rho) for all steps, (T, B, G*H) and (T, B, 1): the input side of the
+    layer-normalised cells. The product runs on the core's packed GEMM, as the Stream and
+    the Stack compute it (csrc/layer.h), not on the fastest GEMM of _backend.gemm_nt:
+    oneDNN's float32 sums over I lose about twice as much there (I = 256: 3.5e-6 against
+    1.9e-6 for the core's and torch's BLAS), and the normalisation divides that error by
+    std(W_ih x) while the normalised network carries it on (the float32 LN-LSTM was 3x
+    less accurate than the reference for it; tests/test_layer_norm.py checks both)."""
+    T, B, I = x.shape
+    v = _backend.matmul_nt(x.detach().reshape(T * B, I), w_ih.detach())
+    return _normalise(v.view(T, B, w_ih.shape[0]))
+
+
 def _normalise_backward(d_hat: Tensor, v_hat: Tensor, rho: Tensor) -> Tensor:
     """dL/dv from dL/dv^ through v^ = (v - mean) * rho, over the last dimension."""
     return rho * (d_hat - d_hat.mean(-1, keepdim=True) - v_hat * (d_hat * v_hat).mean(-1, keepdim=True))
@@ -341,7 +354,7 @@ class _LNLSTM(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths, isa: int, recorder):
         T, B, _ = x.shape
         H = w_hh.shape[1]
-        x_hat, rho = _normalise(_project(x, w_ih, None))  # (T, B, 4H), (T, B, 1)
+        x_hat, rho = _normalised_input(x, w_ih)  # (T, B, 4H), (T, B, 1)
         xw = x_hat * g_ih.detach()
         bias = _sum_bias(b_ih, b_hh)
         if bias is not None:
@@ -529,7 +542,7 @@ class _LNGRU(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, lengths, isa: int, recorder):
         T, B, _ = x.shape
         H = w_hh.shape[1]
-        x_hat, rho = _normalise(_project(x, w_ih, None))  # (T, B, 3H), (T, B, 1)
+        x_hat, rho = _normalised_input(x, w_ih)  # (T, B, 3H), (T, B, 1)
         xw = x_hat * g_ih.detach()
         if b_ih is not None:
             xw = xw + b_ih.detach()
