@@ -15,8 +15,6 @@
 // weights: W_hh (3H, H), gamma_hh (3H), b_hh (3H) or null.
 #pragma once
 
-#include <utility>
-
 #include "ln_norm.h"
 
 namespace rnnkit {
@@ -52,22 +50,14 @@ template <typename S, typename Pk = Packed<S>> struct LnGru {  // Pk: float weig
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
-    const int64_t nb = unit_blocks<S>(H), UB = Packed<S>::NR, H_ = H;
+    const int64_t nb = unit_blocks<S>(H);
     const auto x = rows(io.x, 3);                    // (B, 3H)
     const auto a = blocked<const S>(w.a.data(), 3);  // (B, 3H) A = h_{t-1} W_hh^T
     const auto h_prev = rows(io.prev[0]), h = rows(io.next[0]), out = rows(io.out);
     const auto gates = rows(io.rec[0], 3), raw = rows(io.rec[1], 3);
     const auto ghh = vec<const S>(gamma_hh.data(), 3), bhh = vec<const S>(b_hh.data(), 3);
     s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, 3));
-    const S* A = w.a.data();
-    S* rec = io.rec[1];
-    each_block(s, H, w.pa.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      const S* blk = A + (b * nb + j0 / UB) * 3 * UB - j0;  // gate g of unit j at blk[g * UB + j]
-      S* r = rec + b * 3 * H_;                                // A's row in torch's gate order
-      for (int g = 0; g < 3; ++g)
-        for (int64_t j = j0; j < j1; ++j) r[g * H_ + j] = blk[g * UB + j];
-      block_moments(3, j0, j1, [=](int g, int64_t j) { return blk[g * UB + j]; }, part);
-    });
+    unblock_moments(s, H, 3, w.a.data(), io.rec[1], w.pa.data());  // A into its record, and its moments
     s.sync();  // A's partials complete
     RowMoments<S> nA(w.pa.data(), nb);
     RowMoments<S>* const pA = &nA;
@@ -89,17 +79,13 @@ template <typename S, typename Pk = Packed<S>> struct LnGru {  // Pk: float weig
   }
 
   void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
-    const int64_t nb = unit_blocks<S>(H), H_ = H, H3 = 3 * H;
+    const int64_t nb = unit_blocks<S>(H);
     const auto h_prev = rows(io.prev[0]), gates = rows(io.rec[0], 3), raw = rows(io.rec[1], 3);
     const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dhs = rows(io.total[0]);
     const auto da = rows(io.grad[0], 3), dA = rows(io.grad[1], 3), dq = rows(w.dq.data(), 3);
     const auto dh_prev = rows(w.a.data());
     const auto ghh = vec<const S>(gamma_hh.data(), 3), bhh = vec<const S>(b_hh.data(), 3);
-    const S *rec = io.rec[1], *dqp = w.dq.data(), *gh = gamma_hh.data();
-    each_block(s, H, w.pa.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      const S* r = rec + b * H3;
-      block_moments(3, j0, j1, [=](int g, int64_t j) { return r[g * H_ + j]; }, part);
-    });
+    record_moments(s, H, 3, io.rec[1], w.pa.data());
     s.sync();  // A's partials complete
     RowMoments<S> nA(w.pa.data(), nb);
     RowSums<S> sQ(w.pq.data(), nb);
@@ -121,17 +107,7 @@ template <typename S, typename Pk = Packed<S>> struct LnGru {  // Pk: float weig
       l.set(dq, 2, da_n * r_);
       l.set(dh_prev, dh_ * z_);
     }, {{zero(da), zero(dq), zero(dh_prev), copy(dhs, cview(dh))}});
-    // mean(g_hh dq) and mean(g_hh dq A^)
-    each_block(s, H, w.pq.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      pA->at(b);
-      const S mu = pA->mean, rho = pA->rho;
-      const S *d = dqp + b * H3, *r = rec + b * H3;
-      block_sums(3, j0, j1, [=](int g, int64_t j) {
-        const int64_t k = g * H_ + j;
-        const S gd = gh[k] * d[k];
-        return std::make_pair(gd, gd * ((r[k] - mu) * rho));
-      }, part);
-    });
+    grad_sums(s, H, 3, gamma_hh.data(), w.dq.data(), io.rec[1], pA, w.pq.data());  // mean(g_hh dq), mean(g_hh dq A^)
     s.sync();  // their partials complete
     s.each(H, [=](const Lanes<S>& l) {
       pA->at(l.b);

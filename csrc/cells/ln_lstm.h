@@ -18,8 +18,6 @@
 // weights: W_hh (4H, H), gamma_hh (4H), gamma_c (H), beta_c (H).
 #pragma once
 
-#include <utility>
-
 #include "ln_norm.h"
 
 namespace rnnkit {
@@ -58,7 +56,7 @@ template <typename S, typename Pk = Packed<S>> struct LnLstm {  // Pk: float wei
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
-    const int64_t nb = unit_blocks<S>(H), UB = Packed<S>::NR, H_ = H;
+    const int64_t nb = unit_blocks<S>(H);
     const auto x = rows(io.x, 4);                    // (B, 4H) LN_x(W_ih x_t) gamma_ih + biases
     const auto a = blocked<const S>(w.a.data(), 4);  // (B, 4H) A = h_{t-1} W_hh^T
     const auto c_prev = rows(io.prev[1]), h_prev = rows(io.prev[0]);
@@ -66,15 +64,7 @@ template <typename S, typename Pk = Packed<S>> struct LnLstm {  // Pk: float wei
     const auto out = rows(io.out);
     const auto ghh = vec<const S>(gamma_hh.data(), 4), gc = vec<const S>(gamma_c.data()), bc = vec<const S>(beta_c.data());
     s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, 4));
-    const S* A = w.a.data();
-    S* rec = io.rec[1];
-    each_block(s, H, w.pa.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      const S* blk = A + (b * nb + j0 / UB) * 4 * UB - j0;  // gate g of unit j at blk[g * UB + j]
-      S* r = rec + b * 4 * H_;                                // A's row in torch's gate order
-      for (int g = 0; g < 4; ++g)
-        for (int64_t j = j0; j < j1; ++j) r[g * H_ + j] = blk[g * UB + j];
-      block_moments(4, j0, j1, [=](int g, int64_t j) { return blk[g * UB + j]; }, part);
-    });
+    unblock_moments(s, H, 4, w.a.data(), io.rec[1], w.pa.data());  // A into its record, and its moments
     s.sync();  // A's partials complete
     RowMoments<S> nA(w.pa.data(), nb), nC(w.pc.data(), nb);
     RowMoments<S>*const pA = &nA, *const pC = &nC;
@@ -90,11 +80,7 @@ template <typename S, typename Pk = Packed<S>> struct LnLstm {  // Pk: float wei
       l.set(gates, 2, g_);
       l.set(gates, 3, o_);
     }, {{copy(c, c_prev), zero(gates), zero(raw)}});
-    const S* cn = io.next[1];
-    each_block(s, H, w.pc.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      const S* cb = cn + b * H_;
-      block_moments(1, j0, j1, [=](int, int64_t j) { return cb[j]; }, part);
-    });
+    record_moments(s, H, 1, io.next[1], w.pc.data());
     s.sync();  // c_t's partials complete
     s.each(H, [=](const Lanes<S>& l) {
       pC->at(l.b);
@@ -107,23 +93,16 @@ template <typename S, typename Pk = Packed<S>> struct LnLstm {  // Pk: float wei
   }
 
   void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
-    const int64_t nb = unit_blocks<S>(H), H_ = H;
+    const int64_t nb = unit_blocks<S>(H);
     const auto c_prev = rows(io.prev[1]), c = rows(io.next[1]), gates = rows(io.rec[0], 4);
     const auto raw = rows(io.rec[1], 4);
     const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dc = rows(io.d[1]);
     const auto dv = rows(io.grad[0], 4), dA = rows(io.grad[1], 4), dhs = rows(io.total[0]), dcs = rows(io.total[1]);
     const auto dyg = rows(w.d.data());  // gamma_c dy
     const auto ghh = vec<const S>(gamma_hh.data(), 4), gc = vec<const S>(gamma_c.data()), bc = vec<const S>(beta_c.data());
-    const S *cn = io.next[1], *rec = io.rec[1], *dyp = w.d.data(), *dvp = io.grad[0], *gh = gamma_hh.data();
     // The statistics of c_t and of A, again from the forward's states and records.
-    each_block(s, H, w.pc.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      const S* cb = cn + b * H_;
-      block_moments(1, j0, j1, [=](int, int64_t j) { return cb[j]; }, part);
-    });
-    each_block(s, H, w.pa.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      const S* r = rec + b * 4 * H_;
-      block_moments(4, j0, j1, [=](int g, int64_t j) { return r[g * H_ + j]; }, part);
-    });
+    record_moments(s, H, 1, io.next[1], w.pc.data());
+    record_moments(s, H, 4, io.rec[1], w.pa.data());
     s.sync();  // their partials complete
     RowMoments<S> nA(w.pa.data(), nb), nC(w.pc.data(), nb);
     RowSums<S> sY(w.py.data(), nb), sV(w.pv.data(), nb);
@@ -137,13 +116,7 @@ template <typename S, typename Pk = Packed<S>> struct LnLstm {  // Pk: float wei
       const V ty = M::tanh(l(gc) * ch + l(bc)), o_ = l(gates, 3);
       l.set(dyg, l(gc) * (dh_ * o_ * (S(1) - ty * ty)));
     }, {{zero(dyg), copy(dhs, cview(dh))}});
-    // mean(gamma_c dy) and mean(gamma_c dy c^)
-    each_block(s, H, w.py.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      pC->at(b);
-      const S mu = pC->mean, rho = pC->rho;
-      const S *d = dyp + b * H_, *cb = cn + b * H_;
-      block_sums(1, j0, j1, [=](int, int64_t j) { return std::make_pair(d[j], d[j] * ((cb[j] - mu) * rho)); }, part);
-    });
+    grad_sums(s, H, 1, (const S*)nullptr, w.d.data(), io.next[1], pC, w.py.data());  // mean(gamma_c dy), mean(gamma_c dy c^)
     s.sync();  // their partials complete
     s.each(H, [=](const Lanes<S>& l) {
       pC->at(l.b);
@@ -162,16 +135,7 @@ template <typename S, typename Pk = Packed<S>> struct LnLstm {  // Pk: float wei
       l.set(dc, dc_ * f_);
     }, {{zero(dv), copy(dcs, cview(dc))}});
     // The recurrent normalisation: mean(gamma_hh dv) and mean(gamma_hh dv A^)
-    each_block(s, H, w.pv.data(), [=](int64_t b, int64_t j0, int64_t j1, double* part) {
-      pA->at(b);
-      const S mu = pA->mean, rho = pA->rho;
-      const S *d = dvp + b * 4 * H_, *r = rec + b * 4 * H_;
-      block_sums(4, j0, j1, [=](int g, int64_t j) {
-        const int64_t k = g * H_ + j;
-        const S gd = gh[k] * d[k];
-        return std::make_pair(gd, gd * ((r[k] - mu) * rho));
-      }, part);
-    });
+    grad_sums(s, H, 4, gamma_hh.data(), io.grad[0], io.rec[1], pA, w.pv.data());
     s.sync();  // their partials complete
     s.each(H, [=](const Lanes<S>& l) {
       pA->at(l.b);

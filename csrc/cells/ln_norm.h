@@ -9,6 +9,8 @@
 //     then every member combines a row's nb partials in block order (RowMoments, RowSums).
 #pragma once
 
+#include <utility>
+
 #include "../recurrence.h"
 
 namespace rnnkit {
@@ -83,25 +85,77 @@ template <class F> static inline void block_sums(int G, int64_t j0, int64_t j1, 
   part[2] = s2;
 }
 
-// One member's view of the rows' mean and rho, combined from the block partials in
-// block order when a row is first asked for (s.each visits rows in order):
-//   mean = sum_k sum_k / n,  var = sum_k (sq_k + n_k (mean_k - mean)^2) / n.
-template <typename S> struct RowMoments {
+// The rows of a team-split (B, G*W) record in torch's gate order (the LN cells' record of
+// A = W_hh h_{t-1}, or c_t with G = 1): the moments of each owned block into part.
+template <typename S> static inline void record_moments(const Step<S>& s, int64_t W, int G, const S* rec, double* part) {
+  each_block(s, W, part, [=](int64_t b, int64_t j0, int64_t j1, double* q) {
+    const S* r = rec + b * G * W;
+    block_moments(G, j0, j1, [=](int g, int64_t j) { return r[g * W + j]; }, q);
+  });
+}
+
+// The same from a product in unit-block order (s.product with pack_gates weights, G gates
+// of W units), which is copied into `rec` in torch's gate order on the way.
+template <typename S> static inline void unblock_moments(const Step<S>& s, int64_t W, int G, const S* blocked, S* rec,
+                                                        double* part) {
+  const int64_t nb = unit_blocks<S>(W), UB = Packed<S>::NR;
+  each_block(s, W, part, [=](int64_t b, int64_t j0, int64_t j1, double* q) {
+    const S* blk = blocked + (b * nb + j0 / UB) * G * UB - j0;  // gate g of unit j at blk[g * UB + j]
+    S* r = rec + b * G * W;
+    for (int g = 0; g < G; ++g)
+      for (int64_t j = j0; j < j1; ++j) r[g * W + j] = blk[g * UB + j];
+    block_moments(G, j0, j1, [=](int g, int64_t j) { return blk[g * UB + j]; }, q);
+  });
+}
+
+// The two sums LN'(v)^T (gamma d) needs, over row b's units: of gamma d and of gamma d v^,
+// v^ = (v - mean) rho with the row's statistics `st` (ln_lstm.h's mean(d), mean(d v^)):
+// per owned block into part, d and the record v (B, G*W) in torch's gate order, gamma (G*W)
+// or null for ones.
+template <typename S, class Stats>
+static inline void grad_sums(const Step<S>& s, int64_t W, int G, const S* gamma, const S* d, const S* v, Stats* st,
+                             double* part) {
+  each_block(s, W, part, [=](int64_t b, int64_t j0, int64_t j1, double* q) {
+    st->at(b);
+    const S mu = st->mean, rho = st->rho;
+    const S *db = d + b * G * W, *vb = v + b * G * W;
+    block_sums(G, j0, j1, [=](int g, int64_t j) {
+      const int64_t k = g * W + j;
+      const S gd = gamma ? gamma[k] * db[k] : db[k];
+      return std::make_pair(gd, gd * ((vb[k] - mu) * rho));
+    }, q);
+  });
+}
+
+// One member's view of a row's partials, combined again only when the row changes (s.each
+// visits rows in order): next(b) is false for the row it holds, else it sums row b's block
+// partials in block order into total[0..kPart) and keeps them in q.
+struct RowPartials {
   const double* part;
   int64_t nb;
   int64_t b = -1;
-  S mean = 0, rho = 0;
-  RowMoments(const double* p, int64_t nb_) : part(p), nb(nb_) {}
-  void at(int64_t row) {
-    if (row == b) return;
+  const double* q = nullptr;     // (nb, kPart) the row's block partials
+  double total[kPart] = {0, 0, 0};
+  RowPartials(const double* p, int64_t nb_) : part(p), nb(nb_) {}
+  bool next(int64_t row) {
+    if (row == b) return false;
     b = row;
-    const double* q = part + row * nb * kPart;
-    double n = 0, sum = 0;
-    for (int64_t k = 0; k < nb; ++k) {
-      n += q[k * kPart];
-      sum += q[k * kPart + 1];
-    }
-    const double m = sum / n;
+    q = part + row * nb * kPart;
+    for (int i = 0; i < kPart; ++i) total[i] = 0;
+    for (int64_t k = 0; k < nb; ++k)
+      for (int i = 0; i < kPart; ++i) total[i] += q[k * kPart + i];
+    return true;
+  }
+};
+
+// A row's mean and rho, from its block moments:
+//   mean = sum_k sum_k / n,  var = sum_k (sq_k + n_k (mean_k - mean)^2) / n.
+template <typename S> struct RowMoments : RowPartials {
+  S mean = 0, rho = 0;
+  using RowPartials::RowPartials;
+  void at(int64_t row) {
+    if (!next(row)) return;
+    const double n = total[0], m = total[1] / n;
     double sq = 0;
     for (int64_t k = 0; k < nb; ++k) {
       const double d = q[k * kPart + 1] / q[k * kPart] - m;
@@ -112,25 +166,14 @@ template <typename S> struct RowMoments {
   }
 };
 
-// The same for two plain sums: their means over the row, m1 and m2.
-template <typename S> struct RowSums {
-  const double* part;
-  int64_t nb;
-  int64_t b = -1;
+// A row's two plain sums as means over the row, m1 and m2, from its block sums.
+template <typename S> struct RowSums : RowPartials {
   S m1 = 0, m2 = 0;
-  RowSums(const double* p, int64_t nb_) : part(p), nb(nb_) {}
+  using RowPartials::RowPartials;
   void at(int64_t row) {
-    if (row == b) return;
-    b = row;
-    const double* q = part + row * nb * kPart;
-    double n = 0, s1 = 0, s2 = 0;
-    for (int64_t k = 0; k < nb; ++k) {
-      n += q[k * kPart];
-      s1 += q[k * kPart + 1];
-      s2 += q[k * kPart + 2];
-    }
-    m1 = S(s1 / n);
-    m2 = S(s2 / n);
+    if (!next(row)) return;
+    m1 = S(total[1] / total[0]);
+    m2 = S(total[2] / total[0]);
   }
 };
 
