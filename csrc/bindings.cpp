@@ -607,10 +607,13 @@ struct CheckedLayers {
 };
 
 CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int64_t>& sizes,
-                             const std::vector<OptArr>& params) {
+                             const std::vector<OptArr>& params, bool layer_norm = false,
+                             bool reset_after = true) {
   if (arch < 0 || arch > 3) throw nb::value_error(("arch: expected 0..3, got " + std::to_string(arch)).c_str());
   CheckedLayers c;
   c.arch = Arch(arch);
+  if (layer_norm && c.arch != Arch::lstm && !(c.arch == Arch::gru && reset_after))
+    throw nb::value_error("layer_norm: expected False for this cell (an LSTM or a reset-after GRU has it), got True");
   if (sizes.empty() || sizes.size() % 3 != 0)
     throw nb::value_error("sizes: expected (I, H, O) for each layer");
   const size_t layers = sizes.size() / 3, D = size_t(directions);
@@ -629,13 +632,18 @@ CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int
     if (I < 1 || H < 1 || (jordan && O < 1) || O < 0) throw nb::value_error("sizes: every size must be positive");
     if (!jordan && !lstm && O != 0) throw nb::value_error("sizes: O must be 0 for this cell");
     const int64_t K = emitted(l);
+    if (layer_norm && lstm && O > 0)
+      throw nb::value_error("layer_norm: expected False with a projection (sizes' O > 0), got True");
     if (l > 0 && I != int64_t(D) * emitted(l - 1))
       throw nb::value_error(D == 1 ? "sizes: a layer's input size must equal the previous layer's output size"
                                    : "sizes: a layer's input size must equal the previous layer's output size "
                                      "times the number of directions");
     // w_ih, input-side bias, then the cell's weights; {} marks an unused entry.
+    // Layer-normalised (rnnkit.h, make_stream): the gains in one array, then the GRU's b_hh.
     const std::vector<std::vector<int64_t>> shapes =
-        jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
+        layer_norm && lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {10 * H}, {}}
+        : layer_norm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {6 * H}, {G * H}}
+        : jordan ? std::vector<std::vector<int64_t>>{{H, I}, {H}, {H, O}, {O, H}, {O}}
         : gru  ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, H}, {H}, {}}
         : lstm ? std::vector<std::vector<int64_t>>{{G * H, I}, {G * H}, {G * H, K}, {3 * H},  // peepholes
                                                    O > 0 ? std::vector<int64_t>{O, H} : std::vector<int64_t>{}}
@@ -645,7 +653,7 @@ CheckedLayers checked_layers(int arch, int64_t directions, const std::vector<int
         const size_t index = 5 * (l * D + d) + k;
         const OptArr& p = params[index];
         const std::string name = "params[" + std::to_string(index) + "]";
-        const bool weight = k == 0 || k == 2 || (jordan && k == 3) || (lstm && k == 4 && O > 0);
+        const bool weight = k == 0 || k == 2 || ((jordan || layer_norm) && k == 3) || (lstm && k == 4 && O > 0);
         if (!p.has_value() || shapes[k].empty()) {
           if (weight) throw nb::value_error((name + ": a weight is required").c_str());
           if (p.has_value()) throw nb::value_error((name + ": expected None (unused for this cell)").c_str());
@@ -673,16 +681,20 @@ class PyStream {
   // sizes: (I, H, O) per layer; params: five per layer, as make_stream in rnnkit.h.
   // precision: -1 the parameters' own (float32 / float64), 0 int8, 1 bf16 weights (float32
   // parameters; native_dot false forces the portable dot products, rnnkit.h).
+  // layer_norm: the layer-normalised LSTM / GRU (rnnkit.h, make_stream), float weights only.
   PyStream(int isa, int arch, int act, int out_act, bool reset_after, int64_t B, const std::vector<int64_t>& sizes,
-           const std::vector<OptArr>& params, int precision = -1, bool native_dot = true, double zoneout = 0.0)
+           const std::vector<OptArr>& params, int precision = -1, bool native_dot = true, double zoneout = 0.0,
+           bool layer_norm = false)
       : B_(B) {
+    if (layer_norm && precision >= 0)
+      throw nb::value_error("layer_norm: expected False with int8 / bf16 weights (precision 0 / 1), got True");
     if (precision < -1 || precision > 1)
       throw nb::value_error(("precision: expected -1, 0 (int8) or 1 (bf16), got " + std::to_string(precision)).c_str());
     if (!(zoneout >= 0 && zoneout < 1))
       throw nb::value_error(("zoneout: expected a rate in [0, 1), got " + std::to_string(zoneout)).c_str());
     const Isa i = checked_isa(isa);
     if (B < 1) throw nb::value_error(("batch_size: expected a positive integer, got " + std::to_string(B)).c_str());
-    CheckedLayers c = checked_layers(arch, 1, sizes, params);
+    CheckedLayers c = checked_layers(arch, 1, sizes, params, layer_norm, reset_after);
     const Arch a = c.arch;
     const int64_t layers = int64_t(c.state_width.size());
     dbl_ = c.dbl;
@@ -704,7 +716,7 @@ class PyStream {
                                sizes.data(), c.ptrs.data(), zoneout)
       }
       RNNKIT_DISPATCH_RETURN(isa, make_stream, dbl_, a, f, g, reset_after, B, layers, sizes.data(), c.ptrs.data(),
-                             zoneout)
+                             zoneout, layer_norm)
     };
     impl_ = make();  // the stream holds its own packed copies
   }
@@ -778,12 +790,13 @@ class PyStack {
  public:
   // directions: 1 or 2; sizes: (I, H, O) per layer; params: five per layer and
   // direction (index l*D + d), as make_stack in rnnkit.h.
+  // layer_norm: as PyStream's.
   PyStack(int isa, int arch, int act, int out_act, bool reset_after, int64_t directions,
-          const std::vector<int64_t>& sizes, const std::vector<OptArr>& params) {
+          const std::vector<int64_t>& sizes, const std::vector<OptArr>& params, bool layer_norm = false) {
     const Isa i = checked_isa(isa);
     if (directions != 1 && directions != 2)
       throw nb::value_error(("directions: expected 1 or 2, got " + std::to_string(directions)).c_str());
-    CheckedLayers c = checked_layers(arch, directions, sizes, params);
+    CheckedLayers c = checked_layers(arch, directions, sizes, params, layer_norm, reset_after);
     const Arch a = c.arch;
     L_ = int64_t(c.state_width.size());
     D_ = directions;
@@ -795,7 +808,8 @@ class PyStack {
     const Act f = checked_act(act, "nonlinearity"), g = checked_act(out_act, "output_nonlinearity");
     auto make = [&]() -> StackBase* {
       const Isa isa = i;
-      RNNKIT_DISPATCH_RETURN(isa, make_stack, dbl_, a, f, g, reset_after, L_, D_, sizes.data(), c.ptrs.data())
+      RNNKIT_DISPATCH_RETURN(isa, make_stack, dbl_, a, f, g, reset_after, L_, D_, sizes.data(), c.ptrs.data(),
+                             layer_norm)
     };
     impl_ = make();  // the plan holds its own packed copies
   }
@@ -1036,17 +1050,18 @@ class PyLowpLayer {
 NB_MODULE(_core, m) {
   nb::class_<PyStream>(m, "Stream", "One-step-per-call state machine over packed weights (see rnnkit.Stream).")
       .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&, int,
-                    bool, double>(),
+                    bool, double, bool>(),
            nb::arg("isa"), nb::arg("arch"), nb::arg("act"), nb::arg("out_act"), nb::arg("reset_after"),
            nb::arg("batch_size"), nb::arg("sizes"), nb::arg("params"), nb::arg("precision") = -1,
-           nb::arg("native_dot") = true, nb::arg("zoneout") = 0.0)
+           nb::arg("native_dot") = true, nb::arg("zoneout") = 0.0, nb::arg("layer_norm") = false)
       .def("step", &PyStream::step, nb::arg("x"), nb::arg("out").noconvert(), nb::arg("nthreads"))
       .def("state", &PyStream::state, nb::arg("layer"), nb::arg("which"), nb::arg("buffer").noconvert(), nb::arg("write"));
   nb::class_<PyStack>(m, "Stack",
                       "A module's whole forward pass for inference, weights packed once (see rnnkit._stack).")
-      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&>(),
+      .def(nb::init<int, int, int, int, bool, int64_t, const std::vector<int64_t>&, const std::vector<OptArr>&,
+                    bool>(),
            nb::arg("isa"), nb::arg("arch"), nb::arg("act"), nb::arg("out_act"), nb::arg("reset_after"),
-           nb::arg("directions"), nb::arg("sizes"), nb::arg("params"))
+           nb::arg("directions"), nb::arg("sizes"), nb::arg("params"), nb::arg("layer_norm") = false)
       .def("run", &PyStack::run, nb::arg("x"), nb::arg("lengths").none(), nb::arg("init0").none(),
            nb::arg("init1").none(), nb::arg("out").noconvert(), nb::arg("final0").noconvert(),
            nb::arg("final1").none().noconvert(), nb::arg("nthreads"))

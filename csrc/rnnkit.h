@@ -232,10 +232,14 @@ class StreamBase {
 // null), w_hr (O = P > 0: the projection, else null); GRU w_hh, b_hn (or null), -;
 // Jordan w_yh, w_hy, b_hy (or null). zoneout: the rate p of every
 // layer, applied as its expected value, s_t = p s_{t-1} + (1 - p) s~_t (SPEC section 16); 0: off.
+// layer_norm (SPEC section 15; LSTM, and GRU reset after): the layer computes
+// xw = gamma_ih LN(x W_ih^T) + bias, and the entries after the bias are: LSTM w_hh,
+// (gamma_ih, gamma_hh (4H each), gamma_c, beta_c (H each)) in one (10H) array, -;
+// GRU w_hh, (gamma_ih, gamma_hh) in one (6H) array, b_hh (3H) or null.
 #define RNNKIT_DECLARE_STREAM                                                                  \
   StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B,      \
                           int64_t layers, const int64_t* sizes, const void* const* params,     \
-                          double zoneout);
+                          double zoneout, bool layer_norm = false);
 
 // ---------------------------------------------------------------------------------
 // Whole stacks (stack.cpp): every layer and direction of a module's forward pass, the
@@ -259,10 +263,11 @@ class StackBase {
 };
 
 // sizes: (I, H, O) per layer; params: five pointers per layer and direction (index
-// l*D + d), as make_stream takes them; copied and packed here.
+// l*D + d), as make_stream takes them (layer_norm too); copied and packed here.
 #define RNNKIT_DECLARE_STACK                                                                   \
   StackBase* make_stack(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t layers,   \
-                        int64_t directions, const int64_t* sizes, const void* const* params);
+                        int64_t directions, const int64_t* sizes, const void* const* params,   \
+                        bool layer_norm = false);
 
 #define RNNKIT_DECLARE_ISA(NS)            \
   namespace NS {                          \

@@ -151,8 +151,11 @@ template <template <typename, typename> class Cell, typename S> class Stack fina
 };
 
 template <typename S>
-StackBase* make(Arch arch, const CellConfig& c, int64_t layers, int64_t directions, const int64_t* sizes,
-                const void* const* params) {
+StackBase* make(Arch arch, bool layer_norm, const CellConfig& c, int64_t layers, int64_t directions,
+                const int64_t* sizes, const void* const* params) {
+  if (layer_norm)  // the binding allows it for the LSTM and the GRU (reset after) only
+    return arch == Arch::lstm ? static_cast<StackBase*>(new Stack<LnLstm, S>(c, layers, directions, sizes, params))
+                              : new Stack<LnGru, S>(c, layers, directions, sizes, params);
   switch (arch) {
     case Arch::lstm: return new Stack<Lstm, S>(c, layers, directions, sizes, params);
     case Arch::gru: return new Stack<Gru, S>(c, layers, directions, sizes, params);
@@ -164,10 +167,10 @@ StackBase* make(Arch arch, const CellConfig& c, int64_t layers, int64_t directio
 }  // namespace
 
 StackBase* make_stack(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t layers, int64_t directions,
-                      const int64_t* sizes, const void* const* params) {
+                      const int64_t* sizes, const void* const* params, bool layer_norm) {
   const CellConfig c{0, 0, f, g, reset_after};
-  return dbl ? make<double>(arch, c, layers, directions, sizes, params)
-             : make<float>(arch, c, layers, directions, sizes, params);
+  return dbl ? make<double>(arch, layer_norm, c, layers, directions, sizes, params)
+             : make<float>(arch, layer_norm, c, layers, directions, sizes, params);
 }
 
 }  // namespace RNNKIT_ISA_NS

@@ -138,8 +138,11 @@ class Stream final : public StreamBase {
 };
 
 template <typename S>
-StreamBase* make(Arch arch, const CellConfig& c, int64_t B, int64_t layers, const int64_t* sizes,
+StreamBase* make(Arch arch, bool layer_norm, const CellConfig& c, int64_t B, int64_t layers, const int64_t* sizes,
                  const void* const* params, double z) {
+  if (layer_norm)  // the binding allows it for the LSTM and the GRU (reset after) only
+    return arch == Arch::lstm ? static_cast<StreamBase*>(new Stream<LnLstm, S>(c, B, layers, sizes, params, z))
+                              : new Stream<LnGru, S>(c, B, layers, sizes, params, z);
   switch (arch) {
     case Arch::lstm: return new Stream<Lstm, S>(c, B, layers, sizes, params, z);
     case Arch::gru: return new Stream<Gru, S>(c, B, layers, sizes, params, z);
@@ -151,10 +154,10 @@ StreamBase* make(Arch arch, const CellConfig& c, int64_t B, int64_t layers, cons
 }  // namespace
 
 StreamBase* make_stream(bool dbl, Arch arch, Act f, Act g, bool reset_after, int64_t B, int64_t layers,
-                        const int64_t* sizes, const void* const* params, double zoneout) {
+                        const int64_t* sizes, const void* const* params, double zoneout, bool layer_norm) {
   const CellConfig c{0, 0, f, g, reset_after};
-  return dbl ? make<double>(arch, c, B, layers, sizes, params, zoneout)
-             : make<float>(arch, c, B, layers, sizes, params, zoneout);
+  return dbl ? make<double>(arch, layer_norm, c, B, layers, sizes, params, zoneout)
+             : make<float>(arch, layer_norm, c, B, layers, sizes, params, zoneout);
 }
 
 // Reduced precision (rnnkit.h: make_lowp_stream): the same stream over Lowp weights.

@@ -84,7 +84,7 @@ class NetworkCase:
 
     @property
     def streams(self) -> bool:
-        """Whether rnnkit.Stream runs this setting (not layer_norm yet: it says so)."""
+        """Whether rnnkit.Stream runs this setting (the registry's not_streamed: it says so)."""
         return not any(self.hyper.get(k) for k in self.spec.not_streamed)
 
     def cell(self, I, H, dtype=torch.float64, **kwargs):

@@ -18,8 +18,8 @@ from rnnkit import _core
 from conftest import NETWORK_CASES, TOL, rel_err
 
 
-# Every setting of the registry that the core's Stack runs: not layer_norm yet, which the
-# layer-by-layer path takes (tests/test_layer_norm.py), nor a regulariser (SPEC section 16:
+# Every setting of the registry that the core's Stack runs (the registry's not_streamed
+# aside: none at present), but not a regulariser (SPEC section 16:
 # zoneout acts at evaluation too, as its expected value, and the Stack applies none), which
 # test_a_regulariser_that_acts_takes_the_layer_path checks.
 @pytest.fixture(params=[c for c in NETWORK_CASES if c.streams and not c.regularised], ids=lambda c: c.name)
@@ -44,12 +44,17 @@ def assert_close(got, expected, dtype, what):
         assert err <= TOL[dtype], f"{what}[{k}]: relative error {err:.3g} > {TOL[dtype]:g}"
 
 
+def _sequence_kernel(case) -> str:
+    """The core's sequence kernel the layer path of this setting calls (layer_norm: its own)."""
+    return ("ln_" if case.hyper.get("layer_norm") else "") + case.spec.kernel + "_forward"
+
+
 class CallCounter:
     """Counts the calls of every native entry point: the Stack's (either entry counts as
     "Stack.run"; ``entries`` says which: run, NumPy arrays, or run_ptr, addresses) and each
     sequence kernel."""
 
-    KERNELS = ("elman_forward", "lstm_forward", "gru_forward", "jordan_forward")
+    KERNELS = ("elman_forward", "lstm_forward", "gru_forward", "jordan_forward", "ln_lstm_forward", "ln_gru_forward")
 
     def __init__(self, monkeypatch):
         self.calls, self.entries = [], []
@@ -145,7 +150,7 @@ def test_nothing_requiring_grad_is_one_call_outside_no_grad(network, monkeypatch
     assert counter.calls == ["Stack.run"] and not out.requires_grad
     x.requires_grad_(True)  # a gradient to record: the autograd path, one kernel per layer
     assert m(x)[0].requires_grad
-    assert counter.calls[1:] == [f"{network.spec.kernel}_forward"] * 2
+    assert counter.calls[1:] == [_sequence_kernel(network)] * 2
 
 
 def test_the_layer_by_layer_path_where_one_call_does_not_apply(network, monkeypatch):

@@ -8,18 +8,19 @@
 //              da_n = dh (1-z)(1-n^2),  da_z = dh (h_{t-1} - n) z(1-z),  da_r = da_n q_n r(1-r)
 //              dq = [da_r, da_z, da_n r],  dA = LN'(A)^T (g_hh dq)
 //              dh_{t-1} = dh z + dA W_hh
-// One thread, as the layer-normalised LSTM (csrc/cells/ln_lstm.h, whose row_stats it uses).
+// Threads as the layer-normalised LSTM (ln_lstm.h): units split over the team, each row's
+// statistics reduced by unit blocks in a fixed order (ln_norm.h).
 // state 0: h (H).  records: 0 activated gates r, z, n (3H), 1 A (3H, before its normalisation).
 // grads: 0 da = dL/d xw (3H), 1 dA (3H).
 // weights: W_hh (3H, H), gamma_hh (3H), b_hh (3H) or null.
 #pragma once
 
-#include "ln_lstm.h"
+#include "ln_norm.h"
 
 namespace rnnkit {
 namespace RNNKIT_ISA_NS {
 
-template <typename S> struct LnGru {
+template <typename S, typename Pk = Packed<S>> struct LnGru {  // Pk: float weights only (Packed<S>)
   typedef typename VecOf<S>::type V;
   typedef VMath<S> M;
   static constexpr int G = gate_count(Arch::gru), kStates = 1, kRecords = 2, kGrads = 2;
@@ -37,33 +38,32 @@ template <typename S> struct LnGru {
   int64_t state_width(int) const { return H; }
   int64_t record_width(int) const { return 3 * H; }
   int64_t grad_width(int) const { return 3 * H; }
-  int64_t blocks() const { return 1; }  // one thread: the normalisation sums over a whole row
+  int64_t blocks() const { return unit_blocks<S>(H); }
 
   struct Work {
-    Buffer<S> a;     // forward: (B, nb*3*UB) A in unit blocks; backward: (B, H) dh_{t-1}
-    Buffer<S> dq;    // backward: (B, 3H) dL/dq
-    Buffer<S> stat;  // (B, 4) mean and rho of A; mean(g_hh dq), mean(g_hh dq A^)
-    Work(const LnGru& c, int64_t B) : a(B * unit_blocks<S>(c.H) * 3 * Packed<S>::NR), dq(B * 3 * c.H), stat(B * 4) {}
+    Buffer<S> a;               // forward: (B, nb*3*UB) A in unit blocks; backward: (B, H) dh_{t-1}
+    Buffer<S> dq;              // backward: (B, 3H) dL/dq
+    Buffer<double> pa, pq;     // (B, nb, kPart) block partials (ln_norm.h): of A; backward: of g_hh dq
+    Work(const LnGru& c, int64_t B)
+        : a(B * unit_blocks<S>(c.H) * 3 * Packed<S>::NR), dq(B * 3 * c.H), pa(B * unit_blocks<S>(c.H) * kPart),
+          pq(B * unit_blocks<S>(c.H) * kPart) {}
   };
 
   void forward(const Step<S>& s, const ForwardIO<S>& io, Work& w) const {
-    const int64_t nb = unit_blocks<S>(H), UB = Packed<S>::NR;
+    const int64_t nb = unit_blocks<S>(H);
     const auto x = rows(io.x, 3);                    // (B, 3H)
     const auto a = blocked<const S>(w.a.data(), 3);  // (B, 3H) A = h_{t-1} W_hh^T
     const auto h_prev = rows(io.prev[0]), h = rows(io.next[0]), out = rows(io.out);
     const auto gates = rows(io.rec[0], 3), raw = rows(io.rec[1], 3);
     const auto ghh = vec<const S>(gamma_hh.data(), 3), bhh = vec<const S>(b_hh.data(), 3);
-    S* stat = w.stat.data();
     s.product(H, io.prev[0], H, W, w.a.data(), row_stride<S>(H, 3));
-    for (int64_t b = 0; b < s.B; ++b) {  // A's row in torch's gate order, then its mean and rho
-      if (!active(s.lengths, b, s.t)) continue;
-      S* r = io.rec[1] + b * 3 * H;
-      for (int64_t g = 0; g < 3; ++g)
-        for (int64_t j = 0; j < H; ++j) r[g * H + j] = w.a[((b * nb + j / UB) * 3 + g) * UB + j % UB];
-      row_stats(r, 3 * H, stat[4 * b], stat[4 * b + 1]);
-    }
+    unblock_moments(s, H, 3, w.a.data(), io.rec[1], w.pa.data());  // A into its record, and its moments
+    s.sync();  // A's partials complete
+    RowMoments<S> nA(w.pa.data(), nb);
+    RowMoments<S>* const pA = &nA;
     s.each(H, [=](const Lanes<S>& l) {
-      const S mu = stat[4 * l.b], rho = stat[4 * l.b + 1];
+      pA->at(l.b);
+      const S mu = pA->mean, rho = pA->rho;
       V q[3];
       for (int g = 0; g < 3; ++g) q[g] = l(ghh, g) * ((l(a, g) - mu) * rho) + l(bhh, g);
       const V r_ = M::sigmoid(l(x, 0) + q[0]), z_ = M::sigmoid(l(x, 1) + q[1]);
@@ -79,20 +79,24 @@ template <typename S> struct LnGru {
   }
 
   void backward(const Step<S>& s, const BackwardIO<S>& io, Work& w) const {
+    const int64_t nb = unit_blocks<S>(H);
     const auto h_prev = rows(io.prev[0]), gates = rows(io.rec[0], 3), raw = rows(io.rec[1], 3);
     const auto d_out = rows(io.d_out), dh = rows(io.d[0]), dhs = rows(io.total[0]);
     const auto da = rows(io.grad[0], 3), dA = rows(io.grad[1], 3), dq = rows(w.dq.data(), 3);
     const auto dh_prev = rows(w.a.data());
     const auto ghh = vec<const S>(gamma_hh.data(), 3), bhh = vec<const S>(b_hh.data(), 3);
-    S* stat = w.stat.data();
-    const int64_t H3 = 3 * H;
-    for (int64_t b = 0; b < s.B; ++b)
-      if (active(s.lengths, b, s.t)) row_stats(io.rec[1] + b * H3, H3, stat[4 * b], stat[4 * b + 1]);
+    record_moments(s, H, 3, io.rec[1], w.pa.data());
+    s.sync();  // A's partials complete
+    RowMoments<S> nA(w.pa.data(), nb);
+    RowSums<S> sQ(w.pq.data(), nb);
+    RowMoments<S>* const pA = &nA;
+    RowSums<S>* const pQ = &sQ;
     s.each(H, [=](const Lanes<S>& l) {
+      pA->at(l.b);
       const V dh_ = io.d_out ? l(dh) + l(d_out) : l(dh);
       if (io.total[0]) l.set(dhs, dh_);
       const V r_ = l(gates, 0), z_ = l(gates, 1), n_ = l(gates, 2);
-      const V q_n = l(ghh, 2) * ((l(raw, 2) - stat[4 * l.b]) * stat[4 * l.b + 1]) + l(bhh, 2);
+      const V q_n = l(ghh, 2) * ((l(raw, 2) - pA->mean) * pA->rho) + l(bhh, 2);
       const V da_n = dh_ * (S(1) - z_) * (S(1) - n_ * n_);
       const V da_r = da_n * q_n * r_ * (S(1) - r_), da_z = dh_ * (l(h_prev) - n_) * z_ * (S(1) - z_);
       l.set(da, 0, da_r);
@@ -103,24 +107,15 @@ template <typename S> struct LnGru {
       l.set(dq, 2, da_n * r_);
       l.set(dh_prev, dh_ * z_);
     }, {{zero(da), zero(dq), zero(dh_prev), copy(dhs, cview(dh))}});
-    for (int64_t b = 0; b < s.B; ++b) {
-      if (!active(s.lengths, b, s.t)) continue;
-      const S* r = io.rec[1] + b * H3;
-      const S* d = w.dq.data() + b * H3;
-      double m1 = 0, m2 = 0;  // in double, as row_stats
-      for (int64_t k = 0; k < H3; ++k) {
-        const S gd = gamma_hh.data()[k] * d[k];
-        m1 += gd;
-        m2 += gd * ((r[k] - stat[4 * b]) * stat[4 * b + 1]);
-      }
-      stat[4 * b + 2] = S(m1 / double(H3));
-      stat[4 * b + 3] = S(m2 / double(H3));
-    }
+    grad_sums(s, H, 3, gamma_hh.data(), w.dq.data(), io.rec[1], pA, w.pq.data());  // mean(g_hh dq), mean(g_hh dq A^)
+    s.sync();  // their partials complete
     s.each(H, [=](const Lanes<S>& l) {
-      const S mu = stat[4 * l.b], rho = stat[4 * l.b + 1], m1 = stat[4 * l.b + 2], m2 = stat[4 * l.b + 3];
+      pA->at(l.b);
+      pQ->at(l.b);
+      const S mu = pA->mean, rho = pA->rho, m1 = pQ->m1, m2 = pQ->m2;
       for (int g = 0; g < 3; ++g) l.set(dA, g, rho * (l(ghh, g) * l(dq, g) - m1 - (l(raw, g) - mu) * rho * m2));
     }, {{zero(dA)}});
-    s.sync();
+    s.sync();  // dA complete
     s.product(H, io.grad[1], 3 * H, W, w.a.data(), H, true);  // dh_{t-1} += dA W_hh
     s.carry(H, io.d[0], w.a.data());
   }

@@ -97,7 +97,8 @@ class _Plan:
             entries += [None if e is None else e.numpy()
                         for e in _kernel_params(self.spec, dict(zip(roles, layer)), hyper)]
         arch, act, out_act, reset_after = self.codes
-        return _core.Stack(isa, arch, act, out_act, reset_after, self.D, self.sizes, entries)
+        layer_norm = "ln_gain_hh" in roles and params[roles.index("ln_gain_hh")] is not None
+        return _core.Stack(isa, arch, act, out_act, reset_after, self.D, self.sizes, entries, layer_norm)
 
     def __reduce__(self):  # a copy or a pickled module gets none: it is rebuilt on use
         return (_none, ())

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from . import _backend, _core, _variants, functional, networks
 from ._cache import PlanCache
-from .streaming import _core_stream, _is_buffer, _kernel_params
+from .streaming import _core_stream, _is_buffer, _kernel_params, _layer_norm
 from .modules import _JORDAN_ROLES, JordanRNN, _check_jordan_activations, _init_repr, _jordan_parameters, \
     _positive_int, _reset_variants, _runs_natively, _set_up_variants, _warn_once
 
@@ -178,6 +178,55 @@ class _JordanStep(torch.autograd.Function):
         return _layer_grads(ctx, functional._Jordan.backward(_LayerContext(ctx, saved), None, dy, None))
 
 
+def _input_norm(x: Tensor, w_ih: Tensor):
+    """(1, B, G*H) LN(x W_ih^T) and its rho, as the layer-normalised layer's forward saves them."""
+    return functional._normalised_input(x.detach().unsqueeze(0), w_ih)
+
+
+class _LNLSTMStep(torch.autograd.Function):
+    """The layer-normalised LSTM's step (SPEC section 15): records gates and A = W_hh h_{t-1}."""
+
+    @staticmethod
+    def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, entry):
+        likes, records = entry.likes, entry.record_likes
+        h1, c1 = torch.empty_like(likes[0]), torch.empty_like(likes[1])
+        gates, raw = torch.empty_like(records[0]), torch.empty_like(records[1])
+        _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), _ptr(c0), h1.data_ptr(), c1.data_ptr(),
+                            gates.data_ptr(), raw.data_ptr(), entry.threads)
+        ctx.save_for_backward(x, h0, c0, h1, c1, gates, raw, w_ih, w_hh, g_ih, g_hh, g_c, b_c)
+        ctx.x_shape, ctx.entry = x.shape, entry
+        return h1, c1
+
+    @staticmethod
+    def backward(ctx, dh, dc):
+        x, h0, c0, h1, c1, gates, raw, w_ih, w_hh, g_ih, g_hh, g_c, b_c = ctx.saved_tensors
+        x_hat, rho = _input_norm(x, w_ih)
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), g_ih.detach(), _c(g_hh), _c(g_c), _c(b_c), x_hat,
+                 rho, _states(h0, h1), _states(c0, c1), gates, raw, None)
+        return _layer_grads(ctx, functional._LNLSTM.backward(_LayerContext(ctx, saved), None, dh, dc, None, None))
+
+
+class _LNGRUStep(torch.autograd.Function):
+    """The layer-normalised GRU's step (SPEC section 15): records gates and A = W_hh h_{t-1}."""
+
+    @staticmethod
+    def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, entry):
+        h1, (gates, raw) = torch.empty_like(entry.likes[0]), map(torch.empty_like, entry.record_likes)
+        _core.cell_step_ptr(entry.core, x.data_ptr(), _ptr(h0), 0, h1.data_ptr(), 0, gates.data_ptr(),
+                            raw.data_ptr(), entry.threads)
+        ctx.save_for_backward(x, h0, h1, gates, raw, w_ih, w_hh, g_ih, g_hh, b_hh)
+        ctx.x_shape, ctx.entry = x.shape, entry
+        return h1
+
+    @staticmethod
+    def backward(ctx, dh):
+        x, h0, h1, gates, raw, w_ih, w_hh, g_ih, g_hh, b_hh = ctx.saved_tensors
+        x_hat, rho = _input_norm(x, w_ih)
+        saved = (x.detach().unsqueeze(0), w_ih.detach(), _c(w_hh), g_ih.detach(), _c(g_hh), _c(b_hh), x_hat, rho,
+                 _states(h0, h1), gates, raw, None)
+        return _layer_grads(ctx, functional._LNGRU.backward(_LayerContext(ctx, saved), None, dh, None))
+
+
 def _c_apply(fn):
     """fn's apply without torch.autograd.Function.apply's Python wrapper (which binds
     setup_context's defaults, none here, and unwraps dead functorch wrappers, which
@@ -200,11 +249,12 @@ def _step_apply(fn, args: list, entry):
     return fast[0](*[a if a is None else unwrap(a) for a in args], entry)
 
 
-# Per kernel: the Function; how many of the network's parameter roles it takes (the layer
-# Function's, up to the last a cell has: the LSTM's weight_ch, as a cell is never projected;
-# the layer-norm gains never reach a one-step kernel); the record widths of a step for H;
-# what the layer backward reads of its ctx (ctx.<name>); and pad: how many arguments the
-# layer Function takes after the step's tensors (False in the layer backward's needs_input_grad).
+# Per kernel: the Function; the network's parameter roles it takes (the layer Function's, in
+# its order: a number n is the first n of the network's roles, up to the last a cell has:
+# the LSTM's weight_ch, as a cell is never projected; the layer-normalised Functions name
+# theirs, the gains after the weights); the record widths of a step for H; what the layer
+# backward reads of its ctx (ctx.<name>); and pad: how many arguments the layer Function
+# takes after the step's tensors (False in the layer backward's needs_input_grad).
 _ACT = _backend.ACT_CODES
 _STEP_FUNCTIONS = {
     "elman": (_ElmanStep, 4, lambda H: (), lambda m, isa: {"act": _ACT[m.nonlinearity], "isa": isa}, 6),
@@ -213,7 +263,13 @@ _STEP_FUNCTIONS = {
     "jordan": (_JordanStep, 6, lambda H: (H,), lambda m, isa: {"act": _ACT[m.nonlinearity],
                                                                "out_act": _ACT[m.output_nonlinearity], "isa": isa}, 7),
 }
-for _fn, *_ in _STEP_FUNCTIONS.values():
+_LN_STEP_FUNCTIONS = {  # layer_norm=True
+    "lstm": (_LNLSTMStep, ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_gain_ih", "ln_gain_hh", "ln_gain_c",
+                           "ln_bias_c"), lambda H: (4 * H, 4 * H), lambda m, isa: {"isa": isa}, 3),
+    "gru": (_LNGRUStep, ("weight_ih", "weight_hh", "bias_ih", "bias_hh", "ln_gain_ih", "ln_gain_hh"),
+            lambda H: (3 * H, 3 * H), lambda m, isa: {"isa": isa}, 3),
+}
+for _fn, *_ in (*_STEP_FUNCTIONS.values(), *_LN_STEP_FUNCTIONS.values()):
     _fn.c_apply = _c_apply(_fn)
 
 
@@ -222,9 +278,11 @@ class _Entry:
     one-layer stream over the cell's weights (a packed copy), its thread count; per state
     a (B, W) and a (W,) tensor of the states' dtype (expanded scalars: torch.empty_like
     copies their shape and dtype, the cheapest allocation from Python) and their shapes;
-    per record a (1, B, R) one; and what the layer backward reads of its ctx."""
+    per record a (1, B, R) one; the autograd step's Function and the parameter roles it
+    takes (_STEP_FUNCTIONS); and what the layer backward reads of its ctx."""
 
-    __slots__ = ("core", "threads", "likes", "likes_1", "shape", "shape_1", "record_likes", "layer", "pad")
+    __slots__ = ("core", "threads", "likes", "likes_1", "shape", "shape_1", "record_likes", "fn", "roles", "layer",
+                 "pad")
 
 
 # What a step reads of the registry, per cell class: the network's states, parameter
@@ -325,8 +383,7 @@ class _Step:
                                         or any(s is not None and s.requires_grad for s in parts)):
             if not batched:
                 return None
-            fn, roles = _STEP_FUNCTIONS[spec.kernel][:2]
-            return _step_apply(fn, [input, *parts, *map(params.get, spec.param_roles[:roles])], entry)
+            return _step_apply(entry.fn, [input, *parts, *map(params.get, entry.roles)], entry)
         likes = entry.likes if batched else entry.likes_1
         h = torch.empty_like(likes[0])
         if n == 1:
@@ -344,21 +401,24 @@ class _Step:
         (see _Entry)."""
         isa = _backend.current_isa()
         hyper = spec.hyper_of(self)
-        p = {role: self._parameters.get(role) for role in spec.param_roles}
+        own = networks.network_of(self)  # this variant's roles (spec may be another variant's: no gains)
+        p = {role: self._parameters.get(role) for role in own.param_roles}
         dtype, width, H = self._parameters["weight_ih"].dtype, getattr(self, spec.state_size), self.hidden_size
         O = self.output_size if spec.state_size == "output_size" else 0
-        _, _, records, layer, pad = _STEP_FUNCTIONS[spec.kernel]
+        layer_norm = _layer_norm(p)
+        fn, roles, records, layer, pad = (_LN_STEP_FUNCTIONS if layer_norm else _STEP_FUNCTIONS)[spec.kernel]
         one = torch.empty((), dtype=dtype)
         e = _Entry()
-        e.core = _core_stream(networks.network_of(self), hyper, B, [self.input_size, H, O],
-                              _kernel_params(spec, p, hyper), isa)
+        e.core = _core_stream(own, hyper, B, [self.input_size, H, O], _kernel_params(own, p, hyper), isa,
+                              layer_norm=layer_norm)
+        e.fn, e.roles = fn, roles if isinstance(roles, tuple) else tuple(own.param_roles[:roles])
         e.threads = _backend.num_threads(B, H, 2 * len(spec.gates), min_macs=1 << 23)
         e.shape, e.shape_1 = (B, width), (width,)
         e.likes = [one.expand(B, width) for _ in spec.states]  # an LSTM's c is as wide as h
         e.likes_1 = [one.expand(width) for _ in spec.states]
         e.record_likes = [one.expand(1, B, r) for r in records(H)]
         e.layer = {**layer(self, isa), "w_ih_index": 3 if spec.kernel == "lstm" else 2,
-                   "has_bias": tuple(p[r] is not None for r in spec.param_roles if r.startswith("bias"))}
+                   "has_bias": tuple(p[r] is not None for r in own.param_roles if r.startswith("bias"))}
         e.pad = pad
         return e
 

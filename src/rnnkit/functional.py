@@ -328,6 +328,19 @@ def _normalise(v: Tensor):
     return (v - mu) * rho, rho
 
 
+def _normalised_input(x: Tensor, w_ih: Tensor):
+    """(LN(x W_ih^T), rho) for all steps, (T, B, G*H) and (T, B, 1): the input side of the
+    layer-normalised cells. The product runs on the core's packed GEMM, as the Stream and
+    the Stack compute it (csrc/layer.h), not on the fastest GEMM of _backend.gemm_nt:
+    oneDNN's float32 sums over I lose about twice as much there (I = 256: 3.5e-6 against
+    1.9e-6 for the core's and torch's BLAS), and the normalisation divides that error by
+    std(W_ih x) while the normalised network carries it on (the float32 LN-LSTM was 3x
+    less accurate than the reference for it; tests/test_layer_norm.py checks both)."""
+    T, B, I = x.shape
+    v = _backend.matmul_nt(x.detach().reshape(T * B, I), w_ih.detach())
+    return _normalise(v.view(T, B, w_ih.shape[0]))
+
+
 def _normalise_backward(d_hat: Tensor, v_hat: Tensor, rho: Tensor) -> Tensor:
     """dL/dv from dL/dv^ through v^ = (v - mean) * rho, over the last dimension."""
     return rho * (d_hat - d_hat.mean(-1, keepdim=True) - v_hat * (d_hat * v_hat).mean(-1, keepdim=True))
@@ -341,7 +354,7 @@ class _LNLSTM(torch.autograd.Function):
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths, isa: int, recorder):
         T, B, _ = x.shape
         H = w_hh.shape[1]
-        x_hat, rho = _normalise(_project(x, w_ih, None))  # (T, B, 4H), (T, B, 1)
+        x_hat, rho = _normalised_input(x, w_ih)  # (T, B, 4H), (T, B, 1)
         xw = x_hat * g_ih.detach()
         bias = _sum_bias(b_ih, b_hh)
         if bias is not None:
@@ -353,7 +366,8 @@ class _LNLSTM(torch.autograd.Function):
         out = x.new_empty(T, B, H) if lengths is not None else None
         w_hh_c, g_hh_c, g_c_c, b_c_c = (t.detach().contiguous() for t in (w_hh, g_hh, g_c, b_c))
         _core.ln_lstm_forward(isa, _np(xw.contiguous()), _np(w_hh_c), _np(g_hh_c), _np(g_c_c), _np(b_c_c), _c(h0),
-                              _c(c0), _np(lengths), _np(hs), _np(cs), _np(gates), _np(raw), _np(out), 1)
+                              _c(c0), _np(lengths), _np(hs), _np(cs), _np(gates), _np(raw), _np(out),
+                              _backend.num_threads(B, H, 4))
         ctx.save_for_backward(x, w_ih, w_hh_c, g_ih, g_hh_c, g_c_c, b_c_c, x_hat, rho, hs, cs, gates, raw, lengths)
         ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 3, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -373,7 +387,7 @@ class _LNLSTM(torch.autograd.Function):
         dcs = _record(ctx.recorder, "dc", x, T, B, H)
         _core.ln_lstm_backward(ctx.isa, _np(w_hh), _np(g_hh), _np(g_c), _np(b_c), _np(hs), _np(cs), _np(gates),
                                _np(raw), _np(lengths), _c(d_out), _c(dh_n), _c(dc_n), _np(dv), _np(dA), _np(dh0),
-                               _np(dc0), _np(dhs), _np(dcs), 1)
+                               _np(dc0), _np(dhs), _np(dcs), _backend.num_threads(B, H, 4))
         if ctx.recorder is not None:
             ctx.recorder["dh"] = dhs
         need = ctx.needs_input_grad
@@ -417,7 +431,7 @@ def lstm(x: Tensor, h0: Optional[Tensor], c0: Optional[Tensor], weight_ih: Tenso
 
         v = g_ih LN(W_ih x_t) + g_hh LN(W_hh h_{t-1}) + b_ih + b_hh,   h_t = o * tanh(g_c LN(c_t) + b_c)
 
-    (not combined with peepholes or a projection; its recurrence runs on one thread).
+    (not combined with peepholes or a projection).
 
     Args: x (T, B, I); h0 (B, K), c0 (B, H) or None, K = P with a projection, else H;
     weight_ih (4H, I); weight_hh (4H, K); biases (4H) or None; weight_ch (3H) or None;
@@ -528,7 +542,7 @@ class _LNGRU(torch.autograd.Function):
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, lengths, isa: int, recorder):
         T, B, _ = x.shape
         H = w_hh.shape[1]
-        x_hat, rho = _normalise(_project(x, w_ih, None))  # (T, B, 3H), (T, B, 1)
+        x_hat, rho = _normalised_input(x, w_ih)  # (T, B, 3H), (T, B, 1)
         xw = x_hat * g_ih.detach()
         if b_ih is not None:
             xw = xw + b_ih.detach()
@@ -539,7 +553,7 @@ class _LNGRU(torch.autograd.Function):
         w_hh_c, g_hh_c = w_hh.detach().contiguous(), g_hh.detach().contiguous()
         b_hh_c = None if b_hh is None else b_hh.detach().contiguous()
         _core.ln_gru_forward(isa, _np(xw.contiguous()), _np(w_hh_c), _np(g_hh_c), _np(b_hh_c), _c(h0), _np(lengths),
-                             _np(hs), _np(gates), _np(raw), _np(out), 1)
+                             _np(hs), _np(gates), _np(raw), _np(out), _backend.num_threads(B, H, 3))
         ctx.save_for_backward(x, w_ih, w_hh_c, g_ih, g_hh_c, b_hh_c, x_hat, rho, hs, gates, raw, lengths)
         ctx.isa, ctx.w_ih_index, ctx.recorder = isa, 2, recorder
         ctx.has_bias = (b_ih is not None, b_hh is not None)
@@ -557,7 +571,8 @@ class _LNGRU(torch.autograd.Function):
         dh0 = x.new_empty(B, H)
         dhs = _record(ctx.recorder, "dh", x, T, B, H)
         _core.ln_gru_backward(ctx.isa, _np(w_hh), _np(g_hh), _np(b_hh), _np(hs), _np(gates), _np(raw), _np(lengths),
-                              _c(d_out), _c(dh_n), _np(da), _np(dA), _np(dh0), _np(dhs), 1)
+                              _c(d_out), _c(dh_n), _np(da), _np(dA), _np(dh0), _np(dhs),
+                              _backend.num_threads(B, H, 3))
         need = ctx.needs_input_grad
         dP = _normalise_backward(da * g_ih.detach(), x_hat, rho)  # through g_ih LN(W_ih x)
         dx = (_flat(dP) @ w_ih.detach()).view(T, B, w_ih.shape[1]) if need[0] else None
@@ -588,7 +603,7 @@ def gru(x: Tensor, h0: Optional[Tensor], weight_ih: Tensor, weight_hh: Tensor, b
     With the layer-normalisation gains ``ln_gain_ih``, ``ln_gain_hh`` (3H), both or neither
     (haste's LayerNormGRU, reset after only, SPEC section 15)::
 
-        r, z, n from  g_ih LN(W_ih x) + b_ih  and  q = g_hh LN(W_hh h) + b_hh  (its recurrence on one thread)
+        r, z, n from  g_ih LN(W_ih x) + b_ih  and  q = g_hh LN(W_hh h) + b_hh
 
     Args: x (T, B, I); h0 (B, H) or None; weight_ih (3H, I); weight_hh (3H, H);
     biases (3H) or None. Returns (out (T, B, H), h_n (B, H)) [, internals

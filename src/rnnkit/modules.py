@@ -356,8 +356,8 @@ class LSTM(_StackedNetwork, nn.LSTM):
     ``layer_norm=True`` is haste's LayerNormLSTM (Ba, Kiros & Hinton 2016; SPEC section
     15): ``W_ih x`` and ``W_hh h`` normalised apart with gains ``ln_gain_ih_l{k}``,
     ``ln_gain_hh_l{k}`` (4H), and c_t before its tanh with ``ln_gain_c_l{k}``,
-    ``ln_bias_c_l{k}`` (H); gains start at 1, the bias at 0. Its recurrence runs on one
-    thread (every normalisation sums over all units of a row).
+    ``ln_bias_c_l{k}`` (H); gains start at 1, the bias at 0. Every normalisation sums over
+    all units of a row, in a fixed order for any thread count (SPEC section 15).
     ``forward(input, (h_0, c_0)=None, *, lengths=None) -> (output, (h_n, c_n))``.
 
     Regularisers (SPEC section 16), rates in [0, 1), 0 (off) by default, active in
@@ -404,7 +404,7 @@ class GRU(_StackedNetwork, nn.GRU):
     the same parameters, but z has the opposite meaning (z <-> 1 - z).
     ``layer_norm=True`` (reset after only) is haste's LayerNormGRU (SPEC section 15): the
     input and recurrent projections normalised apart, gains ``ln_gain_ih_l{k}``,
-    ``ln_gain_hh_l{k}`` (3H) starting at 1; its recurrence runs on one thread.
+    ``ln_gain_hh_l{k}`` (3H) starting at 1.
 
     Regularisers ``zoneout``, ``recurrent_dropout`` (on every W_hh product; the update
     reads h_{t-1} itself) and ``weight_drop``, and the initialisations ``forget_bias`` /

@@ -94,8 +94,11 @@ class Network:
         wide, its c stays H); see :meth:`state_widths`.
       layer_only: settings the layer takes and the cell does not (``proj_size``: as in
         torch.nn, LSTMCell has no projection).
-      not_streamed: settings :class:`rnnkit.Stream` does not run yet (it says so when
-        made): ``layer_norm``, whose input-side normalisation the streaming step lacks.
+      not_streamed: settings :class:`rnnkit.Stream` (and the one-call paths on its
+        kernels: the cells' native step, rnnkit._stack) does not run yet; it says so when
+        made. None at present: ``layer_norm`` streams (csrc/layer.h normalises the input side).
+      not_quantized: settings the reduced-precision kernels (rnnkit.quantize_dynamic, a
+        Stream with int8 / bf16 weights) do not run yet, refused by name: ``layer_norm``.
     """
 
     name: str
@@ -122,6 +125,7 @@ class Network:
     narrowed: Mapping = field(default_factory=_frozen)
     layer_only: Tuple[str, ...] = ()
     not_streamed: Tuple[str, ...] = ()
+    not_quantized: Tuple[str, ...] = ()
 
     # ---- classes, resolved lazily (the modules import this file's users, not it)
     @property
@@ -224,7 +228,7 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         torch_module="LSTM", torch_supports=_frozen({"peephole": (False,), "layer_norm": (False,), **_NO_REGULARISERS}),
         examples=(_frozen(), _frozen({"peephole": True}), _frozen({"proj_size": 3}), _frozen({"layer_norm": True}),
                   _frozen({"zoneout": 0.25, "forget_bias": 1.0})),
-        narrowed=_frozen({"h": "proj_size"}), layer_only=("proj_size",), not_streamed=("layer_norm",),
+        narrowed=_frozen({"h": "proj_size"}), layer_only=("proj_size",), not_quantized=("layer_norm",),
     ),
     Network(
         name="gru", title="GRU (reset after, torch.nn's form)", spec_section=4, module="GRU", cell="GRUCell",
@@ -235,7 +239,7 @@ NETWORKS: Mapping[str, Network] = MappingProxyType({n.name: n for n in (
         hyper=("reset_after",), torch_module="GRU",
         torch_supports=_frozen({"reset_after": (True,), "layer_norm": (False,), **_NO_REGULARISERS}),
         examples=(_frozen(), _frozen({"layer_norm": True}), _frozen({"zoneout": 0.25, "forget_bias": 1.0})),
-        not_streamed=("layer_norm",),
+        not_quantized=("layer_norm",),
     ),
     Network(
         name="gru-rb", title="GRU (reset before, the seeds' form)", spec_section=4, module="GRU",

@@ -91,7 +91,7 @@ class QuantizedRNN(nn.Module):
         if getattr(module, "zoneout", 0):  # (recurrent dropout and weight drop act in training only)
             raise NotImplementedError("module: int8 / bf16 conversion does not apply zoneout yet; expected zoneout=0 "
                                       f"(the module's is {module.zoneout})")
-        for setting in spec.not_streamed:  # layer_norm: the one-layer kernels have no place for its gains
+        for setting in spec.not_quantized:  # layer_norm: no reduced-precision kernel normalises
             if getattr(module, setting, False):
                 raise NotImplementedError(f"module: int8 / bf16 conversion does not run {setting}=True yet")
         first = module._parameters[f"{spec.param_roles[0]}_l0"]

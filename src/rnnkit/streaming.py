@@ -34,14 +34,23 @@ from .modules import _layer_params
 
 __all__ = ["Stream"]
 
+def _layer_norm(p: dict) -> bool:
+    """Whether one layer's parameters (role -> tensor) are layer-normalised (SPEC section 15)."""
+    return p.get("ln_gain_hh") is not None
+
+
 def _kernel_params(spec, p: dict, hyper: dict) -> list:
     """One layer's five entries of the core's Stream: W_ih, the input-side bias (every
-    bias that adds to W_ih x), then the kernel's own weights (csrc/stream.cpp)."""
+    bias that adds to W_ih x), then the kernel's own weights (csrc/stream.cpp). Layer-
+    normalised (the core's layer_norm=True, csrc/rnnkit.h): the gains in one array, then
+    the GRU's b_hh, which is not folded (it adds to the normalised recurrent side)."""
     d = lambda t: None if t is None else t.detach().contiguous()  # noqa: E731
-    normalised = [r for r, t in p.items() if r.startswith("ln_") and t is not None]
-    if normalised:  # the five entries have no place for them: never drop them silently
-        raise NotImplementedError(f"{normalised[0]}: the one-step kernels (rnnkit.Stream) do not run layer "
-                                  "normalisation yet; expected a module without layer_norm")
+    if _layer_norm(p):
+        gains = torch.cat([p[r].detach() for r in ("ln_gain_ih", "ln_gain_hh", "ln_gain_c", "ln_bias_c")
+                           if p.get(r) is not None])
+        if spec.kernel == "gru":
+            return [d(p["weight_ih"]), d(p["bias_ih"]), d(p["weight_hh"]), gains, d(p["bias_hh"])]
+        return [d(p["weight_ih"]), _fold(p["bias_ih"], p["bias_hh"]), d(p["weight_hh"]), gains, None]
     if spec.kernel == "jordan":
         return [d(p["weight_ih"]), _fold(p["bias_ih"], p["bias_yh"]), d(p["weight_yh"]), d(p["weight_hy"]),
                 d(p["bias_hy"])]
@@ -91,14 +100,15 @@ def _describe(module: nn.Module):
 
 
 def _core_stream(spec, hyper: dict, batch_size: int, sizes: list, params: list, isa: int, precision: int = -1,
-                 native_dot: bool = True, zoneout: float = 0.0):
+                 native_dot: bool = True, zoneout: float = 0.0, layer_norm: bool = False):
     """The core's stream (csrc/stream.cpp) over the packed copies of ``params``; precision
     -1 keeps the parameters' own, 0 / 1 packs int8 / bf16 weights (rnnkit.quantize);
-    ``zoneout``: the rate p, applied as its expected value (inference)."""
+    ``zoneout``: the rate p, applied as its expected value (inference); ``layer_norm``:
+    the params are a layer-normalised network's (:func:`_kernel_params`)."""
     return _core.Stream(isa, _backend.ARCH_CODES[spec.kernel], _backend.ACT_CODES[hyper.get("nonlinearity", "tanh")],
                         _backend.ACT_CODES[hyper.get("output_nonlinearity", "identity")],
                         bool(hyper.get("reset_after", True)), batch_size, sizes, params, precision, native_dot,
-                        zoneout)
+                        zoneout, layer_norm)
 
 
 class Stream:
@@ -141,9 +151,14 @@ class Stream:
         self._widths = spec.state_widths(module)
         self._width = self._widths[0]
         precision = -1 if weights is None else _lowp_precision(weights, params[0].dtype)
+        for setting in spec.not_quantized if precision >= 0 else ():
+            if getattr(module, setting, False):
+                raise NotImplementedError(f"module: int8 / bf16 weights do not run {setting}=True yet; expected "
+                                          "dtype=None (the module's own precision)")
         self._core = _core_stream(spec, hyper, batch_size, sizes, params, _backend.current_isa(), precision,
                                   precision < 0 or _native_dot_wanted(),
-                                  getattr(module, "zoneout", 0.0))  # inference: zoneout's expected value
+                                  getattr(module, "zoneout", 0.0),  # inference: zoneout's expected value
+                                  bool(getattr(module, "layer_norm", False)))
         # A team of threads is started for every step: worth it only for large steps.
         self._threads = _backend.num_threads(batch_size, sizes[1], 2 * len(spec.gates), min_macs=1 << 23)
         self._np_dtype = np.float32 if dtype == torch.float32 else np.float64

@@ -222,7 +222,7 @@ def add_common_options(parser: argparse.ArgumentParser, defaults: Dict[str, Any]
     add_option(m, "--proj-size", defaults, "LSTM projection of h to N < --hidden units (torch.nn.LSTM's "
                "proj_size, SPEC section 14); 0: none", type=nonneg_int, metavar="N")
     add_option(m, "--layer-norm", defaults, "LSTM / GRU layer normalisation in haste's LayerNormLSTM / "
-               "LayerNormGRU form (SPEC section 15; its recurrence runs on one thread)", action="store_true")
+               "LayerNormGRU form (SPEC section 15)", action="store_true")
     add_option(m, "--zoneout", defaults, "zoneout rate of every recurrent state (SPEC section 16)",
                type=probability, metavar="P")
     add_option(m, "--recurrent-dropout", defaults, "variational dropout of h_{t-1} before W_hh, one mask "
