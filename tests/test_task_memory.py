@@ -74,3 +74,28 @@ def test_sweep_prints_which_learn(tmp_path, capsys):
     rows = json.loads((tmp_path / "adding-results.json").read_text())
     assert [(r["arch"], r["length"]) for r in rows] == [("rnn", 8), ("gru", 8)]
     assert all(isinstance(r["learned"], bool) and r["steps"] == 10 for r in rows)
+
+
+def test_copy_100_preset_few_steps(tmp_path):
+    """docs/tasks.md's copy-100 preset (the chrono-initialised GRU that learns copy memory at
+    T = 100) for a few real steps: the preset's network, initialisation and task, evaluable."""
+    from rnnkit.tasks.memory import CopyTask
+
+    run_dir = tmp_path / "run"
+    rc, out, err = run_cli(["train", "copy", "--preset", "copy-100", "--steps", "3", "--eval-every", "3",
+                            "--save-every", "3", "--eval-size", "40", "--threads", "1", "--progress", "off",
+                            "--tensorboard", "off", "--out", run_dir])
+    assert rc == 0, err
+    config = json.loads((run_dir / "config.json").read_text())
+    preset = CopyTask.presets["copy-100"]
+    given = {"steps", "eval_every", "save_every"}                 # set on the command line above
+    assert {k: config[k] for k in preset if k not in given} == {k: v for k, v in preset.items() if k not in given}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["step"] == 3 and summary["valid"]["items"] == 40
+    assert summary["valid"]["baseline_loss"] == pytest.approx(10 * math.log(8) / (preset["length"] + 20))
+    from rnnkit.training.checkpoint import load
+
+    rnn = load(run_dir).rnn
+    assert type(rnn).__name__ == "GRU" and rnn.hidden_size == preset["hidden"]
+    assert rnn.chrono_tmax == preset["length"]
+    assert "copy-100" not in get_task("adding").presets      # a copy preset only

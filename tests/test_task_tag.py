@@ -161,3 +161,27 @@ def test_tagger_ignores_padding():
     both = m(words, torch.tensor([4, 2]), chars, char_lengths, forms)
     alone = m(words[:2, 1:], torch.tensor([2]), chars, char_lengths, forms[:2, 1:])
     assert torch.allclose(both[:2, 1], alone[:, 0], atol=1e-6)
+
+
+@pytest.mark.parametrize("preset", sorted(set(get_task("tag").presets) - {"tiny"}))
+def test_results_table_presets_few_steps(tmp_path, ewt_slice, preset):
+    """Every preset of docs/tasks.md's EWT tables for three real steps on the EWT slice: the
+    run takes the preset's options, and the tagger it saves has the preset's variants
+    (forget_bias, recurrent dropout, zoneout, weight drop) on its sentence-level layers."""
+    from rnnkit.training.checkpoint import load
+
+    run_dir = tmp_path / "run"
+    given = {"steps": 3, "warmup": 1, "eval_every": 3, "save_every": 3}
+    flags = [a for k, v in given.items() for a in ("--" + k.replace("_", "-"), str(v))]
+    rc, out, err = run_cli(["train", "tag", "--preset", preset, "--data", ewt_slice, *flags, "--threads", "1",
+                            "--progress", "off", "--tensorboard", "off", "--out", run_dir])
+    assert rc == 0, err
+    values = get_task("tag").presets[preset]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert {k: config[k] for k in values if k not in given} == {k: v for k, v in values.items() if k not in given}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["step"] == 3 and summary["valid"]["items"] > 1000
+    rnn = load(run_dir).rnn
+    for name in ("forget_bias", "recurrent_dropout", "zoneout", "weight_drop"):
+        if name in values:
+            assert getattr(rnn, name) == values[name], name
