@@ -1,6 +1,6 @@
 """The recurrence's thread team on torch's OpenMP workers against std::threads per call
 (rnnkit._backend.set_team_backend), with torch.nn beside them, in one process: the
-contenders take turns call by call (the order rotating), so a change of the machine's load
+contenders take turns call by call (in an order where each follows each equally often), so a change of the machine's load
 reaches all alike. Per contender and setting: the median wall time of a call and the
 process CPU time per call (every thread's, spinning included), and torch.nn's time over
 rnnkit's (> 1: rnnkit faster).
@@ -23,6 +23,20 @@ from rnnkit import _backend
 def cpu_seconds() -> float:
     r = resource.getrusage(resource.RUSAGE_SELF)
     return r.ru_utime + r.ru_stime
+
+
+def balanced_order(n: int, length: int) -> list:
+    """A sequence of the indices 0..n-1, each about equally often, in which every one
+    follows every other about equally often (and never itself): a contender's time must
+    not depend on who ran before (torch's OpenMP workers spin for a while after a torch op)."""
+    seq, pairs = [0], {}
+    while len(seq) < length:
+        prev = seq[-1]
+        count = {i: seq.count(i) for i in range(n)}
+        nxt = min((i for i in range(n) if i != prev), key=lambda i: (pairs.get((prev, i), 0), count[i], i))
+        pairs[prev, nxt] = pairs.get((prev, nxt), 0) + 1
+        seq.append(nxt)
+    return seq
 
 
 def main():
@@ -67,9 +81,8 @@ def main():
                         if n in teams:
                             _backend.set_team_backend(n)
                         call(m)
-                    for i in range(a.calls):
-                        k = i % len(contenders)
-                        for n, m in contenders[k:] + contenders[:k]:
+                    for i in balanced_order(len(contenders), a.calls * len(contenders)):
+                        for n, m in [contenders[i]]:
                             if n in teams:
                                 _backend.set_team_backend(n)
                             c0, w0 = cpu_seconds(), time.perf_counter()
