@@ -219,10 +219,19 @@ def _default_team() -> str:
 
 
 set_team_backend(_default_team())
-if hasattr(os, "register_at_fork"):
+
+
+def _after_fork_in_child() -> None:
     # A forked child has one thread: libgomp's record of the parent's workers is stale
-    # there, and a team forked on it could wait for workers that do not exist.
-    os.register_at_fork(after_in_child=lambda: _core.set_team_runtime(0, 0, 0))
+    # there, and a team forked on it would wait for workers that do not exist (torch's own
+    # parallel ops in such a child hang the same way). The child's teams run on std::threads.
+    global _OPENMP
+    _OPENMP = None
+    _core.set_team_runtime(0, 0, 0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---- The big products: C = A W^T on the fastest GEMM of this machine ----------------------
