@@ -16,6 +16,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "parallel.h"
 #include "rnnkit.h"
 
 namespace nb = nanobind;
@@ -1093,6 +1094,22 @@ NB_MODULE(_core, m) {
   }, nb::arg("arch"), "Gate rows stacked in the cell's weights (Elman 1, LSTM 4, GRU 3, Jordan 1).");
   m.def("best_isa", [] { return int(best_isa()); }, "Best instruction set on this CPU (an Isa code).");
   m.def("isa_supported", [](int isa) { return isa >= 0 && isa <= 2 && isa_supported(Isa(isa)); });
+  // The OpenMP runtime thread teams fork on (parallel.h): the addresses of GOMP_parallel,
+  // omp_get_thread_num and omp_get_num_threads of a libgomp already loaded in the process
+  // (rnnkit._backend finds torch's), or all three 0 for std::threads.
+  m.def("set_team_runtime", [](uintptr_t parallel, uintptr_t thread_num, uintptr_t num_threads) {
+    if (!parallel && !thread_num && !num_threads) return set_team_runtime(nullptr);
+    if (!parallel || !thread_num || !num_threads)
+      throw nb::value_error("set_team_runtime: expected three function addresses, or three zeros");
+    TeamRuntime rt;
+    rt.parallel = reinterpret_cast<decltype(rt.parallel)>(parallel);
+    rt.thread_num = reinterpret_cast<decltype(rt.thread_num)>(thread_num);
+    rt.num_threads = reinterpret_cast<decltype(rt.num_threads)>(num_threads);
+    return set_team_runtime(&rt);
+  }, nb::arg("parallel"), nb::arg("thread_num"), nb::arg("num_threads"),
+        "Fork thread teams on this OpenMP runtime (False: a different one was given before), or on "
+        "std::threads (three zeros).");
+  m.def("team_runtime_active", &team_runtime_active, "Whether thread teams fork on an OpenMP runtime now.");
   m.def("elman_forward", &elman_forward, nb::arg("isa"), nb::arg("act"), nb::arg("xw"), nb::arg("w_hh"),
         nb::arg("h0").none(), nb::arg("lengths").none(), nb::arg("hs").noconvert(), nb::arg("out").none().noconvert(), nb::arg("nthreads"),
         nb::arg("zone").none() = nb::none(), nb::arg("raw").none().noconvert() = nb::none(), nb::arg("zone_c").none() = nb::none(),

@@ -57,6 +57,10 @@ class Barrier {
   // shrinks at that barrier whatever the waits (for the tests).
   Barrier(int n, bool may_shrink, long shrink_at) : team_(n), may_shrink_(may_shrink), shrink_at_(shrink_at) {}
   int team() const { return team_.load(std::memory_order_acquire); }
+  // The size an OpenMP runtime granted (known only inside its region): every member
+  // stores it before its first wait, so no barrier completes before all have, and no
+  // shrink (a later store, by the last member of a barrier) can be undone by one.
+  void grant(int n) { team_.store(n, std::memory_order_release); }
   void wait() {
     const int n = team_.load(std::memory_order_acquire);
     if (n <= 1) return;
@@ -104,6 +108,58 @@ void barrier_wait(Barrier* barrier) { barrier->wait(); }
 
 int barrier_team(const Barrier* barrier) { return barrier->team(); }
 
+namespace {
+
+// The runtime teams fork on: installed_ is set once and never freed or changed (a call
+// may be running on it); active_ says whether calls starting now use it.
+std::atomic<const TeamRuntime*> installed_{nullptr};
+std::atomic<bool> active_{false};
+
+struct Fork {
+  void (*fn)(void*, int, int, Barrier*);
+  void* ctx;
+  Barrier* barrier;
+  const TeamRuntime* runtime;
+  int asked;
+};
+
+// One member of a team on the OpenMP runtime: its thread number and the size granted
+// come from the runtime (a nested region may be a team of one); members past the size
+// asked (never granted by libgomp, but cheap to rule out) take no part.
+void fork_member(void* data) {
+  const Fork& f = *static_cast<const Fork*>(data);
+  const int granted = f.runtime->num_threads(), tid = f.runtime->thread_num();
+  const int n = granted < f.asked ? granted : f.asked;
+  if (tid >= n) return;
+  f.barrier->grant(n);
+  f.fn(f.ctx, tid, n, f.barrier);
+}
+
+}  // namespace
+
+bool set_team_runtime(const TeamRuntime* runtime) {
+  if (!runtime) {
+    active_.store(false, std::memory_order_release);
+    return true;
+  }
+  if (!runtime->parallel || !runtime->thread_num || !runtime->num_threads) return false;
+  const TeamRuntime* now = installed_.load(std::memory_order_acquire);
+  if (!now) {
+    const TeamRuntime* fresh = new TeamRuntime(*runtime);  // kept for the life of the process
+    if (installed_.compare_exchange_strong(now, fresh, std::memory_order_acq_rel))
+      now = fresh;
+    else
+      delete fresh;  // another thread installed one first: `now` holds it
+  }
+  if (now->parallel != runtime->parallel || now->thread_num != runtime->thread_num ||
+      now->num_threads != runtime->num_threads)
+    return false;
+  active_.store(true, std::memory_order_release);
+  return true;
+}
+
+bool team_runtime_active() { return active_.load(std::memory_order_acquire); }
+
 void parallel_run(int nthreads, void (*fn)(void*, int, int, Barrier*), void* ctx, bool may_shrink) {
   if (nthreads < 1) nthreads = 1;
   // RNNKIT_TEAM_SHRINK_AT=k makes the team shrink at its k-th barrier: the tests use it
@@ -112,6 +168,14 @@ void parallel_run(int nthreads, void (*fn)(void*, int, int, Barrier*), void* ctx
   Barrier barrier(nthreads, may_shrink, forced ? std::atol(forced) : 0);
   if (nthreads == 1) {
     fn(ctx, 0, 1, &barrier);
+    return;
+  }
+  // The runtime, read once: a switch while this call runs does not reach it.
+  const TeamRuntime* runtime = active_.load(std::memory_order_acquire) ? installed_.load(std::memory_order_acquire)
+                                                                       : nullptr;
+  if (runtime) {
+    Fork f{fn, ctx, &barrier, runtime, nthreads};
+    runtime->parallel(fork_member, &f, unsigned(nthreads), 0);
     return;
   }
   std::vector<std::thread> team;

@@ -167,7 +167,8 @@ template <typename S> struct ForwardIO {
   const S* x;           // (B, G*H) input-side pre-activations W_ih x_t + biases, gates stacked
   const S* prev[2];     // (B, state_width(k)) states before the step
   S* next[2];           // (B, state_width(k)) out: states after the step
-  S* rec[2];            // (B, record_width(k)) out: what the backward pass reads
+  S* rec[2];            // (B, record_width(k)) out: what the backward pass reads; null (inference,
+                        // a cell with records_optional) skips those stores
   S* out;               // (B, state_width(0)) out: the output, zero in inactive rows; or null
   const S* keep = nullptr;  // recurrent dropout: (B, state_width(0)) h_{t-1} itself, while prev[0] is
                             // m h_{t-1} (what the W_hh product reads); read by a cell that masks itself
@@ -189,6 +190,13 @@ template <typename S> struct BackwardIO {
 // elsewhere too (the GRU's update) says so here and takes ForwardIO::keep and
 // BackwardIO::drop instead.
 template <class Cell> struct masks_itself {
+  static constexpr bool value = false;
+};
+
+// Whether the cell's forward reads none of its own records (they are for the backward
+// pass alone), so that a forward no backward follows may give null ForwardIO::rec and
+// save the stores. Jordan's record is its hidden layer, which its second product reads.
+template <class Cell> struct records_optional {
   static constexpr bool value = false;
 };
 

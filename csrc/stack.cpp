@@ -2,7 +2,8 @@
 // one call (rnnkit.h, StackBase). The plan holds one LayerWeights (layer.h: the cell's
 // packed weights and W_ih packed) per layer and direction, built once; a run keeps no
 // per-step history: the states live in two-slot rings (a cell reads only the previous
-// state and writes the next, recurrence.h) and the records in one slot.
+// state and writes the next, recurrence.h) and the records, where the cell's forward
+// reads them itself (records_optional), in one slot.
 //
 // Per layer l and direction d, on one team of threads:
 //   xw = in W_ih^T + bias           all T*B rows in one packed product (layer.h)
@@ -52,8 +53,9 @@ template <template <typename, typename> class Cell, typename S> class Stack fina
     size[kXw] = T * B * GH;                                            // (T, B, G*H)
     size[kRing0] = 2 * B * c0.state_width(0);                          // (2, B, S) state 0, two slots
     size[kRing1] = C::kStates > 1 ? 2 * B * c0.state_width(1) : 0;
-    size[kRec0] = C::kRecords > 0 ? B * c0.record_width(0) : 0;        // (B, record width), one slot
-    size[kRec1] = C::kRecords > 1 ? B * c0.record_width(1) : 0;
+    const bool recs = !records_optional<C>::value;                     // no backward: none stored if the cell allows
+    size[kRec0] = recs && C::kRecords > 0 ? B * c0.record_width(0) : 0;  // (B, record width), one slot
+    size[kRec1] = recs && C::kRecords > 1 ? B * c0.record_width(1) : 0;
     size[kSeq0] = L_ > 1 ? T * B * DS : 0;                             // (T, B, D*S) layer outputs, alternating
     size[kSeq1] = L_ > 2 ? T * B * DS : 0;
     size[kDirOut] = D_ > 1 ? T * B * S0 : 0;                           // (T, B, S) one direction's outputs
@@ -68,7 +70,7 @@ template <template <typename, typename> class Cell, typename S> class Stack fina
     for (int i = 0; i < kPieces; ++i) piece[i] = scratch.data() + start[i];
     S* const xw = piece[kXw];
     S* ring[2] = {piece[kRing0], piece[kRing1]};
-    S* rec[2] = {piece[kRec0], piece[kRec1]};
+    S* rec[2] = {recs ? piece[kRec0] : nullptr, recs ? piece[kRec1] : nullptr};
     S* seq[2] = {piece[kSeq0], piece[kSeq1]};
     S* const dir_out = piece[kDirOut];
     Buffer<int64_t> len(B);  // lengths, T when absent

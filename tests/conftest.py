@@ -116,6 +116,19 @@ def network(request) -> NetworkCase:
     return request.param
 
 
+# ---- where a thread team runs ----------------------------------------------------------
+# Every place a native thread team can run here (rnnkit._backend.team_backends: torch's
+# OpenMP workers, std::threads per call): the thread checks that take ``team`` run on each.
+from rnnkit import _backend as _team_backend  # noqa: E402
+
+
+@pytest.fixture(params=_team_backend.team_backends())
+def team(request) -> str:
+    previous = _team_backend.set_team_backend(request.param)
+    yield request.param
+    _team_backend.set_team_backend(previous)
+
+
 # One tiny language-model run (10 steps) trained once per session; each test module that
 # needs a finished run folder gets its own copy, so that what one module writes into it
 # (a resumed checkpoint, a corrupted file) cannot reach another.

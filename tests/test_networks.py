@@ -199,7 +199,7 @@ def test_stream_equals_the_layer_over_the_sequence(network):
 
 @pytest.mark.parametrize("isa", rnnkit.available_isas())
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-def test_bit_identical_for_any_thread_count(network, isa, lengths):
+def test_bit_identical_for_any_thread_count(network, isa, lengths, team):
     m = network.layer(9, 70, torch.float32)
     x = torch.randn(T, B, 9, requires_grad=True)
     runs = {}

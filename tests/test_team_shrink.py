@@ -1,7 +1,8 @@
 """The recurrence's thread team may shrink to one thread at any barrier (on a loaded
 machine, csrc/parallel.cpp); RNNKIT_TEAM_SHRINK_AT=k forces that at the k-th barrier.
 Outputs, final states and every gradient stay bit-identical to one thread's, wherever
-in a step (forward or backward phase) the shrink falls, with and without lengths."""
+in a step (forward or backward phase) the shrink falls, with and without lengths, on
+every team backend (the ``team`` fixture)."""
 import pytest
 import torch
 
@@ -19,7 +20,7 @@ def _results(m, x, lengths):
 
 
 @pytest.mark.parametrize("lengths", [None, LENGTHS], ids=["full", "lengths"])
-def test_shrink_anywhere_keeps_the_bits(network, lengths, monkeypatch):
+def test_shrink_anywhere_keeps_the_bits(network, lengths, team, monkeypatch):
     torch.manual_seed(0)
     m = network.layer(I, H, torch.float32)
     x = torch.randn(T, B, I, requires_grad=True)
@@ -33,7 +34,7 @@ def test_shrink_anywhere_keeps_the_bits(network, lengths, monkeypatch):
             assert torch.equal(a, b), f"tensor {k} differs after a shrink at barrier {at}"
 
 
-def test_a_stream_keeps_its_team(monkeypatch):
+def test_a_stream_keeps_its_team(team, monkeypatch):
     """A stream step's team never shrinks (its body splits work once per step): the forced
     shrink applies to the sequence kernels only, and the stream still equals the module."""
     torch.manual_seed(0)
@@ -49,7 +50,7 @@ def test_a_stream_keeps_its_team(monkeypatch):
 
 
 @pytest.mark.parametrize("name", rnnkit.networks.names())
-def test_shrink_with_training_masks_keeps_the_bits(name, monkeypatch):
+def test_shrink_with_training_masks_keeps_the_bits(name, team, monkeypatch):
     """Zoneout and recurrent dropout in training (SPEC section 16) add phases and barriers
     to a step (csrc/recurrence.h): a shrink at any of them changes no bit either."""
     spec = rnnkit.networks.get(name)

@@ -20,7 +20,7 @@
 // (and du r) are multiplied by m, the update's term is not.
 //
 // state 0: h (H).  records: 0 activated gates r, z, n (3H); 1 the hidden-side n term q
-// (reset_after: W_hn h_prev + b_hn; reset_before: u) (H).  grads: 0 da, input-side
+// (reset_after: W_hn h_prev + b_hn; reset_before: u) (H); neither stored when null.  grads: 0 da, input-side
 // pre-activations (3H); 1 da_hn, the gradient of the hidden-side n term (H).
 // weights: W_hh (3H, H), b_hn (H) or null (reset_after only).
 #pragma once
@@ -87,16 +87,18 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
         const V q_ = l(a, 2) + l(bn);
         n_ = M::tanh(l(x, 2) + r_ * q_);
         h_ = (S(1) - z_) * n_ + z_ * hp;
-        l.set(q, q_);
+        if (q.p) l.set(q, q_);
       } else {
         n_ = M::tanh(l(x, 2) + l(an));
         h_ = (S(1) - z_) * hp + z_ * n_;
-        l.set(q, l(u));
+        if (q.p) l.set(q, l(u));
       }
       l.set(h, h_);
-      l.set(gates, 0, r_);
-      l.set(gates, 1, z_);
-      l.set(gates, 2, n_);
+      if (gates.p) {  // null in inference (records_optional)
+        l.set(gates, 0, r_);
+        l.set(gates, 1, z_);
+        l.set(gates, 2, n_);
+      }
       if (io.out) l.set(out, h_);
     }, {{copy(h, h_keep), zero(gates), zero(q), zero(out)}});
     s.sync();  // the next step reads every unit of h_t
@@ -150,6 +152,9 @@ template <typename S, typename P = Packed<S>> struct Gru {  // P: packed weights
 };
 
 template <typename S> struct masks_itself<Gru<S>> {
+  static constexpr bool value = true;
+};
+template <typename S, typename P> struct records_optional<Gru<S, P>> {
   static constexpr bool value = true;
 };
 

@@ -13,7 +13,7 @@
 //   backward:  dr = dh (P units), a sync, then dm = dr W_hr takes dh's place in the gate
 //              math above (H units); dh_{t-1} = da W_hh runs over the P units
 // K = P if projected, else H (the width of h).
-// states: 0 h (K), 1 c (H).  record 0: activated gates i, f, g, o (4H).
+// states: 0 h (K), 1 c (H).  record 0: activated gates i, f, g, o (4H), not stored when null.
 // grads: 0 da (4H), 1 dr = dL/dh_t through the projection (P; absent when P = 0).
 // weights: W_hh (4H, K), p (3H) or null, W_hr (P, H) or null.
 #pragma once
@@ -79,10 +79,12 @@ template <typename S, typename Pk = Packed<S>> struct Lstm {  // Pk: packed weig
       const V o_ = M::sigmoid(ao);
       const V h_ = o_ * M::tanh(c_);  // m_t when projected
       l.set(c, c_);
-      l.set(gates, 0, i_);
-      l.set(gates, 1, f_);
-      l.set(gates, 2, g_);
-      l.set(gates, 3, o_);
+      if (gates.p) {  // null in inference (records_optional)
+        l.set(gates, 0, i_);
+        l.set(gates, 1, f_);
+        l.set(gates, 2, g_);
+        l.set(gates, 3, o_);
+      }
       if (proj) {
         l.set(m, h_);
         return;
@@ -141,6 +143,10 @@ template <typename S, typename Pk = Packed<S>> struct Lstm {  // Pk: packed weig
     s.product(K, io.grad[0], 4 * H, W, dh_prev, K);  // dh_{t-1} = da_t W_hh
     s.carry(K, io.d[0], dh_prev);
   }
+};
+
+template <typename S, typename Pk> struct records_optional<Lstm<S, Pk>> {
+  static constexpr bool value = true;
 };
 
 }  // namespace RNNKIT_ISA_NS

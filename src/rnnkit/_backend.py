@@ -1,4 +1,4 @@
-"""Which native kernel path runs: instruction set and thread count.
+"""Which native kernel path runs: instruction set, thread count and thread team.
 
 The C++ core is compiled for several instruction sets (generic SIMD, AVX2, AVX-512)
 and the best one this CPU supports is used by default. ``RNNKIT_ISA`` in the
@@ -10,6 +10,7 @@ a second thread could observe half-changed.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import threading
 
@@ -121,6 +122,116 @@ def num_threads(batch: int = 1, hidden: int = 1, gates: int = 1, min_macs: int =
     if batch * gates * hidden * hidden < min_macs:
         return 1
     return max(1, torch.get_num_threads())
+
+
+# ---- Where a thread team runs ------------------------------------------------------------
+# With torch's parallel backend OpenMP (its CPU wheels: libgomp), the core forks a
+# recurrence's team on torch's own OpenMP workers (csrc/parallel.h): they exist already,
+# are hot, and are the very workers that spin for a while after each parallel torch op,
+# which would otherwise take the core from a team of the core's own threads. Otherwise,
+# or with RNNKIT_TEAM=threads in the environment, a team is std::threads started per call.
+# Results are bit-identical either way (the tests run both).
+TEAMS = ("openmp", "threads")
+
+
+def _loaded_libgomp() -> tuple[str, int, int] | None:
+    """(path, start, end) of the libgomp mapped into this process that torch runs on (the
+    one in torch's own lib folder when several are mapped), or None."""
+    maps: dict[str, list[int]] = {}
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                fields = line.split(maxsplit=5)
+                if len(fields) < 6 or not os.path.basename(fields[5].strip()).startswith("libgomp"):
+                    continue
+                start, end = (int(a, 16) for a in fields[0].split("-"))
+                span = maps.setdefault(fields[5].strip(), [start, end])
+                span[0], span[1] = min(span[0], start), max(span[1], end)
+    except OSError:  # no /proc: not Linux
+        return None
+    torch_lib = os.path.realpath(os.path.join(os.path.dirname(torch.__file__), "lib"))
+    ours = [p for p in maps if os.path.dirname(os.path.realpath(p)) == torch_lib]
+    if len(ours) == 1:
+        path = ours[0]
+    elif len(maps) == 1:
+        path = next(iter(maps))
+    else:  # none, or several runtimes none of which is torch's own: which one torch uses is unknown
+        return None
+    return path, maps[path][0], maps[path][1]
+
+
+def _torch_openmp() -> tuple[int, int, int] | None:
+    """Addresses of GOMP_parallel, omp_get_thread_num and omp_get_num_threads in the
+    OpenMP runtime torch's parallel ops run on, or None where torch's parallel backend is
+    not OpenMP or that runtime is not an already loaded libgomp."""
+    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
+        return None
+    found = _loaded_libgomp()
+    if found is None:
+        return None
+    path, start, end = found
+    try:  # RTLD_NOLOAD: the handle of the copy already loaded, never a second copy
+        lib = ctypes.CDLL(path, mode=os.RTLD_NOLOAD | os.RTLD_NOW)
+        names = ("GOMP_parallel", "omp_get_thread_num", "omp_get_num_threads")
+        addresses = tuple(ctypes.cast(getattr(lib, n), ctypes.c_void_p).value for n in names)
+    except (OSError, AttributeError):
+        return None
+    if not all(a is not None and start <= a < end for a in addresses):  # not the mapped copy's code
+        return None
+    return addresses
+
+
+_OPENMP = _torch_openmp()
+_team_lock = threading.Lock()
+
+
+def team_backends() -> list[str]:
+    """The places a thread team can run here: ``openmp`` (torch's OpenMP workers, where
+    found) and ``threads`` (std::threads per call)."""
+    return [t for t in TEAMS if t != "openmp" or _OPENMP is not None]
+
+
+def team_backend() -> str:
+    """Where the native recurrence's thread teams run now: ``openmp`` or ``threads``."""
+    return "openmp" if _core.team_runtime_active() else "threads"
+
+
+def set_team_backend(name: str) -> str:
+    """Make the thread teams of calls that start from now on run on ``name`` (one of
+    :func:`team_backends`), process-wide; returns the previous one. For tests and
+    measurements: a call already running keeps its team, and results do not depend on it."""
+    if name not in team_backends():
+        raise ValueError(f"team: expected one of {team_backends()}, got {name!r}")
+    with _team_lock:
+        previous = team_backend()
+        if not _core.set_team_runtime(*(_OPENMP if name == "openmp" else (0, 0, 0))):
+            raise RuntimeError("team: the core already runs teams on another OpenMP runtime")
+        return previous
+
+
+def _default_team() -> str:
+    forced = os.environ.get("RNNKIT_TEAM")
+    if forced and forced not in TEAMS:
+        raise ValueError(f"RNNKIT_TEAM: expected one of {list(TEAMS)}, got {forced!r}")
+    if forced == "openmp" and _OPENMP is None:
+        raise ValueError("RNNKIT_TEAM: 'openmp' asked, but torch's parallel backend is not a loaded libgomp here")
+    return forced or team_backends()[0]
+
+
+set_team_backend(_default_team())
+
+
+def _after_fork_in_child() -> None:
+    # A forked child has one thread: libgomp's record of the parent's workers is stale
+    # there, and a team forked on it would wait for workers that do not exist (torch's own
+    # parallel ops in such a child hang the same way). The child's teams run on std::threads.
+    global _OPENMP
+    _OPENMP = None
+    _core.set_team_runtime(0, 0, 0)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # ---- The big products: C = A W^T on the fastest GEMM of this machine ----------------------
