@@ -860,7 +860,7 @@ class PyStack {
       throw nb::value_error(("T, B: expected positive sizes, got " + std::to_string(T) + ", " + std::to_string(B)).c_str());
     if (!x || !out || !final0) throw nb::value_error("x, out, final0: expected the addresses of the buffers, got 0");
     if (states_ < 2 && (init1 || final1))
-      throw nb::value_error("init1, final1: expected 0 (only an LSTM has a second state)");
+      throw nb::value_error("init1, final1: expected 0 (only an LSTM has a second state), got an address");
     if (states_ > 1 && !final1) throw nb::value_error("final1: required for an LSTM (its final cell states), got 0");
     const void* init[2] = {reinterpret_cast<const void*>(init0), reinterpret_cast<const void*>(init1)};
     void* final[2] = {reinterpret_cast<void*>(final0), reinterpret_cast<void*>(final1)};
@@ -886,10 +886,13 @@ class PyStack {
 class Snapshot {
  public:
   Snapshot(const std::vector<uintptr_t>& addrs, const std::vector<int64_t>& sizes) : addrs_(addrs), sizes_(sizes) {
-    if (addrs.size() != sizes.size()) throw nb::value_error("sizes: expected one per address");
+    if (addrs.size() != sizes.size())
+      throw nb::value_error(("sizes: expected one per address (" + std::to_string(addrs.size()) + "), got " +
+                             std::to_string(sizes.size())).c_str());
     size_t total = 0;
     for (size_t i = 0; i < sizes.size(); ++i) {
-      if (sizes[i] < 0) throw nb::value_error("sizes: a size is negative");
+      if (sizes[i] < 0)
+        throw nb::value_error(("sizes: expected sizes >= 0, got " + std::to_string(sizes[i])).c_str());
       if (sizes[i] && !addrs[i]) throw nb::value_error("addrs: expected the address of a buffer, got 0");
       total += size_t(sizes[i]);
     }

@@ -2,8 +2,8 @@
 // one call (rnnkit.h, StackBase). The plan holds one LayerWeights (layer.h: the cell's
 // packed weights and W_ih packed) per layer and direction, built once; a run keeps no
 // per-step history: the states live in two-slot rings (a cell reads only the previous
-// state and writes the next, recurrence.h) and the records, where the cell's forward
-// reads them itself (records_optional), in one slot.
+// state and writes the next, recurrence.h) and the records in one slot, kept only for a
+// cell whose forward reads its own records (not records_optional: Jordan, the LN cells).
 //
 // Per layer l and direction d, on one team of threads:
 //   xw = in W_ih^T + bias           all T*B rows in one packed product (layer.h)

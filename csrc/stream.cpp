@@ -14,7 +14,8 @@ namespace RNNKIT_ISA_NS {
 
 namespace {
 
-// A layer's weights (layer.h) and its state: double-buffered, records not kept.
+// A layer's weights (layer.h) and its state: double-buffered, records not kept (a scratch
+// slot only for a cell whose forward reads its own records: !records_optional).
 template <template <typename, typename> class Cell, typename S, typename P = Packed<S>>
 struct Layer : LayerWeights<Cell, S, P> {
   typedef Cell<S, P> C;  // P: packed weights (lowp.h's Lowp for reduced precision)
@@ -24,19 +25,20 @@ struct Layer : LayerWeights<Cell, S, P> {
   Buffer<S> states, records;
   S* cur[2];       // (B, state_width(k)) the state now
   S* next[2];      // (B, state_width(k)) the state being computed
-  S* rec[2];       // (B, record_width(k)) scratch: records are not kept
+  S* rec[2];       // (B, record_width(k)) scratch, or null where the cell needs none
   typename C::Work work;
   S zoneout;       // the rate p (0: off)
 
   // p: w_ih (G*H, I), bias (G*H) or null, then the cell's weights (see rnnkit.h).
   Layer(const CellConfig& cfg, int64_t B_, int64_t I_, const S* const* p, double zoneout_)
       : LayerWeights<Cell, S, P>(cfg, I_, p), B(B_), xw(B_ * C::G * cfg.H),
-        states(2 * B_ * width(cell, C::kStates, false)), records(B_ * width(cell, C::kRecords, true)),
+        states(2 * B_ * width(cell, C::kStates, false)),
+        records(records_optional<C>::value ? 1 : B_ * width(cell, C::kRecords, true)),
         work(cell, B_), zoneout(S(zoneout_)) {
     S* s = states.data();
     S* r = records.data();
     for (int k = 0; k < 2; ++k) {
-      const bool st = k < C::kStates, re = k < C::kRecords;
+      const bool st = k < C::kStates, re = k < C::kRecords && !records_optional<C>::value;
       cur[k] = st ? s : nullptr;
       next[k] = st ? s + B * cell.state_width(k) : nullptr;
       if (st) s += 2 * B * cell.state_width(k);

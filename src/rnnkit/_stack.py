@@ -87,7 +87,7 @@ class _Plan:
         return self.cache.get(tuple(table.values()), lambda: self._build(list(map(table.get, self.names)), isa))
 
     def _build(self, params: list, isa: int):
-        from .streaming import _kernel_params  # one layer's five entries, as the Stream takes them
+        from .streaming import _kernel_params, _layer_norm  # one layer's five entries, as the Stream takes them
 
         roles = self.spec.param_roles
         hyper = dict(zip(self.spec.hyper, self.hyper))
@@ -97,7 +97,7 @@ class _Plan:
             entries += [None if e is None else e.numpy()
                         for e in _kernel_params(self.spec, dict(zip(roles, layer)), hyper)]
         arch, act, out_act, reset_after = self.codes
-        layer_norm = "ln_gain_hh" in roles and params[roles.index("ln_gain_hh")] is not None
+        layer_norm = _layer_norm(dict(zip(roles, params[:len(roles)])))
         return _core.Stack(isa, arch, act, out_act, reset_after, self.D, self.sizes, entries, layer_norm)
 
     def __reduce__(self):  # a copy or a pickled module gets none: it is rebuilt on use
