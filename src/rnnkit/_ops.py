@@ -130,6 +130,9 @@ class _Ctx:
     def mark_non_differentiable(self, *tensors):
         pass
 
+    def set_materialize_grads(self, value):
+        pass
+
 
 def _arg_names(k: _Kernel) -> List[str]:
     return [a.rstrip("?") for a in k.args]

@@ -166,6 +166,9 @@ class _NoGrad:
     def mark_non_differentiable(self, *tensors):
         pass
 
+    def set_materialize_grads(self, value):
+        pass
+
 
 def _apply(fn, *args, regular=()):
     """fn.apply(*args) when a gradient can flow, else fn's forward as a plain call; while a
@@ -187,6 +190,7 @@ class _Elman(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, act: int, isa: int, recorder, zoneout=None,
                 recurrent_mask=None):
+        ctx.set_materialize_grads(False)  # unread outputs: None, not zero-filled
         T, B, _ = x.shape
         H = w_hh.shape[0]
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, H)
@@ -263,6 +267,7 @@ class _LSTM(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, w_ch, w_hr, lengths, isa: int, recorder, zoneout=None,
                 recurrent_mask=None):
+        ctx.set_materialize_grads(False)  # unread outputs: None, not zero-filled
         T, B, _ = x.shape
         H, K = w_hh.shape[0] // 4, w_hh.shape[1]  # K: the width of h (P with a projection, else H)
         xw = _project(x, w_ih, _sum_bias(b_ih, b_hh))  # (T, B, 4H)
@@ -352,6 +357,7 @@ class _LNLSTM(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, c0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, g_c, b_c, lengths, isa: int, recorder):
+        ctx.set_materialize_grads(False)  # unread outputs: None, not zero-filled
         T, B, _ = x.shape
         H = w_hh.shape[1]
         x_hat, rho = _normalised_input(x, w_ih)  # (T, B, 4H), (T, B, 1)
@@ -483,6 +489,7 @@ class _GRU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, lengths, reset_after: bool, isa: int, recorder, zoneout=None,
                 recurrent_mask=None):
+        ctx.set_materialize_grads(False)  # unread outputs: None, not zero-filled
         T, B, _ = x.shape
         H = w_hh.shape[1]
         b_hn = None
@@ -540,6 +547,7 @@ class _LNGRU(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, h0, w_ih, w_hh, b_ih, b_hh, g_ih, g_hh, lengths, isa: int, recorder):
+        ctx.set_materialize_grads(False)  # unread outputs: None, not zero-filled
         T, B, _ = x.shape
         H = w_hh.shape[1]
         x_hat, rho = _normalised_input(x, w_ih)  # (T, B, 3H), (T, B, 1)
@@ -652,6 +660,7 @@ class _Jordan(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, y0, w_ih, w_yh, w_hy, b_ih, b_yh, b_hy, lengths, act: int, out_act: int, isa: int, recorder,
                 zoneout=None, recurrent_mask=None):
+        ctx.set_materialize_grads(False)  # unread outputs: None, not zero-filled
         T, B, _ = x.shape
         H, O = w_yh.shape
         xw = _project(x, w_ih, _sum_bias(b_ih, b_yh))  # (T, B, H)
