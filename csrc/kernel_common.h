@@ -131,13 +131,17 @@ static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* pan
                                 int nr, bool accumulate) {
   typedef typename VecOf<S>::type V;
   constexpr int L = sizeof(V) / sizeof(S);
+  // The accumulators must live in registers: every loop over i below is unrolled, so
+  // the compiler keeps c0 / c1 in 2 * MR_ vector registers instead of zeroing a stack
+  // array (rep stos) and spilling it after the k loop, which cost ~5 % at M = 16.
   V c0[MR_], c1[MR_];
+#pragma GCC unroll 16
   for (int i = 0; i < MR_; ++i) {
     c0[i] = V{};
     c1[i] = V{};
   }
   int64_t k = 0;
-  if (MR_ == 1) {
+  if constexpr (MR_ == 1) {
     // One row (batch 1, streaming): two accumulators would wait on the FMA latency
     // every step; four independent pairs over k keep the units busy.
     V e0 = V{}, e1 = V{}, f0 = V{}, f1 = V{}, g0 = V{}, g1 = V{};
@@ -158,6 +162,7 @@ static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* pan
   for (; k < K; ++k) {
     const V b0 = loadu<V>(panel + k * 2 * L);
     const V b1 = loadu<V>(panel + k * 2 * L + L);
+#pragma GCC unroll 16
     for (int i = 0; i < MR_; ++i) {
       const S a = A[i * lda + k];
       c0[i] += a * b0;
@@ -165,6 +170,7 @@ static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* pan
     }
   }
   if (nr == 2 * L) {
+#pragma GCC unroll 16
     for (int i = 0; i < MR_; ++i) {
       S* c = C + i * ldc;
       if (accumulate) {
@@ -176,6 +182,7 @@ static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* pan
     }
   } else {
     S tile[2 * L];
+#pragma GCC unroll 16
     for (int i = 0; i < MR_; ++i) {
       storeu(tile, c0[i]);
       storeu(tile + L, c1[i]);
