@@ -213,20 +213,42 @@ static inline void row_blocks(int64_t M, int64_t K, const S* A, int64_t lda, con
 
 // C[:, p0*NR : p1*NR] (+)= A (M, K) W^T for the packed panels [p0, p1) (columns past
 // W.N are not stored). Rows of A and C have strides lda, ldc. The summation order of
-// every element is fixed (k ascending in KC chunks), whatever the panel range, so a
-// result does not depend on how the panels are split between threads.
+// every element is fixed (k ascending in KC chunks), whatever the panel range and the
+// row blocking, so a result does not depend on how the panels are split between threads.
+// Up to MC rows (a recurrence step: M = B): panel by panel, each KC slice of it (in L1)
+// passing over all rows, whose A stays in L1/L2. More rows (an input projection over
+// all T*B steps): in blocks of MC rows whose A slice (MC x KC, 128 KiB) stays in L2
+// while every panel slice passes over it, as matmul_nt (gemm.cpp) blocks; panel by
+// panel there, A would stream from L3 or memory once per panel.
 template <typename S>
 static void gemm_panels(int64_t M, const S* A, int64_t lda, const Packed<S>& W, int64_t p0, int64_t p1, S* C,
                         int64_t ldc, bool accumulate) {
   constexpr int NR = Packed<S>::NR, MR = Packed<S>::MR, KC = Packed<S>::KC;
+  constexpr int64_t MC = (131072 / (KC * int64_t(sizeof(S))) / MR) * MR;
   const int64_t K = W.K;
-  for (int64_t p = p0; p < p1; ++p) {
-    const int nr = int(W.N - p * NR < NR ? W.N - p * NR : NR);
-    if (nr <= 0) break;
+  const int64_t stored = (W.N + NR - 1) / NR;  // panels past W.N store nothing
+  if (p1 > stored) p1 = stored;
+  if (M <= MC) {
+    for (int64_t p = p0; p < p1; ++p) {
+      const int nr = int(W.N - p * NR < NR ? W.N - p * NR : NR);
+      for (int64_t k0 = 0; k0 < K; k0 += KC) {
+        const int64_t kc = K - k0 < KC ? K - k0 : KC;
+        const S* panel = W.data.data() + (p * K + k0) * NR;
+        row_blocks<S, MR>(M, kc, A + k0, lda, panel, C + p * NR, ldc, nr, accumulate || k0 > 0);
+      }
+    }
+    return;
+  }
+  for (int64_t m0 = 0; m0 < M; m0 += MC) {
+    const int64_t mc = M - m0 < MC ? M - m0 : MC;
     for (int64_t k0 = 0; k0 < K; k0 += KC) {
       const int64_t kc = K - k0 < KC ? K - k0 : KC;
-      const S* panel = W.data.data() + (p * K + k0) * NR;
-      row_blocks<S, MR>(M, kc, A + k0, lda, panel, C + p * NR, ldc, nr, accumulate || k0 > 0);
+      for (int64_t p = p0; p < p1; ++p) {
+        const int nr = int(W.N - p * NR < NR ? W.N - p * NR : NR);
+        const S* panel = W.data.data() + (p * K + k0) * NR;
+        row_blocks<S, MR>(mc, kc, A + m0 * lda + k0, lda, panel, C + m0 * ldc + p * NR, ldc, nr,
+                          accumulate || k0 > 0);
+      }
     }
   }
 }
