@@ -182,3 +182,21 @@ def test_after_fork(team):
             pytest.fail("the forked child hung")
         time.sleep(0.05)
     assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_jordan_recurrence_threads_by_the_common_threshold():
+    """The Jordan step (two products of B H O multiply-adds) gets a team above the same
+    per-step threshold as the other cells, on the layer path and the one-call stack."""
+    from rnnkit import _stack, functional
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert functional._jordan_threads(64, 64, 64) == 2       # 2 * 64 * 64 * 64 = 524,288 >= 262,144
+        assert functional._jordan_threads(1, 64, 64) == 1        # 8,192 below it
+        m = rnnkit.JordanRNN(64, 64, 64)
+        with torch.inference_mode():
+            m(torch.randn(3, 64, 64))  # builds the one-call stack's plan
+        plan = m.__dict__[_stack._ATTR]
+        assert _stack._threads(plan, 64) == 2 and _stack._threads(plan, 1) == 1
+    finally:
+        torch.set_num_threads(previous)

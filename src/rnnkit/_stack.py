@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence
 
-from . import _backend, _core, _variants, networks
+from . import _backend, _core, _variants, functional, networks
 from ._cache import PlanCache
 
 _ATTR = "_rnnkit_stack"  # where a module keeps its _Plan (in its __dict__)
@@ -121,8 +121,8 @@ def _threads(plan: _Plan, B: int) -> int:
     forced = _backend._local.threads
     if forced is not None:
         return forced
-    if plan.jordan:  # as functional._jordan_threads: one unless use_threads asks for more
-        return _backend.num_threads(B, 1, 2 * plan.hidden * plan.width, min_macs=1 << 62)
+    if plan.jordan:
+        return functional._jordan_threads(B, plan.hidden, plan.width)
     return 1 if B * plan.macs < _backend.PARALLEL_MIN_MACS_PER_STEP else _backend.num_threads(B, plan.hidden, plan.gates)
 
 
