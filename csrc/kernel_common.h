@@ -96,6 +96,29 @@ template <typename S> struct Packed {
   template <typename RowOffset, typename = typename std::enable_if<!std::is_integral<RowOffset>::value>::type>
   Packed(const S* w, int64_t N_, int64_t K_, int64_t sk, RowOffset row_offset)
       : N(N_), K(K_), panels((N_ + NR - 1) / NR), data(panels * K_ * NR) {
+    fill_rows(w, sk, row_offset);
+  }
+  // Row-major-with-strides convenience: element (n, k) at w[n * sn + k * sk].
+  Packed(const S* w, int64_t N_, int64_t K_, int64_t sn, int64_t sk)
+      : N(N_), K(K_), panels((N_ + NR - 1) / NR), data(panels * K_ * NR) {
+    if (sn != 1 || sk == 1) {
+      fill_rows(w, sk, [sn](int64_t n) { return n * sn; });
+      return;
+    }
+    // Columns contiguous (a transposed view, e.g. W_ih^T for dx = da W_ih): read along n,
+    // so both the reads and the writes stream (row by row they would stride by sk). The
+    // buffer starts zeroed: the lanes past N stay zero.
+    for (int64_t p = 0; p < panels; ++p) {
+      S* dst = data.data() + p * K * NR;
+      const S* src = w + p * NR;
+      const int64_t nr = N - p * NR < NR ? N - p * NR : NR;
+      for (int64_t k = 0; k < K; ++k)
+        for (int64_t j = 0; j < nr; ++j) dst[k * NR + j] = src[k * sk + j];
+    }
+  }
+
+ private:
+  template <typename RowOffset> void fill_rows(const S* w, int64_t sk, RowOffset row_offset) {
     for (int64_t p = 0; p < panels; ++p) {
       S* dst = data.data() + p * K * NR;
       for (int j = 0; j < NR; ++j) {
@@ -105,9 +128,6 @@ template <typename S> struct Packed {
       }
     }
   }
-  // Row-major-with-strides convenience: element (n, k) at w[n * sn + k * sk].
-  Packed(const S* w, int64_t N_, int64_t K_, int64_t sn, int64_t sk)
-      : Packed(w, N_, K_, sk, [sn](int64_t n) { return n * sn; }) {}
 };
 
 // Hidden units are grouped in blocks of UB = NR. pack_gates orders the G gate rows of

@@ -81,6 +81,16 @@ def test_gemm_choice_follows_the_rule_and_matches(monkeypatch):
         assert (fn(a, w, bias).double() - expected).abs().max().item() < 1e-4, name
 
 
+def test_a_transposed_weight_over_few_rows_counts_as_transposed():
+    """dx = da W_ih (W_ih read transposed): on torch's BLAS, which reads it in place, below
+    COPY_PAYS_ROWS rows of da; from there on in the rows form (oneDNN copies it first)."""
+    w_t = torch.randn(64, 32).t()  # (32, 64), columns contiguous
+    short, long = torch.randn(_backend.COPY_PAYS_ROWS - 1, 64), torch.randn(_backend.COPY_PAYS_ROWS, 64)
+    assert _backend._form(short, w_t) == "transposed" and _backend._form(long, w_t) == "rows"
+    assert _backend._form(short, w_t.contiguous()) == "rows"
+    assert _backend._form(long.t().contiguous().t(), w_t) == "transposed"  # a transposed: always
+
+
 def test_gemm_nt_float64_stays_on_torch_blas():
     a, w, bias = _operands(20, 10, 30, torch.float64, False)
     assert torch.equal(_backend.gemm_nt(a, w, bias), torch.addmm(bias, a, w.t()))

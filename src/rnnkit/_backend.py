@@ -290,18 +290,28 @@ def _candidates() -> dict:
 # 2048x1024x1024: oneDNN 100, the core 82, MKL 79 GFLOP/s; benchmarks/gemm_peak.py
 # measures them), a transposed (the weight gradients da^T x, which oneDNN must copy
 # first) to torch's BLAS, which reads it in place and measured fastest there.
+# dx = da W_ih reads W_ih transposed, which oneDNN must copy first too: that copy (N x K
+# values) is paid back by oneDNN's speed only over enough rows of a. Measured in one run
+# (2 threads, quiet, interleaved blocks; da (M, 4H), W_ih (4H, H), M = 100 B): M = 100,
+# H = 128 / 256 / 512: torch's BLAS 84 / 294 / 1249 us, oneDNN with the copy 150 / 487 /
+# 2222 us; M = 1600: within 2 % of each other; M = 6400 (H = 256): oneDNN 11 % faster.
+# So such a product with fewer than COPY_PAYS_ROWS rows counts as "transposed".
 _RULE = {"rows": ("onednn", "torch"), "transposed": ("torch",)}  # first available wins
+COPY_PAYS_ROWS = 1024
 _chosen: dict = {}  # form -> (name, fn)
 
 
-def _form(a: torch.Tensor) -> str:
-    return "rows" if a.stride(-1) == 1 else "transposed"
+def _form(a: torch.Tensor, w: torch.Tensor) -> str:
+    if a.stride(-1) != 1 or (w.stride(-1) != 1 and a.shape[0] < COPY_PAYS_ROWS):
+        return "transposed"
+    return "rows"
 
 
 def gemm_backend(form: str = "rows") -> str:
     """Name of the GEMM the float32 big products of ``form`` run on here: ``torch`` (its
     BLAS), ``onednn`` or ``core``; form ``rows`` (the input projection, dx) or
-    ``transposed`` (the weight gradients), by the rule above; ``RNNKIT_GEMM`` in the
+    ``transposed`` (the weight gradients, and dx over fewer than ``COPY_PAYS_ROWS``
+    rows), by the rule above; ``RNNKIT_GEMM`` in the
     environment forces one for both forms."""
     return _gemm(form)[0]
 
@@ -331,4 +341,4 @@ def gemm_nt(a: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None = None) 
     :func:`gemm_backend`); float64 products and small ones on torch's BLAS."""
     if a.dtype != torch.float32 or a.shape[0] * w.shape[0] * a.shape[1] < SMALL_PRODUCT_MACS:
         return _torch_nt(a, w, bias)
-    return _gemm(_form(a))[1](a, w, bias)
+    return _gemm(_form(a, w))[1](a, w, bias)
