@@ -119,6 +119,10 @@ class TagTask(Task):
         # ewt-fb with DropConnect on W_hh (AWD-LSTM's weight drop): dev UPOS 95.32 % (seed 0), 95.18 % (seed 1)
         "ewt-wd": dict(arch="lstm", forget_bias=1.0, lr=3e-3, weight_drop=0.2, steps=4000, eval_every=400,
                        save_every=400),
+        # ewt-wd with 256 units per direction (4,300,305 parameters; the same 4000 steps of 32
+        # sentences): dev UPOS 95.51 % (seed 0), 95.33 % (seed 1), best checkpoints
+        "ewt-wide": dict(arch="lstm", hidden=256, forget_bias=1.0, lr=3e-3, weight_drop=0.2, steps=4000,
+                         eval_every=400, save_every=400),
         # CI: seconds.
         "tiny": dict(hidden=32, layers=1, embed=32, char_embed=16, char_hidden=16, batch_size=16,
                      steps=60, eval_every=30, save_every=30, log_every=10, eval_limit=300,
