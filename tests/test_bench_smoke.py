@@ -1,6 +1,8 @@
 """Smoke tests of the benchmark harness: it runs, prints its tables and checks its contenders
 against each other. No timing is asserted; each test takes a few seconds."""
 
+import pytest
+
 from rnnkit import bench
 
 
@@ -88,3 +90,12 @@ def test_quick_bench_prints_cells_call_and_variants(capsys):
     failed = [line for line in text.splitlines() if "failed" in line]
     assert all("torch.onnx.export" in line for line in failed), failed
     assert not failed or "LSTMs with projections" in text
+
+
+def test_bench_out_is_checked_before_the_run(tmp_path):
+    """A --out the run could not write is refused at once (SystemExit from the argument
+    check), not after minutes of timing (a FileNotFoundError at the end)."""
+    with pytest.raises(SystemExit, match=r"--out .*: no folder .*missing to write it in"):
+        bench.main(["--out", str(tmp_path / "missing" / "RESULTS.md")])
+    with pytest.raises(SystemExit, match=r"--out .*: is a folder; expected the markdown file to write"):
+        bench.main(["--out", str(tmp_path)])

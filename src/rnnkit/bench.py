@@ -55,6 +55,7 @@ import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Optional
 
 import torch
@@ -1444,6 +1445,12 @@ def main(argv=None) -> int:
     for name, value in (("--repeats", args.repeats), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise SystemExit(f"{name}: expected a positive integer, got {value}")
+    if args.out:  # checked now, not after a run of minutes
+        out = Path(args.out)
+        if out.is_dir():
+            raise SystemExit(f"--out {out}: is a folder; expected the markdown file to write")
+        if not out.parent.is_dir():
+            raise SystemExit(f"--out {out}: no folder {out.parent} to write it in")
 
     global ONNX_SPINNING
     threads_before = torch.get_num_threads()
