@@ -223,51 +223,60 @@ template <Precision P> static inline void lowp_row(const float* a, int64_t K, in
 }
 
 // C[:, p0*NR : p1*NR] (+)= A (M, K) W^T with reduced-precision W: the overload of
-// kernel_common.h's gemm_panels that Step::product calls for Lowp weights. Each block of
-// MR rows is converted once (on the stack up to 2048 groups a row), then multiplied by
-// every panel of the range. The result of an element does not depend on the panel range.
+// kernel_common.h's gemm_panels that Step::product calls for Lowp weights. Rows are
+// converted a chunk at a time (up to CHUNK blocks of MR rows; on the stack up to 2048
+// groups in all, on the heap beyond), then each panel of the range is multiplied by every block of the chunk
+// while it is in cache: an input projection over T*B rows streams W_ih once per chunk, not
+// once per MR rows. The result of an element depends on neither the panel range nor the
+// chunking (each is one tile over all of K).
 // K <= 65536 for int8 (the binding checks it), so that no int32 sum can wrap.
 template <Precision P>
 static void gemm_panels(int64_t M, const float* A, int64_t lda, const Lowp<P>& W, int64_t p0, int64_t p1, float* C,
                         int64_t ldc, bool accumulate) {
-  constexpr int NR = Lowp<P>::NR, MR = Packed<float>::MR;
+  constexpr int NR = Lowp<P>::NR, MR = Packed<float>::MR, CHUNK = 8;
   constexpr int64_t kStack = 2048;
   typedef typename Lowp<P>::Acc Acc;
   const int64_t kgn = W.KGn;
+  const int64_t blocks = (M + MR - 1) / MR, chunk = blocks < CHUNK ? blocks : CHUNK;  // MR-row blocks per chunk
   alignas(64) uint32_t stack[MR * kStack];
   uint32_t* q = stack;
   Buffer<uint32_t>* heap = nullptr;
-  if (kgn > kStack) {
-    heap = new Buffer<uint32_t>(MR * kgn);
+  if (chunk * kgn > kStack) {
+    heap = new Buffer<uint32_t>(chunk * MR * kgn);
     q = heap->data();
   }
   alignas(64) Acc acc[MR * NR];
-  float sa[MR];
-  for (int64_t i0 = 0; i0 < M; i0 += MR) {
-    const int mr = int(M - i0 < MR ? M - i0 : MR);
-    for (int i = 0; i < mr; ++i) lowp_row<P>(A + (i0 + i) * lda, W.K, kgn, q + i * kgn, sa + i);
+  float sa[CHUNK * MR];
+  for (int64_t c0 = 0; c0 < M; c0 += chunk * MR) {
+    const int64_t rows = M - c0 < chunk * MR ? M - c0 : chunk * MR;
+    for (int64_t i = 0; i < rows; ++i) lowp_row<P>(A + (c0 + i) * lda, W.K, kgn, q + i * kgn, &sa[i]);
     for (int64_t p = p0; p < p1; ++p) {
       const int nr = int(W.N - p * NR < NR ? W.N - p * NR : NR);
       if (nr <= 0) break;
       const uint32_t* panel = W.data.data() + p * kgn * NR;
+      for (int64_t i0 = 0; i0 < rows; i0 += MR) {
+        const int mr = int(rows - i0 < MR ? rows - i0 : MR);
+        const uint32_t* qb = q + i0 * kgn;
 #if RNNKIT_VBYTES == 64
-      if (W.native) {
-        if (P == Precision::int8)
-          lowp_tile_vnni(mr, kgn, q, kgn, panel, reinterpret_cast<int32_t*>(acc));
-        else
-          lowp_tile_bf16(mr, kgn, q, kgn, panel, reinterpret_cast<float*>(acc));
-      } else
-#endif
-        lowp_tile_rows<P>(mr, kgn, q, kgn, panel, acc);
-      for (int i = 0; i < mr; ++i) {
-        float* c = C + (i0 + i) * ldc + p * NR;
-        for (int j = 0; j < nr; ++j) {
-          float y;
+        if (W.native) {
           if (P == Precision::int8)
-            y = float(int32_t(acc[i * NR + j]) - W.corr.data()[p * NR + j]) * (sa[i] * W.scale.data()[p * NR + j]);
+            lowp_tile_vnni(mr, kgn, qb, kgn, panel, reinterpret_cast<int32_t*>(acc));
           else
-            y = float(acc[i * NR + j]);
-          c[j] = accumulate ? c[j] + y : y;
+            lowp_tile_bf16(mr, kgn, qb, kgn, panel, reinterpret_cast<float*>(acc));
+        } else
+#endif
+          lowp_tile_rows<P>(mr, kgn, qb, kgn, panel, acc);
+        for (int i = 0; i < mr; ++i) {
+          float* c = C + (c0 + i0 + i) * ldc + p * NR;
+          for (int j = 0; j < nr; ++j) {
+            float y;
+            if (P == Precision::int8)
+              y = float(int32_t(acc[i * NR + j]) - W.corr.data()[p * NR + j]) *
+                  (sa[i0 + i] * W.scale.data()[p * NR + j]);
+            else
+              y = float(acc[i * NR + j]);
+            c[j] = accumulate ? c[j] + y : y;
+          }
         }
       }
     }
