@@ -153,7 +153,8 @@ static inline void micro_kernel(int64_t K, const S* A, int64_t lda, const S* pan
   constexpr int L = sizeof(V) / sizeof(S);
   // The accumulators must live in registers: every loop over i below is unrolled, so
   // the compiler keeps c0 / c1 in 2 * MR_ vector registers instead of zeroing a stack
-  // array (rep stos) and spilling it after the k loop, which cost ~5 % at M = 16.
+  // array (rep stos) and spilling it after the k loop (the two rep stos alone took 4 % of
+  // a one-thread LSTM inference profile at H = 256, B = 64).
   V c0[MR_], c1[MR_];
 #pragma GCC unroll 16
   for (int i = 0; i < MR_; ++i) {

@@ -225,10 +225,10 @@ template <Precision P> static inline void lowp_row(const float* a, int64_t K, in
 // C[:, p0*NR : p1*NR] (+)= A (M, K) W^T with reduced-precision W: the overload of
 // kernel_common.h's gemm_panels that Step::product calls for Lowp weights. Rows are
 // converted a chunk at a time (up to CHUNK blocks of MR rows; on the stack up to 2048
-// groups in all, on the heap beyond), then each panel of the range is multiplied by every block of the chunk
-// while it is in cache: an input projection over T*B rows streams W_ih once per chunk, not
-// once per MR rows. The result of an element depends on neither the panel range nor the
-// chunking (each is one tile over all of K).
+// groups in all, on the heap beyond), then each panel of the range is multiplied by
+// every block of the chunk while it is in cache: an input projection over T*B rows
+// streams W_ih once per chunk, not once per MR rows. The result of an element depends on
+// neither the panel range nor the chunking (each is one tile over all of K).
 // K <= 65536 for int8 (the binding checks it), so that no int32 sum can wrap.
 template <Precision P>
 static void gemm_panels(int64_t M, const float* A, int64_t lda, const Lowp<P>& W, int64_t p0, int64_t p1, float* C,
