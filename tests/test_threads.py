@@ -191,8 +191,8 @@ def test_jordan_recurrence_threads_by_the_common_threshold():
     previous = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        assert functional._jordan_threads(64, 64, 64) == 2       # 2 * 64 * 64 * 64 = 524,288 >= 262,144
-        assert functional._jordan_threads(1, 64, 64) == 1        # 8,192 below it
+        assert functional._jordan_threads(64, 64, 64) == 2       # 2 * 64 * 64 * 64 = 524,288: above it
+        assert functional._jordan_threads(1, 64, 64) == 1        # 8,192: below
         m = rnnkit.JordanRNN(64, 64, 64)
         with torch.inference_mode():
             m(torch.randn(3, 64, 64))  # builds the one-call stack's plan

@@ -86,12 +86,16 @@ def use_isa(name: str):
             _local.isa = previous
 
 
-# Below this many multiply-adds per step (B * G*H * H, about 0.26 M: e.g. an LSTM with
-# H = 128, B = 4, or H = 256, B = 1) one thread is faster: the team meets at a barrier
-# every step (a few hundred nanoseconds when both members run). On a loaded machine,
-# where a member is often descheduled, the core's barrier shrinks the team to one
-# thread after a few long waits (csrc/parallel.cpp), so a team costs little there.
-PARALLEL_MIN_MACS_PER_STEP = 1 << 18
+# Below this many multiply-adds per step (B * G*H * H, 65,536: e.g. an LSTM with H = 128,
+# B = 1, or H = 64, B = 4) one thread: the team meets at a barrier every step. Measured
+# on the 2-core development machine, quiet, T = 100, rnnkit.use_threads(2) against (1),
+# interleaved medians: at 65,536 inference 1.26-1.54x and training 1.02-1.18x faster (LSTM
+# H = 128 B = 1, Elman H = 256 B = 1, Elman H = 128 B = 4, LSTM H = 64 B = 4); below it
+# mixed (GRU H = 128 B = 1: inference 1.40x, training 1.00x; Elman H = 64 B = 4 training
+# 0.88x). It was 2^18 when teams were std::threads started per call. On a loaded
+# machine, where a member is often descheduled, the core's barrier shrinks the team to
+# one thread after a few long waits (csrc/parallel.cpp), so a team costs little there.
+PARALLEL_MIN_MACS_PER_STEP = 1 << 16
 
 
 @contextlib.contextmanager
